@@ -1,0 +1,199 @@
+//! The tuning file (`--config FILE`, YAML): trigger defaults, collector and target knobs.
+//!
+//! Every field has a built-in default, so an empty file (or none) is a valid config.
+//! Unknown fields are errors: a typo in a config file must not pass silently.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{duration, target};
+
+/// The whole tuning config.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Defaults for trigger metadata keys (canonical names, e.g. `prometheusAddress`, `lagThreshold`).
+    #[serde(default)]
+    pub defaults: BTreeMap<String, String>,
+    #[serde(default)]
+    pub collectors: CollectorSettings,
+    #[serde(default)]
+    pub targets: TargetSettings,
+}
+
+/// How signal sources are polled.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CollectorSettings {
+    /// Prometheus query interval.
+    pub prometheus_interval: Dur,
+    /// Kafka offsets interval.
+    pub kafka_interval: Dur,
+    /// Timeout of one upstream request (Prometheus query, Kafka request) unless the trigger sets `timeout`.
+    pub timeout: Dur,
+    /// A source whose last good reading is older than this is unavailable, even without an error.
+    pub stale_after: Dur,
+}
+
+impl Default for CollectorSettings {
+    fn default() -> Self {
+        Self {
+            prometheus_interval: Dur(Duration::from_secs(2)),
+            kafka_interval: Dur(Duration::from_secs(1)),
+            // KEDA's own HTTP default (KEDA_HTTP_DEFAULT_TIMEOUT).
+            timeout: Dur(Duration::from_secs(3)),
+            stale_after: Dur(Duration::from_secs(15)),
+        }
+    }
+}
+
+/// How targets are evaluated and forgotten.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TargetSettings {
+    /// Re-evaluation tick, on top of every new reading (catches staleness).
+    pub tick: Dur,
+    /// A target KEDA has not asked about (and has no open stream) for this long is dropped.
+    pub idle_timeout: Dur,
+    /// How long a new target's first call waits for a first reading (KEDA's HPA path has 3 s in all).
+    pub first_reading_wait: Dur,
+}
+
+impl Default for TargetSettings {
+    fn default() -> Self {
+        Self {
+            tick: Dur(Duration::from_secs(1)),
+            // Twenty of KEDA's default 30 s polls.
+            idle_timeout: Dur(Duration::from_secs(600)),
+            first_reading_wait: Dur(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// A Go-style duration in the file (`"2s"`, `"500ms"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        duration::parse(&text).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: shown.clone(), message },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid { path: shown.clone(), message },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml_ng::from_str(text)
+                .map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string() })?
+        };
+        config.validate().map_err(|message| ConfigError::Invalid { path: String::new(), message })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if let Err(e) = target::check_defaults(&self.defaults) {
+            problems.extend(e.problems.iter().map(|p| format!("defaults.{p}")));
+        }
+        let at_least = |name: &str, value: Dur, min: Duration, problems: &mut Vec<String>| {
+            if value.0 < min {
+                problems.push(format!(
+                    "{name}: {} is below the minimum {}",
+                    duration::format(value.0),
+                    duration::format(min)
+                ));
+            }
+        };
+        let c = &self.collectors;
+        at_least("collectors.prometheusInterval", c.prometheus_interval, Duration::from_millis(100), &mut problems);
+        at_least("collectors.kafkaInterval", c.kafka_interval, Duration::from_millis(100), &mut problems);
+        at_least("collectors.timeout", c.timeout, Duration::from_millis(10), &mut problems);
+        at_least("targets.tick", self.targets.tick, Duration::from_millis(100), &mut problems);
+        at_least("targets.idleTimeout", self.targets.idle_timeout, Duration::from_secs(1), &mut problems);
+        let slowest = c.prometheus_interval.0.max(c.kafka_interval.0);
+        if c.stale_after.0 <= slowest {
+            problems.push(format!(
+                "collectors.staleAfter: {} must be longer than the slowest collector interval ({})",
+                duration::format(c.stale_after.0),
+                duration::format(slowest)
+            ));
+        }
+        if self.targets.first_reading_wait.0 > Duration::from_secs(2) {
+            problems.push(format!(
+                "targets.firstReadingWait: {} is above 2s (KEDA's HPA path allows 3 s for all calls)",
+                duration::format(self.targets.first_reading_wait.0)
+            ));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_built_in_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        assert_eq!(Config::parse("{}").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let config = Config::parse(
+            "defaults:\n  prometheusAddress: http://prometheus.monitoring:9090\n  lagThreshold: \"20\"\n\
+             collectors:\n  prometheusInterval: 1s\n  kafkaInterval: 500ms\n  staleAfter: 5s\n\
+             targets:\n  idleTimeout: 5m\n",
+        )
+        .unwrap();
+        assert_eq!(config.defaults["lagThreshold"], "20");
+        assert_eq!(config.collectors.kafka_interval, Dur(Duration::from_millis(500)));
+        assert_eq!(config.targets.idle_timeout, Dur(Duration::from_secs(300)));
+        assert_eq!(config.collectors.timeout, CollectorSettings::default().timeout);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            ("collectors:\n  kafkaIntervall: 1s\n", "kafkaIntervall"),
+            ("collectors:\n  kafkaInterval: soon\n", "soon"),
+            ("collectors:\n  kafkaInterval: 10ms\n", "collectors.kafkaInterval: 10ms is below the minimum 100ms"),
+            ("collectors:\n  staleAfter: 1s\n", "collectors.staleAfter"),
+            ("targets:\n  firstReadingWait: 5s\n", "targets.firstReadingWait"),
+            ("defaults:\n  lagTreshold: \"5\"\n", "defaults.lagTreshold: is not a trigger key"),
+            ("defaults:\n  targetRps: \"0\"\n", "defaults.targetRps: value \"0\""),
+        ];
+        for (text, wanted) in cases {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(wanted), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! spinscale: a KEDA external-push scaler for SpinKube apps.
+//!
+//! KEDA asks, per ScaledObject, "is this app active?" and "what is its metric?"; spinscale answers
+//! from signals it watches itself (Prometheus request rate, Kafka consumer lag) and pushes
+//! "active" over `StreamIsActive` the moment an app must wake up.
+//!
+//! - [`target`]: trigger metadata → a validated spec;
+//! - [`signals`]: one collector per distinct source;
+//! - [`engine`]: the pure decision;
+//! - [`registry`]: live targets and their decision channels;
+//! - [`grpc`]: KEDA's `ExternalScaler` service;
+//! - [`server`]: wiring and graceful shutdown; [`demo`]: everything embedded.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod demo;
+pub mod duration;
+pub mod engine;
+pub mod grpc;
+pub mod registry;
+pub mod server;
+pub mod signals;
+pub mod target;
+
+/// KEDA's `externalscaler.proto`, generated at build time.
+pub mod proto {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("externalscaler");
+}

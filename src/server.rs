@@ -1,0 +1,123 @@
+//! Wiring: the gRPC server (ExternalScaler + health) and the HTTP endpoints, with graceful shutdown.
+//!
+//! [`Server::start`] takes bound listeners (tests bind port 0) and returns a handle; shutdown ends
+//! every open stream with status OK, so KEDA reconnects after 2 s instead of a grown backoff.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::grpc::Scaler;
+use crate::proto::external_scaler_server::ExternalScalerServer;
+use crate::registry::Registry;
+
+/// How long shutdown waits for connections to drain before giving up on them.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A running spinscale server.
+pub struct Server {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Server {
+    /// Starts serving on already-bound listeners.
+    pub async fn start(config: Config, grpc: TcpListener, http: TcpListener) -> anyhow::Result<Self> {
+        let grpc_addr = grpc.local_addr()?;
+        let http_addr = http.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let registry = Registry::new(config);
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<ExternalScalerServer<Scaler>>().await;
+        let scaler = ExternalScalerServer::new(Scaler::new(registry.clone(), shutdown.clone()));
+        let grpc_task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                tonic::transport::Server::builder()
+                    .add_service(health_service)
+                    .add_service(scaler)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.cancelled_owned())
+                    .await?;
+                Ok(())
+            }
+        });
+
+        let http_task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                axum::serve(http, http_router(shutdown.clone()))
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await?;
+                Ok(())
+            }
+        });
+
+        let evictions = tokio::spawn({
+            let registry = registry.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                registry.run_evictions(shutdown).await;
+                Ok(())
+            }
+        });
+        info!(grpc = %grpc_addr, http = %http_addr, "spinscale listening");
+        Ok(Self { grpc_addr, http_addr, registry, shutdown, tasks: vec![grpc_task, http_task, evictions] })
+    }
+
+    /// A token that, when cancelled, shuts the server down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Ends every stream with OK, stops accepting, and waits (bounded) for the servers to stop.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after its shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.shutdown.cancelled().await;
+        let all = futures_util::future::join_all(self.tasks);
+        match tokio::time::timeout(DRAIN_DEADLINE, all).await {
+            Ok(results) => {
+                for result in results {
+                    result??;
+                }
+                info!("spinscale stopped");
+            }
+            Err(_) => info!("spinscale stopped; some connections did not drain within {DRAIN_DEADLINE:?}"),
+        }
+        Ok(())
+    }
+}
+
+fn http_router(shutdown: CancellationToken) -> Router {
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route(
+        "/readyz",
+        get(move || {
+            let draining = shutdown.is_cancelled();
+            async move {
+                if draining {
+                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                } else {
+                    (StatusCode::OK, "ready\n")
+                }
+            }
+        }),
+    )
+}

@@ -1,0 +1,156 @@
+//! The signal hub: one collector task per distinct [`SourceKey`], alive while a target holds it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::kafka::OffsetsReader;
+use super::{Reading, SourceKey, SourceState, prometheus};
+use crate::config::CollectorSettings;
+use crate::target::{KafkaSource, PrometheusSource};
+
+/// Starts, shares and (through [`Collector`]'s drop) stops collectors.
+pub struct Hub {
+    settings: CollectorSettings,
+    http: reqwest::Client,
+    collectors: Mutex<HashMap<SourceKey, Weak<Collector>>>,
+}
+
+/// A running collector. Dropping the last `Arc` stops it.
+pub struct Collector {
+    pub key: SourceKey,
+    state: watch::Receiver<SourceState>,
+    task: JoinHandle<()>,
+}
+
+impl Collector {
+    /// A receiver of this source's state; `changed()` fires after every poll.
+    pub fn subscribe(&self) -> watch::Receiver<SourceState> {
+        self.state.clone()
+    }
+
+    /// The latest state, borrowed (do not hold across an await).
+    pub fn borrow(&self) -> watch::Ref<'_, SourceState> {
+        self.state.borrow()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        debug!(source = %self.key, "collector stopped: no target uses it");
+        self.task.abort();
+    }
+}
+
+impl Hub {
+    pub fn new(settings: CollectorSettings) -> Arc<Self> {
+        let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).build().unwrap_or_default();
+        Arc::new(Self { settings, http, collectors: Mutex::new(HashMap::new()) })
+    }
+
+    /// The collector for `key`, started if no target uses it yet. Must run inside a tokio runtime.
+    pub fn subscribe(&self, key: &SourceKey) -> Arc<Collector> {
+        let mut collectors = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = collectors.get(key).and_then(Weak::upgrade) {
+            return running;
+        }
+        collectors.retain(|_, c| c.strong_count() > 0);
+        let collector = Arc::new(self.start(key.clone()));
+        collectors.insert(key.clone(), Arc::downgrade(&collector));
+        collector
+    }
+
+    /// How many collectors are running.
+    pub fn running(&self) -> usize {
+        let collectors = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
+        collectors.values().filter(|c| c.strong_count() > 0).count()
+    }
+
+    fn start(&self, key: SourceKey) -> Collector {
+        let (tx, rx) = watch::channel(SourceState::default());
+        let span = info_span!("collector", source = %key);
+        let s = &self.settings;
+        let task = match &key {
+            SourceKey::Prometheus(source) => tokio::spawn(
+                run_prometheus(
+                    self.http.clone(),
+                    source.clone(),
+                    s.prometheus_interval.0,
+                    source.timeout.unwrap_or(s.timeout.0),
+                    tx,
+                )
+                .instrument(span),
+            ),
+            SourceKey::Kafka(source) => {
+                tokio::spawn(run_kafka(source.clone(), s.kafka_interval.0, s.timeout.0, tx).instrument(span))
+            }
+        };
+        Collector { key, state: rx, task }
+    }
+}
+
+async fn run_prometheus(
+    http: reqwest::Client,
+    source: PrometheusSource,
+    interval: Duration,
+    timeout: Duration,
+    tx: watch::Sender<SourceState>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let result = prometheus::query(&http, &source, timeout).await;
+        publish(&tx, result.map(Reading::Rate).map_err(|e| e.to_string()));
+    }
+}
+
+async fn run_kafka(source: KafkaSource, interval: Duration, timeout: Duration, tx: watch::Sender<SourceState>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut reader: Option<OffsetsReader> = None;
+    loop {
+        ticker.tick().await;
+        let source = source.clone();
+        let taken = reader.take();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut reader = match taken {
+                Some(r) => r,
+                None => match OffsetsReader::new(source, timeout) {
+                    Ok(r) => r,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let result = reader.poll();
+            (Some(reader), result)
+        })
+        .await;
+        match outcome {
+            Ok((kept, result)) => {
+                reader = kept;
+                publish(&tx, result.map(|p| Reading::Offsets(p.into())).map_err(|e| e.to_string()));
+            }
+            Err(e) => publish(&tx, Err(format!("offsets poll ended abnormally: {e}"))),
+        }
+    }
+}
+
+fn publish(tx: &watch::Sender<SourceState>, result: Result<Reading, String>) {
+    tx.send_modify(|state| match result {
+        Ok(reading) => {
+            state.last_good = Some((reading, Instant::now()));
+            state.error = None;
+        }
+        Err(cause) => {
+            if state.error.as_deref() != Some(cause.as_str()) {
+                warn!(%cause, "source poll failed");
+            }
+            state.error = Some(cause.into());
+        }
+    });
+}

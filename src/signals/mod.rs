@@ -1,0 +1,83 @@
+//! Signal sources: one collector per distinct source, shared by every target that uses it.
+//!
+//! Collectors only fetch and publish raw readings on a `watch` channel; the targets interpret them
+//! (KEDA's lag rules, thresholds) in the pure [`crate::engine`].
+
+pub mod hub;
+pub mod kafka;
+pub mod prometheus;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::PartitionOffsets;
+use crate::target::{KafkaSource, PrometheusSource};
+
+pub use hub::{Collector, Hub};
+
+/// What a collector watches. Equal keys share one collector.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SourceKey {
+    Prometheus(PrometheusSource),
+    Kafka(KafkaSource),
+}
+
+impl fmt::Display for SourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceKey::Prometheus(p) => write!(f, "prometheus {} query {:?}", p.address, p.query),
+            SourceKey::Kafka(k) => {
+                write!(f, "kafka {} group {:?}", k.bootstrap_servers, k.consumer_group)?;
+                if k.topics.is_empty() {
+                    write!(f, " (the group's topics)")
+                } else {
+                    write!(f, " topic {:?}", k.topics.join(","))
+                }
+            }
+        }
+    }
+}
+
+/// One successful poll.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reading {
+    /// Requests per second.
+    Rate(f64),
+    /// Committed and latest offsets per partition.
+    Offsets(Arc<[PartitionOffsets]>),
+}
+
+/// What a collector publishes after every poll.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SourceState {
+    /// The last good reading and when it was taken.
+    pub last_good: Option<(Reading, Instant)>,
+    /// Why the most recent poll failed; `None` when it succeeded (or none has run yet).
+    pub error: Option<Arc<str>>,
+}
+
+/// A source's state as a target sees it at one instant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SourceView<'a> {
+    /// No poll has finished yet.
+    Pending,
+    /// The last poll failed.
+    Failed(&'a str),
+    /// The last good reading is older than `staleAfter`.
+    Stale(Duration),
+    Fresh(&'a Reading),
+}
+
+impl SourceState {
+    pub fn view(&self, now: Instant, stale_after: Duration) -> SourceView<'_> {
+        match (&self.error, &self.last_good) {
+            (Some(e), _) => SourceView::Failed(e),
+            (None, None) => SourceView::Pending,
+            (None, Some((_, at))) if now.saturating_duration_since(*at) > stale_after => {
+                SourceView::Stale(now.saturating_duration_since(*at))
+            }
+            (None, Some((reading, _))) => SourceView::Fresh(reading),
+        }
+    }
+}
