@@ -60,6 +60,8 @@ pub struct TargetSettings {
     pub idle_timeout: Dur,
     /// How long a new target's first call waits for a first reading (KEDA's HPA path has 3 s in all).
     pub first_reading_wait: Dur,
+    /// Under `excludePersistentLag`, a commit unchanged this long is persistent (KEDA's default poll).
+    pub persistent_lag_after: Dur,
 }
 
 impl Default for TargetSettings {
@@ -69,6 +71,7 @@ impl Default for TargetSettings {
             // Twenty of KEDA's default 30 s polls.
             idle_timeout: Dur(Duration::from_secs(600)),
             first_reading_wait: Dur(Duration::from_secs(2)),
+            persistent_lag_after: Dur(Duration::from_secs(30)),
         }
     }
 }

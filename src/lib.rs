@@ -16,6 +16,7 @@
 pub mod config;
 pub mod demo;
 pub mod duration;
+pub mod embedded;
 pub mod engine;
 pub mod grpc;
 pub mod registry;

@@ -190,13 +190,15 @@ impl Registry {
 
     fn start(&self, key: TargetKey, spec: Arc<TargetSpec>, now_ms: u64) -> Target {
         let collectors: Vec<Arc<Collector>> = target_sources(&spec).iter().map(|s| self.hub.subscribe(s)).collect();
-        let initial = evaluate(&spec, &collectors, Instant::now(), self.config.collectors.stale_after.0);
+        let limits = Limits {
+            stale_after: self.config.collectors.stale_after.0,
+            persistent_lag_after: self.config.targets.persistent_lag_after.0,
+        };
+        let initial = evaluate(&spec, &collectors, Instant::now(), limits);
         let (tx, rx) = watch::channel(initial);
         let span = info_span!("target", target = %key);
-        let task = tokio::spawn(
-            run_target(spec.clone(), collectors, tx, self.config.targets.tick.0, self.config.collectors.stale_after.0)
-                .instrument(span),
-        );
+        let task =
+            tokio::spawn(run_target(spec.clone(), collectors, tx, self.config.targets.tick.0, limits).instrument(span));
         Target { key, spec, state: rx, last_seen_ms: AtomicU64::new(now_ms), open_streams: AtomicUsize::new(0), task }
     }
 
@@ -239,12 +241,19 @@ fn target_sources(spec: &TargetSpec) -> Vec<SourceKey> {
     prometheus.into_iter().chain(kafka).collect()
 }
 
+/// The time limits a target's evaluation applies.
+#[derive(Clone, Copy)]
+struct Limits {
+    stale_after: Duration,
+    persistent_lag_after: Duration,
+}
+
 async fn run_target(
     spec: Arc<TargetSpec>,
     collectors: Vec<Arc<Collector>>,
     tx: watch::Sender<TargetState>,
     tick: Duration,
-    stale_after: Duration,
+    limits: Limits,
 ) {
     let mut readings = StreamMap::new();
     for (i, c) in collectors.iter().enumerate() {
@@ -253,7 +262,7 @@ async fn run_target(
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
-        let state = evaluate(&spec, &collectors, Instant::now(), stale_after);
+        let state = evaluate(&spec, &collectors, Instant::now(), limits);
         tx.send_if_modified(|current| {
             let changed = *current != state;
             if changed {
@@ -269,7 +278,8 @@ async fn run_target(
 }
 
 /// Feeds the fresh readings to the engine and names the first source that has none.
-fn evaluate(spec: &TargetSpec, collectors: &[Arc<Collector>], now: Instant, stale_after: Duration) -> TargetState {
+fn evaluate(spec: &TargetSpec, collectors: &[Arc<Collector>], now: Instant, limits: Limits) -> TargetState {
+    let stale_after = limits.stale_after;
     let mut inputs = Inputs::default();
     let mut problem: Option<SourceProblem> = None;
     for c in collectors {
@@ -281,7 +291,7 @@ fn evaluate(spec: &TargetSpec, collectors: &[Arc<Collector>], now: Instant, stal
                 None
             }
             SourceView::Fresh(Reading::Offsets(partitions)) => {
-                inputs.lag = Some(lag::summarize(partitions, &spec.lag));
+                inputs.lag = Some(lag::summarize(partitions, &spec.lag, limits.persistent_lag_after));
                 None
             }
             SourceView::Pending => Some(SourceProblem::Pending { signal: source() }),

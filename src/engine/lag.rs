@@ -11,11 +11,6 @@ use std::time::Duration;
 
 use crate::target::{LagRules, OffsetResetPolicy};
 
-/// A commit that has not moved for this long is "persistent" under `excludePersistentLag`.
-/// KEDA compares consecutive polls, `pollingInterval` (30 s by default) apart; spinscale polls
-/// every second, so it measures the same thing as time instead of poll count.
-pub const PERSISTENT_LAG_AFTER: Duration = Duration::from_secs(30);
-
 /// What the collector knows about one partition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartitionOffsets {
@@ -40,13 +35,15 @@ pub struct LagSummary {
     pub partitions_with_lag: usize,
 }
 
-/// Sums the lag of `partitions` under `rules`.
-pub fn summarize(partitions: &[PartitionOffsets], rules: &LagRules) -> LagSummary {
+/// Sums the lag of `partitions` under `rules`. Under `excludePersistentLag`, a commit that has not
+/// moved for `persistent_after` is persistent: KEDA compares consecutive polls, `pollingInterval`
+/// (30 s by default) apart; spinscale polls every second, so it measures that as time.
+pub fn summarize(partitions: &[PartitionOffsets], rules: &LagRules, persistent_after: Duration) -> LagSummary {
     let mut lag = 0.0;
     let mut lag_with_persistent = 0.0;
     let mut partitions_with_lag = 0;
     for p in partitions {
-        let (l, lp) = partition_lag(p, rules);
+        let (l, lp) = partition_lag(p, rules, persistent_after);
         lag += l;
         lag_with_persistent += lp;
         if l > 0.0 {
@@ -65,7 +62,7 @@ pub fn summarize(partitions: &[PartitionOffsets], rules: &LagRules) -> LagSummar
 }
 
 /// (lag, lag with persistent) of one partition.
-fn partition_lag(p: &PartitionOffsets, rules: &LagRules) -> (f64, f64) {
+fn partition_lag(p: &PartitionOffsets, rules: &LagRules, persistent_after: Duration) -> (f64, f64) {
     let invalid_lag = |otherwise: f64| if rules.scale_to_zero_on_invalid_offset { 0.0 } else { otherwise };
     match (p.committed, rules.offset_reset_policy) {
         // One consumer must run to make the first commit.
@@ -83,7 +80,7 @@ fn partition_lag(p: &PartitionOffsets, rules: &LagRules) -> (f64, f64) {
         return (0.0, 0.0);
     };
     let l = (latest - committed).max(0) as f64;
-    if rules.exclude_persistent_lag && p.committed_unchanged_for >= PERSISTENT_LAG_AFTER { (0.0, l) } else { (l, l) }
+    if rules.exclude_persistent_lag && p.committed_unchanged_for >= persistent_after { (0.0, l) } else { (l, l) }
 }
 
 /// KEDA's `ensureEvenDistributionOfPartitions`: the smallest divisor f of the partition count
@@ -106,9 +103,11 @@ mod tests {
         r
     }
 
+    const PERSISTENT_AFTER: Duration = Duration::from_secs(30);
+
     #[test]
     fn lag_rules_table() {
-        let stuck = |p: PartitionOffsets| PartitionOffsets { committed_unchanged_for: PERSISTENT_LAG_AFTER, ..p };
+        let stuck = |p: PartitionOffsets| PartitionOffsets { committed_unchanged_for: PERSISTENT_AFTER, ..p };
         // (what, partitions, rules, lag, lag_with_persistent, partitions_with_lag)
         let cases: Vec<(&str, Vec<PartitionOffsets>, LagRules, f64, f64, usize)> = vec![
             (
@@ -243,7 +242,7 @@ mod tests {
             ),
         ];
         for (what, partitions, rules, lag, with_persistent, with_lag) in cases {
-            let s = summarize(&partitions, &rules);
+            let s = summarize(&partitions, &rules, PERSISTENT_AFTER);
             assert_eq!(s.lag, lag, "{what}: lag");
             assert_eq!(s.lag_with_persistent, with_persistent, "{what}: lag with persistent");
             assert_eq!(s.partitions_with_lag, with_lag, "{what}: partitions with lag");

@@ -1,0 +1,136 @@
+//! Real components run in-process or as child processes, for the demo and the tests:
+//! a `prometheus` server from `PATH` and an exposition endpoint it scrapes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+/// An HTTP endpoint serving `/metrics` with whatever text it currently holds.
+pub struct Exposition {
+    pub addr: SocketAddr,
+    body: Arc<RwLock<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Exposition {
+    /// Serves `initial` at `http://127.0.0.1:<port>/metrics`.
+    pub async fn start(initial: &str) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let body = Arc::new(RwLock::new(initial.to_string()));
+        let served = body.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let text = served.read().map(|b| b.clone()).unwrap_or_default();
+                async move { ([("content-type", "text/plain; version=0.0.4")], text) }
+            }),
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, body, task })
+    }
+
+    /// Replaces the exposition text.
+    pub fn set(&self, text: impl Into<String>) {
+        if let Ok(mut body) = self.body.write() {
+            *body = text.into();
+        }
+    }
+}
+
+impl Drop for Exposition {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A `prometheus` server (the real binary) scraping some targets every second.
+pub struct PrometheusProcess {
+    pub address: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PrometheusProcess {
+    /// The `prometheus` binary: `$SPINSCALE_PROMETHEUS_BIN`, or the first on `PATH`.
+    pub fn binary() -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os("SPINSCALE_PROMETHEUS_BIN") {
+            return Some(PathBuf::from(path));
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).map(|dir| dir.join("prometheus")).find(|p| p.is_file())
+    }
+
+    /// Starts Prometheus on a free loopback port, scraping `targets` every `scrape_interval`,
+    /// and waits until it is ready.
+    pub async fn start(targets: &[SocketAddr], scrape_interval: Duration) -> anyhow::Result<Self> {
+        let binary = Self::binary().context("no `prometheus` binary on PATH (Debian: apt-get install prometheus)")?;
+        let dir = tempfile::tempdir()?;
+        let interval = format!("{}ms", scrape_interval.as_millis());
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n\
+             scrape_configs:\n  - job_name: spinscale-embedded\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config)?;
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
+        let child = Command::new(&binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut process = Self { address: format!("http://127.0.0.1:{port}"), child, _dir: dir };
+        process.wait_ready(Duration::from_secs(20)).await?;
+        Ok(process)
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default();
+                bail!("prometheus exited with {status}: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+            }
+            let ready = http.get(format!("{}/-/ready", self.address)).timeout(Duration::from_millis(500)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("prometheus at {} not ready after {limit:?}", self.address)
+    }
+
+    /// Stops the server (as an outage would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrometheusProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
