@@ -583,7 +583,7 @@ fn misspelling_hints<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
         .filter_map(|k| {
             let lower = k.to_ascii_lowercase();
             known_keys()
-                .map(|known| (edit_distance(&lower, &known.to_ascii_lowercase()), known))
+                .map(|known| (strsim::osa_distance(&lower, &known.to_ascii_lowercase()), known))
                 .filter(|(d, known)| *d <= 2 && known.len() >= 5)
                 .min()
                 .map(|(_, known)| format!("unknown key `{k}`: did you mean `{known}`? (it is ignored)"))
@@ -595,30 +595,6 @@ fn misspelling_hints<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
 
 fn known_keys() -> impl Iterator<Item = &'static str> {
     KEYS.into_iter().chain(PASSTHROUGH_KEYS).chain(ALIASES.into_iter().map(|(_, alias)| alias))
-}
-
-/// Levenshtein distance with adjacent transpositions (optimal string alignment).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for j in 0..=b.len() {
-        rows[0][j] = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut d = (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = d;
-        }
-    }
-    rows[a.len()][b.len()]
 }
 
 #[cfg(test)]

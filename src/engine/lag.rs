@@ -86,7 +86,7 @@ fn partition_lag(p: &PartitionOffsets, rules: &LagRules, persistent_after: Durat
 /// KEDA's `ensureEvenDistributionOfPartitions`: the smallest divisor f of the partition count
 /// with `f × lagThreshold ≥ lag`, or the partition count itself.
 fn even_factor(lag: f64, partitions: usize, lag_threshold: f64) -> usize {
-    (1..=partitions).filter(|f| partitions % f == 0).find(|&f| f as f64 * lag_threshold >= lag).unwrap_or(partitions)
+    (1..=partitions).filter(|f| partitions.is_multiple_of(*f)).find(|&f| f as f64 * lag_threshold >= lag).unwrap_or(partitions)
 }
 
 #[cfg(test)]
@@ -109,7 +109,8 @@ mod tests {
     fn lag_rules_table() {
         let stuck = |p: PartitionOffsets| PartitionOffsets { committed_unchanged_for: PERSISTENT_AFTER, ..p };
         // (what, partitions, rules, lag, lag_with_persistent, partitions_with_lag)
-        let cases: Vec<(&str, Vec<PartitionOffsets>, LagRules, f64, f64, usize)> = vec![
+        type Case = (&'static str, Vec<PartitionOffsets>, LagRules, f64, f64, usize);
+        let cases: Vec<Case> = vec![
             (
                 "plain lag sums partitions",
                 vec![part(0, Some(3), Some(10)), part(1, Some(5), Some(6))],
