@@ -57,14 +57,14 @@ impl Drop for Exposition {
 pub struct PrometheusProcess {
     pub address: String,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl PrometheusProcess {
     /// The `prometheus` binary: `$SPINSCALE_PROMETHEUS_BIN`, or the first on `PATH`.
     pub fn binary() -> Option<PathBuf> {
         if let Some(path) = std::env::var_os("SPINSCALE_PROMETHEUS_BIN") {
-            return Some(PathBuf::from(path));
+            return Some(PathBuf::from(path)).filter(|p| p.is_file());
         }
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path).map(|dir| dir.join("prometheus")).find(|p| p.is_file())
@@ -94,7 +94,7 @@ impl PrometheusProcess {
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let mut process = Self { address: format!("http://127.0.0.1:{port}"), child, _dir: dir };
+        let mut process = Self { address: format!("http://127.0.0.1:{port}"), child, dir };
         process.wait_ready(Duration::from_secs(20)).await?;
         Ok(process)
     }
@@ -104,7 +104,7 @@ impl PrometheusProcess {
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
                 bail!("prometheus exited with {status}: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
             }
             let ready = http.get(format!("{}/-/ready", self.address)).timeout(Duration::from_millis(500)).send().await;

@@ -130,6 +130,8 @@ async fn ensure_even_distribution_rounds_up_to_a_divisor_of_the_partitions() {
 async fn activation_lag_threshold_is_strict() {
     let kafka = cluster(&[("t", &[5])]);
     kafka.commit(GROUP, "t", 0, 0);
-    assert!(!lag_settles_at(&kafka, "t", &[("activationLagThreshold", "5"), ("allowIdleConsumers", "true")], 5.0).await);
+    assert!(
+        !lag_settles_at(&kafka, "t", &[("activationLagThreshold", "5"), ("allowIdleConsumers", "true")], 5.0).await
+    );
     assert!(lag_settles_at(&kafka, "t", &[("activationLagThreshold", "4"), ("allowIdleConsumers", "true")], 5.0).await);
 }

@@ -14,7 +14,8 @@ const SERIES: &str = "# TYPE rps_gauge gauge\nrps_gauge 35\n\
                       # TYPE multi gauge\nmulti{i=\"1\"} 1\nmulti{i=\"2\"} 2\n";
 
 fn query_meta<'a>(address: &'a str, query: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut meta = vec![("scalerAddress", "spinscale:9500"), ("serverAddress", address), ("query", query), ("threshold", "10")];
+    let mut meta =
+        vec![("scalerAddress", "spinscale:9500"), ("serverAddress", address), ("query", query), ("threshold", "10")];
     meta.extend_from_slice(extra);
     meta
 }
@@ -33,7 +34,8 @@ async fn query_values_drive_replicas_and_activity() {
     let mut client = connect(&server).await;
     scraped(&mut client, &prometheus.address).await;
 
-    let gauge = keda_poll(&mut client, &so_ref("gauge", &query_meta(&prometheus.address, "rps_gauge", &[]))).await.unwrap();
+    let gauge =
+        keda_poll(&mut client, &so_ref("gauge", &query_meta(&prometheus.address, "rps_gauge", &[]))).await.unwrap();
     assert_eq!(gauge.values["spinscale-replicas"], 3.5);
     assert!(gauge.active);
 

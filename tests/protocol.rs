@@ -96,11 +96,13 @@ async fn lag_drives_metric_values_and_activity_as_records_arrive_and_are_committ
     assert_eq!((idle.values["spinscale-replicas"], idle.active), (0.0, false));
 
     kafka.produce(TOPIC, 0, 12);
-    let busy = poll_until(&mut client, &r, Duration::from_secs(5), |p| p.as_ref().is_ok_and(|p| p.active)).await.unwrap();
+    let busy =
+        poll_until(&mut client, &r, Duration::from_secs(5), |p| p.as_ref().is_ok_and(|p| p.active)).await.unwrap();
     assert_eq!(busy.values["spinscale-replicas"], 12.0 / 5.0);
 
     kafka.commit(GROUP, TOPIC, 0, 12);
-    let done = poll_until(&mut client, &r, Duration::from_secs(5), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
+    let done =
+        poll_until(&mut client, &r, Duration::from_secs(5), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
     assert_eq!(done.values["spinscale-replicas"], 0.0);
 }
 
@@ -144,7 +146,10 @@ async fn streams_send_true_at_once_then_on_each_rising_edge_and_never_false() {
     // Caught up: inactive, and nothing is sent (KEDA ≥ 2.18 ignores false; older KEDA scales in on it).
     kafka.commit(GROUP, TOPIC, 0, 3);
     poll_until(&mut client, &r, Duration::from_secs(5), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(400), stream.message()).await.is_err(), "nothing on a falling edge");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), stream.message()).await.is_err(),
+        "nothing on a falling edge"
+    );
 
     kafka.produce(TOPIC, 0, 1);
     let again = tokio::time::timeout(Duration::from_secs(3), stream.message()).await.expect("second rising edge");

@@ -16,7 +16,13 @@ struct Serve(Child);
 impl Serve {
     async fn start(grpc: u16, http: u16) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_spinscale"))
-            .args(["serve", "--grpc-listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
+            .args([
+                "serve",
+                "--grpc-listen",
+                &format!("127.0.0.1:{grpc}"),
+                "--http-listen",
+                &format!("127.0.0.1:{http}"),
+            ])
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn spinscale serve");

@@ -86,7 +86,10 @@ fn partition_lag(p: &PartitionOffsets, rules: &LagRules, persistent_after: Durat
 /// KEDA's `ensureEvenDistributionOfPartitions`: the smallest divisor f of the partition count
 /// with `f × lagThreshold ≥ lag`, or the partition count itself.
 fn even_factor(lag: f64, partitions: usize, lag_threshold: f64) -> usize {
-    (1..=partitions).filter(|f| partitions.is_multiple_of(*f)).find(|&f| f as f64 * lag_threshold >= lag).unwrap_or(partitions)
+    (1..=partitions)
+        .filter(|f| partitions.is_multiple_of(*f))
+        .find(|&f| f as f64 * lag_threshold >= lag)
+        .unwrap_or(partitions)
 }
 
 #[cfg(test)]

@@ -41,9 +41,11 @@ pub async fn query(http: &reqwest::Client, source: &PrometheusSource, timeout: D
     for (k, v) in &source.headers {
         request = request.header(k, v);
     }
-    let response = request.send().await.map_err(|e| QueryError::Request(error_chain(&e)))?;
+    // The URL (with the whole encoded query) would drown the cause; the source is named anyway.
+    let failed = |e: reqwest::Error| QueryError::Request(error_chain(&e.without_url()));
+    let response = request.send().await.map_err(failed)?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| QueryError::Request(error_chain(&e)))?;
+    let body = response.bytes().await.map_err(failed)?;
     // Prometheus answers 400/422/503 with a JSON error body that says more than the status.
     if !status.is_success() && serde_json::from_slice::<Value>(&body).is_err() {
         let text = String::from_utf8_lossy(&body);

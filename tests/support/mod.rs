@@ -157,5 +157,10 @@ impl Kafka {
 
 /// Trigger metadata for a Kafka source on `kafka`.
 pub fn kafka_meta<'a>(bootstrap: &'a str, group: &'a str, topic: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![("scalerAddress", "spinscale:9500"), ("bootstrapServers", bootstrap), ("consumerGroup", group), ("topic", topic)]
+    vec![
+        ("scalerAddress", "spinscale:9500"),
+        ("bootstrapServers", bootstrap),
+        ("consumerGroup", group),
+        ("topic", topic),
+    ]
 }
