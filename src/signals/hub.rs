@@ -10,9 +10,10 @@ use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::kafka::OffsetsReader;
+use super::scrape::{self, CounterRate};
 use super::{Reading, SourceKey, SourceState, prometheus};
 use crate::config::CollectorSettings;
-use crate::target::{KafkaSource, PrometheusSource};
+use crate::target::{KafkaSource, PrometheusSource, ScrapeSource};
 
 /// Starts, shares and (through [`Collector`]'s drop) stops collectors.
 pub struct Hub {
@@ -86,6 +87,10 @@ impl Hub {
                 )
                 .instrument(span),
             ),
+            SourceKey::Scrape(source) => tokio::spawn(
+                run_scrape(self.http.clone(), source.clone(), s.scrape_interval.0, s.scrape_window.0, s.timeout.0, tx)
+                    .instrument(span),
+            ),
             SourceKey::Kafka(source) => {
                 tokio::spawn(run_kafka(source.clone(), s.kafka_interval.0, s.timeout.0, tx).instrument(span))
             }
@@ -107,6 +112,32 @@ async fn run_prometheus(
         ticker.tick().await;
         let result = prometheus::query(&http, &source, timeout).await;
         publish(&tx, result.map(Reading::Rate).map_err(|e| e.to_string()));
+    }
+}
+
+async fn run_scrape(
+    http: reqwest::Client,
+    source: ScrapeSource,
+    interval: Duration,
+    window: Duration,
+    timeout: Duration,
+    tx: watch::Sender<SourceState>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let origin = Instant::now();
+    let mut rate = CounterRate::new(window);
+    loop {
+        ticker.tick().await;
+        // Timed when the answers are in: the counters' values are "now", not "when asked".
+        match scrape::scrape(&http, &source, timeout.min(interval)).await {
+            Ok(series) => {
+                if let Some(rps) = rate.observe(origin.elapsed(), series) {
+                    publish(&tx, Ok(Reading::Rate(rps)));
+                }
+            }
+            Err(e) => publish(&tx, Err(e.to_string())),
+        }
     }
 }
 
