@@ -7,6 +7,7 @@ pub mod hub;
 pub mod kafka;
 pub mod prometheus;
 pub mod scrape;
+pub mod tail;
 
 use std::fmt;
 use std::sync::Arc;
