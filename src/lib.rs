@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod duration;

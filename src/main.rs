@@ -37,6 +37,18 @@ enum Command {
         #[arg(long, env = "SPINSCALE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Measure activation latency, unary latency and streams at scale, each against a baseline.
+    Bench {
+        /// A shorter run (within a minute on 2 cores).
+        #[arg(long)]
+        quick: bool,
+        /// The KEDA-style poller's interval the wake-ups are compared with (KEDA's pollingInterval).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        poll: Duration,
+        /// Also write every figure to this file as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Run everything embedded (server, Kafka, load, a KEDA-like client) and print a live timeline.
     Demo {
         /// How long to run, as a Go duration (e.g. 60s, 2m).
@@ -79,6 +91,10 @@ async fn main() -> anyhow::Result<()> {
                 shutdown.cancel();
             });
             server.wait().await
+        }
+        Command::Bench { quick, poll, json } => {
+            init_logging(cli.log_format, "error");
+            spinscale::bench::run(spinscale::bench::BenchArgs { quick, poll, json }).await
         }
         Command::Demo { duration } => {
             init_logging(cli.log_format, "warn");

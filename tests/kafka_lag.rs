@@ -135,3 +135,9 @@ async fn activation_lag_threshold_is_strict() {
     );
     assert!(lag_settles_at(&kafka, "t", &[("activationLagThreshold", "4"), ("allowIdleConsumers", "true")], 5.0).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_group_on_an_empty_topic_with_earliest_policy_is_idle() {
+    let kafka = cluster(&[("t", &[0, 0])]);
+    assert!(!lag_settles_at(&kafka, "t", &[("offsetResetPolicy", "earliest")], 0.0).await);
+}

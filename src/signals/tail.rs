@@ -96,7 +96,8 @@ impl Drop for TailWatch {
 }
 
 /// Where to tail `partitions` from: every partition's log end, if the group has caught up on all
-/// of them (`None` while any has lag, or no commit, or no known end).
+/// of them, an empty partition counting as caught up even without a commit (`None` while any has
+/// lag, or no commit on a non-empty log, or no known end).
 pub fn idle_ends(partitions: &[crate::engine::PartitionOffsets]) -> Option<Vec<(Arc<str>, i32, i64)>> {
     if partitions.is_empty() {
         return None;
@@ -105,6 +106,7 @@ pub fn idle_ends(partitions: &[crate::engine::PartitionOffsets]) -> Option<Vec<(
         .iter()
         .map(|p| match (p.committed, p.latest) {
             (Some(committed), Some(end)) if committed >= end => Some((p.topic.clone(), p.partition, end)),
+            (None, Some(0)) => Some((p.topic.clone(), p.partition, 0)),
             _ => None,
         })
         .collect()
@@ -140,6 +142,7 @@ mod tests {
         assert_eq!(idle_ends(&[part(0, Some(5), Some(5)), part(1, Some(0), Some(0))]).map(|e| e.len()), Some(2));
         assert_eq!(idle_ends(&[part(0, Some(5), Some(5)), part(1, Some(0), Some(1))]), None, "lag on one");
         assert_eq!(idle_ends(&[part(0, None, Some(5))]), None, "no commit: KEDA counts lag already");
+        assert_eq!(idle_ends(&[part(0, None, Some(0))]).map(|e| e.len()), Some(1), "a new topic and a new group");
         assert_eq!(idle_ends(&[part(0, Some(5), None)]), None, "unknown end");
         assert_eq!(idle_ends(&[]), None);
     }

@@ -1,0 +1,101 @@
+//! `spinscale bench`: spinscale's speed measured against a baseline in the same run.
+//!
+//! The server runs as a child process (`spinscale serve`), so its memory is its own; this
+//! process plays KEDA, the load, an embedded Kafka (librdkafka's mock cluster) and the scraped
+//! endpoints. Every figure is reported next to its baseline, as a ratio, since machines are noisy.
+
+mod load;
+mod report;
+mod server;
+mod wakeup;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use report::Report;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchArgs {
+    /// Fewer wake-ups and shorter load phases: done within a minute on 2 cores.
+    pub quick: bool,
+    /// The KEDA-style poller's interval (KEDA's `pollingInterval`, 30 s by default).
+    pub poll: Duration,
+    /// Also write the figures here as JSON.
+    pub json: Option<PathBuf>,
+}
+
+/// The sizes of one run.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Wake-ups per signal (Kafka and scrape), all on their own idle targets.
+    wakeups: usize,
+    /// Events are spread over this window.
+    spread: Duration,
+    /// Targets registered for the unary and stream phases.
+    targets: usize,
+    /// Distinct sources those targets share.
+    sources: usize,
+    /// Concurrent unary callers on one connection.
+    callers: usize,
+    /// How long each unary phase runs.
+    unary_for: Duration,
+}
+
+impl Plan {
+    fn of(args: &BenchArgs) -> Self {
+        let full = Plan {
+            wakeups: 200,
+            spread: Duration::from_secs(20),
+            targets: 10_000,
+            sources: 100,
+            callers: 64,
+            unary_for: Duration::from_secs(15),
+        };
+        if args.quick {
+            Plan { wakeups: 100, spread: Duration::from_secs(5), unary_for: Duration::from_secs(3), ..full }
+        } else {
+            full
+        }
+    }
+}
+
+/// Runs every measurement, prints the table and writes the JSON.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let plan = Plan::of(&args);
+    let mut report = Report::new(&args);
+    let server = server::ServerProcess::start().await?;
+    let rss_start = server.rss_mib()?;
+    report.add_note(format!("server: `spinscale serve` child process, {rss_start:.0} MiB resident at start"));
+    report.figure("rss_start_mib", serde_json::json!(rss_start));
+    eprintln!("bench: wake-ups ({} Kafka, {} scrape; about {:?})", plan.wakeups, plan.wakeups, plan.spread + args.poll);
+    wakeup::run(&server, &plan, args.poll, &mut report).await?;
+    eprintln!("bench: {} targets, unary calls and streams", plan.targets);
+    load::run(&server, &plan, &mut report).await?;
+    report.print();
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_json()?)?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Lower nearest rank: `sorted[floor(p·(n−1))]`.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).floor() as usize]
+}
+
+/// A small deterministic generator (xorshift): the same schedule every run.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
