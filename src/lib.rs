@@ -21,6 +21,7 @@ pub mod engine;
 pub mod grpc;
 pub mod registry;
 pub mod server;
+pub mod sim;
 pub mod signals;
 pub mod target;
 
