@@ -64,10 +64,23 @@ impl BinLayout {
     }
 }
 
+/// How the windows are chosen from the histogram.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WindowRule {
+    /// The paper's rule: pre-warm at the head percentile, keep alive to the tail percentile.
+    Percentiles,
+    /// spinscale's rule: the window over the seen gaps that maximises `worth × cold starts avoided −
+    /// warm idle time`. `worth` is for a target that serves one request a day; it is divided by the
+    /// target's requests per day raised to `per_request` (0: every cold start weighs the same; 1: a
+    /// cold start weighs by the share of the target's requests it delays, the per-app cold-start rate).
+    Cost { worth: Duration, per_request: f64 },
+}
+
 /// Knobs of the idle model. [`IdleParams::spinscale`] and [`IdleParams::hybrid`] are the two presets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdleParams {
     pub bins: BinLayout,
+    pub rule: WindowRule,
     /// Percentile whose lower edge starts the pre-warm (0.05).
     pub head: f64,
     /// Percentile whose upper edge ends the keep-alive (0.99).
@@ -98,6 +111,7 @@ impl IdleParams {
     pub fn hybrid() -> Self {
         Self {
             bins: BinLayout::Linear { width: Duration::from_secs(60), max: Duration::from_secs(4 * 3600) },
+            rule: WindowRule::Percentiles,
             head: 0.05,
             tail: 0.99,
             head_margin: 0.10,
@@ -118,25 +132,33 @@ impl IdleParams {
 pub struct GapHistogram {
     layout: BinLayout,
     counts: Vec<u32>,
+    /// Sum of the gaps in each bin, seconds (their mean is more exact than the bin's edges).
+    sums: Vec<f64>,
     total: u32,
     out_of_range: u32,
 }
 
 impl GapHistogram {
     pub fn new(layout: BinLayout) -> Self {
-        Self { layout, counts: vec![0; layout.count()], total: 0, out_of_range: 0 }
+        let n = layout.count();
+        Self { layout, counts: vec![0; n], sums: vec![0.0; n], total: 0, out_of_range: 0 }
     }
 
     /// Records one gap; returns `false` when it is longer than the histogram's range.
     pub fn record(&mut self, gap: Duration, decay_at: u32) -> bool {
         if self.total.saturating_add(self.out_of_range) >= decay_at {
-            self.counts.iter_mut().for_each(|c| *c /= 2);
+            for (c, s) in self.counts.iter_mut().zip(self.sums.iter_mut()) {
+                let mean = if *c > 0 { *s / *c as f64 } else { 0.0 };
+                *c /= 2;
+                *s = mean * *c as f64;
+            }
             self.total = self.counts.iter().sum();
             self.out_of_range /= 2;
         }
         match self.layout.bin(gap) {
             Some(i) => {
                 self.counts[i] += 1;
+                self.sums[i] += gap.as_secs_f64();
                 self.total += 1;
                 true
             }
@@ -184,6 +206,11 @@ impl GapHistogram {
         self.percentile_bin(p).map(|i| self.layout.edges(i).1)
     }
 
+    /// Non-empty bins in order: (count, mean gap in seconds).
+    fn filled(&self) -> impl Iterator<Item = (f64, f64)> + Clone + '_ {
+        self.counts.iter().zip(&self.sums).filter(|(c, _)| **c > 0).map(|(&c, &s)| (c as f64, s / c as f64))
+    }
+
     /// Coefficient of variation of the bin counts (the paper's representativeness test).
     pub fn cv(&self) -> f64 {
         let n = self.counts.len() as f64;
@@ -220,6 +247,9 @@ pub struct IdleModel {
     plan: Option<Plan>,
     wakes: [Option<f64>; TIME_OF_DAY_SLOTS],
     next_wake_slot: usize,
+    /// Requests seen, and when the model started.
+    requests: f64,
+    started: Option<Duration>,
 }
 
 impl IdleModel {
@@ -233,6 +263,8 @@ impl IdleModel {
             plan: None,
             wakes: [None; TIME_OF_DAY_SLOTS],
             next_wake_slot: 0,
+            requests: 0.0,
+            started: None,
         }
     }
 
@@ -240,8 +272,11 @@ impl IdleModel {
         &self.histogram
     }
 
-    /// A reading with activity at `now` (`day_secs`: its wall-clock time of day).
-    pub fn on_activity(&mut self, now: Duration, day_secs: f64) {
+    /// A reading with activity at `now` (`day_secs`: its wall-clock time of day; `requests`: about how
+    /// many requests since the previous reading).
+    pub fn on_activity(&mut self, now: Duration, day_secs: f64, requests: f64) {
+        self.requests += requests.max(0.0);
+        self.started.get_or_insert(now);
         if let (Some(last), true) = (self.last_activity, self.quiet_since_activity) {
             let gap = now.saturating_sub(last);
             if !self.histogram.record(gap, self.params.decay_at) && !self.params.time_of_day_window.is_zero() {
@@ -258,11 +293,12 @@ impl IdleModel {
     /// `tick` is the time between readings, `lead` the target's lead time.
     pub fn on_quiet(&mut self, now: Duration, day_secs: f64, tick: Duration, lead: Duration) -> Option<Reason> {
         self.quiet_since_activity = true;
+        self.started.get_or_insert(now);
         let last = self.last_activity?;
         let plan = match self.plan {
             Some(plan) => plan,
             None => {
-                let plan = self.plan(tick, lead);
+                let plan = self.plan(now, tick, lead);
                 self.plan = Some(plan);
                 plan
             }
@@ -275,13 +311,23 @@ impl IdleModel {
         held.or_else(|| self.time_of_day(day_secs, tick, lead))
     }
 
-    /// The windows the histogram implies right now.
-    pub fn plan(&self, tick: Duration, lead: Duration) -> Plan {
+    /// Requests per day so far, over at least an hour.
+    fn requests_per_day(&self, now: Duration) -> f64 {
+        let span = self.started.map_or(Duration::ZERO, |s| now.saturating_sub(s)).max(Duration::from_secs(3600));
+        self.requests * 86_400.0 / span.as_secs_f64()
+    }
+
+    /// The windows the histogram implies at `now`.
+    pub fn plan(&self, now: Duration, tick: Duration, lead: Duration) -> Plan {
         let p = &self.params;
         let fallback = Plan::KeepAlive { until: p.fallback_keep_alive };
         let h = &self.histogram;
         if h.total() < p.min_gaps || h.cv() < p.min_cv {
             return fallback;
+        }
+        if let WindowRule::Cost { worth, per_request } = p.rule {
+            let worth = worth.as_secs_f64() / self.requests_per_day(now).max(1.0).powf(per_request);
+            return self.cheapest_plan(worth, tick.as_secs_f64(), lead.as_secs_f64());
         }
         let (Some(head), Some(tail)) = (h.lower(p.head), h.upper(p.tail)) else { return fallback };
         let until = (tail * (1.0 + p.tail_margin)).min(p.max_keep_alive.as_secs_f64());
@@ -292,6 +338,50 @@ impl IdleModel {
         } else {
             Plan::KeepAlive { until }
         }
+    }
+
+    /// The window over the seen gaps with the best `worth × hits − idle time`. Gaps in bins `i..=j`
+    /// are hits; a window from the start (`from` 0) is a keep-alive, any other is an unload and pre-warm.
+    fn cheapest_plan(&self, worth: f64, tick: f64, lead: f64) -> Plan {
+        let p = &self.params;
+        let h = &self.histogram;
+        let all = (h.total() + h.out_of_range()) as f64;
+        let max_keep = p.max_keep_alive.as_secs_f64();
+        let mut best = (0.0, Plan::KeepAlive { until: Duration::ZERO });
+        for (skip, (_, head)) in h.filled().enumerate() {
+            // From the start (bin 0 only), or pre-warmed just before the gaps of bin `skip`.
+            let prewarm = head * (1.0 - p.head_margin) - tick - lead;
+            let starts = [(skip == 0).then_some(0.0), (prewarm >= p.min_unloaded_ticks * tick).then_some(prewarm)];
+            for from in starts.into_iter().flatten() {
+                let (mut hits, mut idle, mut seen) = (0.0, 0.0, 0.0);
+                for (k, (count, gap)) in h.filled().enumerate() {
+                    seen += count;
+                    if k < skip {
+                        continue;
+                    }
+                    hits += count;
+                    idle += count * (gap - tick - from).max(0.0);
+                    let until = (gap * (1.0 + p.tail_margin)).min(max_keep);
+                    if gap - tick >= until {
+                        break;
+                    }
+                    if until <= from {
+                        continue;
+                    }
+                    let value = worth * hits - idle - (all - seen) * (until - from);
+                    if value > best.0 {
+                        let until = Duration::from_secs_f64(until);
+                        let plan = if from == 0.0 {
+                            Plan::KeepAlive { until }
+                        } else {
+                            Plan::Unload { from: Duration::from_secs_f64(from), until }
+                        };
+                        best = (value, plan);
+                    }
+                }
+            }
+        }
+        best.1
     }
 
     /// Pre-warm around a remembered time-of-day wake that lies just ahead.
@@ -321,6 +411,7 @@ mod tests {
     fn spinscale_like() -> IdleParams {
         IdleParams {
             bins: BinLayout::Log { min: Duration::from_secs(1), max: Duration::from_secs(4 * 3600), count: 96 },
+            rule: WindowRule::Percentiles,
             head: 0.05,
             tail: 0.99,
             head_margin: 0.05,
@@ -342,7 +433,7 @@ mod tests {
         for m in 0..end {
             let now = m * MIN;
             if active.contains(&m) {
-                model.on_activity(now, (m * 60 % 86_400) as f64);
+                model.on_activity(now, (m * 60 % 86_400) as f64, 1.0);
             } else if let Some(r) = model.on_quiet(now, (m * 60 % 86_400) as f64, MIN, Duration::ZERO) {
                 held.push((m, r));
             }
@@ -394,7 +485,7 @@ mod tests {
             m += gap;
         }
         let held = replay(&mut model, &active, m + 20);
-        let plan = model.plan(MIN, Duration::ZERO);
+        let plan = model.plan(Duration::ZERO, MIN, Duration::ZERO);
         match plan {
             Plan::KeepAlive { until } => assert!(until >= 4 * MIN && until <= 5 * MIN, "{until:?}"),
             other => panic!("a bursty target is kept alive, not unloaded: {other:?}"),
@@ -424,7 +515,7 @@ mod tests {
     #[test]
     fn the_hybrid_preset_falls_back_to_four_hours_until_representative() {
         let model = IdleModel::new(IdleParams::hybrid());
-        assert_eq!(model.plan(MIN, Duration::ZERO), Plan::KeepAlive { until: Duration::from_secs(4 * 3600) });
+        assert_eq!(model.plan(Duration::ZERO, MIN, Duration::ZERO), Plan::KeepAlive { until: Duration::from_secs(4 * 3600) });
     }
 
     #[test]

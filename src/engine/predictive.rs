@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::decision::{Decision, Inputs, Reason, decide};
 use super::forecast::{ForecastParams, Forecaster};
-use super::idle::{BinLayout, IdleModel, IdleParams};
+use super::idle::{BinLayout, IdleModel, IdleParams, WindowRule};
 use super::schedule::{Schedule, ScheduleState};
 use crate::config::Dur;
 use crate::duration;
@@ -41,13 +41,16 @@ pub struct EngineSettings {
     pub histogram_bins: usize,
     /// Idle gaps seen before the histogram is trusted.
     pub min_gaps: u32,
-    /// Pre-warm at this percentile of the idle gaps…
-    pub head_percentile: f64,
-    /// …minus this fraction of it (and minus `leadTime` and one tick).
+    /// What one avoided cold start of a target serving one request a day is worth, in idle instance-time:
+    /// the idle model keeps or pre-warms a target over the window of past gaps where
+    /// `worth × cold starts avoided − idle time` is largest.
+    pub cold_start_worth: Dur,
+    /// `coldStartWorth` is divided by the target's requests per day raised to this power (0: every cold
+    /// start weighs the same; 1: a cold start weighs by the share of the target's requests it delays).
+    pub cold_start_worth_exponent: f64,
+    /// A pre-warm starts this fraction before the shortest gap of its window (and `leadTime` and one tick).
     pub head_margin: f64,
-    /// Keep alive up to this percentile of the idle gaps…
-    pub tail_percentile: f64,
-    /// …plus this fraction of it.
+    /// A window ends this fraction after the longest gap it covers.
     pub tail_margin: f64,
     /// How long a target is pre-warmed on each side of a remembered time-of-day wake (0s = off).
     pub time_of_day_window: Dur,
@@ -69,16 +72,16 @@ impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             // Tuned on the Azure 100-function sample and NASA July (README, "Predictive activation").
-            keep_alive: Dur(Duration::from_secs(10 * 60)),
+            keep_alive: Dur(Duration::from_secs(3600)),
             max_keep_alive: Dur(Duration::from_secs(4 * 3600)),
             histogram_min: Dur(Duration::from_secs(1)),
             histogram_max: Dur(Duration::from_secs(4 * 3600)),
             histogram_bins: 96,
-            min_gaps: 3,
-            head_percentile: 0.05,
+            min_gaps: 5,
+            cold_start_worth: Dur(Duration::from_secs(1000 * 3600)),
+            cold_start_worth_exponent: 1.0,
             head_margin: 0.10,
-            tail_percentile: 0.99,
-            tail_margin: 0.10,
+            tail_margin: 0.50,
             time_of_day_window: Dur(Duration::from_secs(5 * 60)),
             forecast_activation: 1.0,
             forecast_alpha: 0.5,
@@ -101,8 +104,7 @@ impl EngineSettings {
                 problems.push(format!("engine.{name}: {v} is not in {open}{lo}, {hi}]"));
             }
         };
-        fraction("headPercentile", self.head_percentile, 0.0, 1.0, true);
-        fraction("tailPercentile", self.tail_percentile, 0.0, 1.0, true);
+        fraction("coldStartWorthExponent", self.cold_start_worth_exponent, 0.0, 2.0, false);
         fraction("headMargin", self.head_margin, 0.0, 0.9, false);
         fraction("tailMargin", self.tail_margin, 0.0, 10.0, false);
         fraction("forecastActivation", self.forecast_activation, 0.0, f64::MAX, true);
@@ -110,9 +112,6 @@ impl EngineSettings {
         fraction("forecastBeta", self.forecast_beta, 0.0, 1.0, true);
         fraction("forecastPhi", self.forecast_phi, 0.0, 1.0, true);
         fraction("forecastGamma", self.forecast_gamma, 0.0, 1.0, true);
-        if self.head_percentile >= self.tail_percentile {
-            problems.push("engine.headPercentile: must be below engine.tailPercentile".into());
-        }
         if !(4..=1024).contains(&self.histogram_bins) {
             problems.push(format!("engine.histogramBins: {} is not in 4..=1024", self.histogram_bins));
         }
@@ -141,8 +140,9 @@ impl EngineSettings {
                 max: self.histogram_max.0,
                 count: self.histogram_bins,
             },
-            head: self.head_percentile,
-            tail: self.tail_percentile,
+            rule: WindowRule::Cost { worth: self.cold_start_worth.0, per_request: self.cold_start_worth_exponent },
+            head: 0.05,
+            tail: 0.99,
             head_margin: self.head_margin,
             tail_margin: self.tail_margin,
             min_gaps: self.min_gaps,
@@ -242,7 +242,8 @@ impl TargetEngine {
         let day_secs = now.wall_secs.rem_euclid(86_400.0);
         if self.mode != PredictiveMode::Off {
             if d.active {
-                self.idle.on_activity(now.mono, day_secs);
+                let requests = d.rps * self.tick.as_secs_f64();
+                self.idle.on_activity(now.mono, day_secs, requests);
             } else if let Some(reason) = self.idle.on_quiet(now.mono, day_secs, self.tick, self.lead_time) {
                 d.active = true;
                 d.reason = reason;
@@ -375,9 +376,9 @@ mod tests {
     #[test]
     fn default_settings_are_valid_and_bad_ones_are_named() {
         assert_eq!(EngineSettings::default().problems(), Vec::<String>::new());
-        let bad = EngineSettings { head_percentile: 0.999, histogram_bins: 2, ..EngineSettings::default() };
+        let bad = EngineSettings { head_margin: 0.95, histogram_bins: 2, ..EngineSettings::default() };
         let problems = bad.problems().join("; ");
-        assert!(problems.contains("engine.headPercentile"), "{problems}");
+        assert!(problems.contains("engine.headMargin: 0.95 is not in [0, 0.9]"), "{problems}");
         assert!(problems.contains("engine.histogramBins: 2"), "{problems}");
     }
 }

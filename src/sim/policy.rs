@@ -68,7 +68,11 @@ impl fmt::Display for PolicyKind {
             PolicyKind::Spinscale(PredictiveMode::Full) => f.write_str("spinscale"),
             PolicyKind::Spinscale(PredictiveMode::Idle) => f.write_str("spinscale-idle"),
             PolicyKind::Spinscale(PredictiveMode::Off) => f.write_str("spinscale-off"),
-            PolicyKind::Fixed(k) => write!(f, "fixed-{}", duration::format(*k)),
+            PolicyKind::Fixed(k) => match k.as_secs() {
+                s if k.subsec_nanos() == 0 && s % 3600 == 0 => write!(f, "fixed-{}h", s / 3600),
+                s if k.subsec_nanos() == 0 && s % 60 == 0 => write!(f, "fixed-{}m", s / 60),
+                _ => write!(f, "fixed-{}", duration::format(*k)),
+            },
             PolicyKind::Keda => f.write_str("keda"),
             PolicyKind::Knative => f.write_str("knative"),
             PolicyKind::Hybrid => f.write_str("hybrid"),
@@ -127,7 +131,7 @@ mod tests {
 
     #[test]
     fn policy_names_round_trip() {
-        for name in ["spinscale", "spinscale-idle", "spinscale-off", "fixed-10m", "fixed-20m", "keda", "knative", "hybrid"] {
+        for name in ["spinscale", "spinscale-idle", "spinscale-off", "fixed-10m", "fixed-20m", "fixed-4h", "fixed-90s", "keda", "knative", "hybrid"] {
             assert_eq!(PolicyKind::parse(name).unwrap().to_string(), name);
         }
         assert!(PolicyKind::parse("fixed-0s").is_err());
