@@ -21,8 +21,8 @@ pub mod engine;
 pub mod grpc;
 pub mod registry;
 pub mod server;
-pub mod sim;
 pub mod signals;
+pub mod sim;
 pub mod target;
 
 /// KEDA's `externalscaler.proto`, generated at build time.

@@ -431,7 +431,7 @@ mod tests {
     fn replay(model: &mut IdleModel, active: &[u64], end: u64) -> Vec<(u64, Reason)> {
         let mut held = Vec::new();
         for m in 0..end {
-            let now = m * MIN;
+            let now = MIN * m as u32;
             if active.contains(&m) {
                 model.on_activity(now, (m * 60 % 86_400) as f64, 1.0);
             } else if let Some(r) = model.on_quiet(now, (m * 60 % 86_400) as f64, MIN, Duration::ZERO) {
@@ -515,7 +515,10 @@ mod tests {
     #[test]
     fn the_hybrid_preset_falls_back_to_four_hours_until_representative() {
         let model = IdleModel::new(IdleParams::hybrid());
-        assert_eq!(model.plan(Duration::ZERO, MIN, Duration::ZERO), Plan::KeepAlive { until: Duration::from_secs(4 * 3600) });
+        assert_eq!(
+            model.plan(Duration::ZERO, MIN, Duration::ZERO),
+            Plan::KeepAlive { until: Duration::from_secs(4 * 3600) }
+        );
     }
 
     #[test]

@@ -135,11 +135,7 @@ impl EngineSettings {
     /// The idle-model parameters these settings give.
     pub fn idle_params(&self) -> IdleParams {
         IdleParams {
-            bins: BinLayout::Log {
-                min: self.histogram_min.0,
-                max: self.histogram_max.0,
-                count: self.histogram_bins,
-            },
+            bins: BinLayout::Log { min: self.histogram_min.0, max: self.histogram_max.0, count: self.histogram_bins },
             rule: WindowRule::Cost { worth: self.cold_start_worth.0, per_request: self.cold_start_worth_exponent },
             head: 0.05,
             tail: 0.99,
@@ -286,14 +282,18 @@ mod tests {
     const EPOCH: f64 = 1_767_571_200.0;
 
     fn engine(mode: PredictiveMode, schedule: Option<&str>) -> TargetEngine {
+        engine_with_lead(mode, schedule, Duration::ZERO)
+    }
+
+    fn engine_with_lead(mode: PredictiveMode, schedule: Option<&str>, lead: Duration) -> TargetEngine {
         let settings = EngineSettings::default();
         let schedule = schedule.map(|s| Schedule::parse(s).unwrap());
         let rate = RateRules { target_rps: 1.0, activation_rps: 0.0 };
-        TargetEngine::new(rate, LagRules::default(), settings.params(mode, Duration::ZERO, schedule))
+        TargetEngine::new(rate, LagRules::default(), settings.params(mode, lead, schedule))
     }
 
     fn at(minute: u64) -> Now {
-        Now { mono: minute * MIN, wall_secs: EPOCH + (minute * 60) as f64 }
+        Now { mono: MIN * minute as u32, wall_secs: EPOCH + (minute * 60) as f64 }
     }
 
     fn rps(r: f64) -> Inputs {
@@ -310,10 +310,16 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                let (r, lag) = (if x % 5 == 0 { (x % 100) as f64 / 10.0 } else { 0.0 }, (x >> 8) % 7 == 0);
+                let (r, lag) =
+                    (if x.is_multiple_of(5) { (x % 100) as f64 / 10.0 } else { 0.0 }, (x >> 8).is_multiple_of(7));
                 let inputs = Inputs {
                     rps: Some(r),
-                    lag: lag.then(|| LagSummary { lag: 3.0, lag_with_persistent: 3.0, partitions: 1, partitions_with_lag: 1 }),
+                    lag: lag.then_some(LagSummary {
+                        lag: 3.0,
+                        lag_with_persistent: 3.0,
+                        partitions: 1,
+                        partitions_with_lag: 1,
+                    }),
                 };
                 let d = e.step(at(m), &inputs);
                 if r > 0.0 || lag {
@@ -338,7 +344,8 @@ mod tests {
         e.step(at(0), &rps(2.0));
         let d = e.step(at(1), &rps(0.0));
         assert_eq!((d.active, d.reason, d.desired_replicas), (true, Reason::KeepAlive, 0.0));
-        assert!(!e.step(at(11), &rps(0.0)).active, "the fallback keep-alive is 10 minutes");
+        assert!(e.step(at(59), &rps(0.0)).active, "the fallback keep-alive is an hour");
+        assert!(!e.step(at(60), &rps(0.0)).active, "and no more");
     }
 
     #[test]
@@ -355,12 +362,13 @@ mod tests {
 
     #[test]
     fn full_scales_out_ahead_of_a_rising_rate() {
-        let mut e = engine(PredictiveMode::Full, None);
+        let mut e = engine_with_lead(PredictiveMode::Full, None, 5 * MIN);
         let mut d = e.step(at(0), &rps(1.0));
         for m in 1..20 {
             d = e.step(at(m), &rps(m as f64));
         }
-        assert!(d.desired_replicas > 19.0, "{}", d.desired_replicas);
+        assert!(d.desired_replicas > 19.0, "above the current rate part: {}", d.desired_replicas);
+        assert_eq!(d.reason, Reason::Rps, "active for the rate itself");
     }
 
     #[test]

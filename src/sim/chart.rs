@@ -16,9 +16,13 @@ pub fn svg(title: &str, summaries: &[PolicySummary], by_memory: bool) -> String 
     let px = |x: f64| PAD + x / x_max * (W - 2.0 * PAD);
     let py = |y: f64| H - PAD - y / y_max * (H - 2.0 * PAD);
     let mut out = String::new();
-    let _ = writeln!(out, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(out, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(out, r#"<text x="{}" y="24" text-anchor="middle" font-size="14">{}</text>"#, W / 2.0, escape(title));
+    let _ =
+        writeln!(out, r#"<text x="{}" y="24" text-anchor="middle" font-size="14">{}</text>"#, W / 2.0, escape(title));
     let (x0, y0, x1, y1) = (px(0.0), py(0.0), px(x_max), py(y_max));
     let _ = writeln!(out, r#"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/>"#);
     let _ = writeln!(out, r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="black"/>"#);

@@ -84,7 +84,9 @@ pub enum SimError {
     Read { path: String, source: std::io::Error },
     #[error("{path}, line {line}: {message}")]
     Parse { path: String, line: usize, message: String },
-    #[error("--policy {0:?}: expected spinscale, spinscale-idle, spinscale-off, fixed-<duration> (e.g. fixed-10m), keda, knative or hybrid")]
+    #[error(
+        "--policy {0:?}: expected spinscale, spinscale-idle, spinscale-off, fixed-<duration> (e.g. fixed-10m), keda, knative or hybrid"
+    )]
     Policy(String),
     #[error("{0}")]
     Argument(String),
@@ -107,7 +109,13 @@ pub struct TraceResult {
 }
 
 /// Loads, replays and scores one trace under every policy.
-pub fn simulate(trace: &Trace, policies: &[PolicyKind], settings: &EngineSettings, rate: &RateRules, lead: Duration) -> TraceResult {
+pub fn simulate(
+    trace: &Trace,
+    policies: &[PolicyKind],
+    settings: &EngineSettings,
+    rate: &RateRules,
+    lead: Duration,
+) -> TraceResult {
     let started = Instant::now();
     let step_secs = trace.step.as_secs_f64();
     let steps = trace.series.first().map_or(0, |s| s.counts.len());
@@ -132,9 +140,12 @@ pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
     let policies = args.policy.iter().map(|p| PolicyKind::parse(p.trim())).collect::<Result<Vec<_>, _>>()?;
     let functions = match args.functions.as_str() {
         "all" => None,
-        n => Some(n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            SimError::Argument(format!("--functions {n:?}: expected a number above 0 or `all`"))
-        })?),
+        n => Some(
+            n.parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| SimError::Argument(format!("--functions {n:?}: expected a number above 0 or `all`")))?,
+        ),
     };
     if let Some(f) = args.thin
         && !(f > 0.0 && f <= 1.0)
@@ -180,7 +191,8 @@ pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
 
 fn write_outputs(dir: &std::path::Path, title: &str, result: &TraceResult) -> Result<(), SimError> {
     std::fs::create_dir_all(dir).map_err(|source| SimError::Write { path: dir.display().to_string(), source })?;
-    let stem: String = result.trace.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
+    let stem: String =
+        result.trace.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
     for p in &result.policies {
         write(&dir.join(format!("{stem}.{}.csv", p.policy)), &report::series_csv(p))?;
     }

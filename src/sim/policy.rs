@@ -131,7 +131,18 @@ mod tests {
 
     #[test]
     fn policy_names_round_trip() {
-        for name in ["spinscale", "spinscale-idle", "spinscale-off", "fixed-10m", "fixed-20m", "fixed-4h", "fixed-90s", "keda", "knative", "hybrid"] {
+        for name in [
+            "spinscale",
+            "spinscale-idle",
+            "spinscale-off",
+            "fixed-10m",
+            "fixed-20m",
+            "fixed-4h",
+            "fixed-90s",
+            "keda",
+            "knative",
+            "hybrid",
+        ] {
             assert_eq!(PolicyKind::parse(name).unwrap().to_string(), name);
         }
         assert!(PolicyKind::parse("fixed-0s").is_err());

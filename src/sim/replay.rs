@@ -68,17 +68,18 @@ fn replay_series(
     let step = trace.step;
     let step_secs = step.as_secs_f64();
     let lead_steps = (lead.as_secs_f64() / step_secs).ceil() as usize;
-    let stabilization = if *policy == PolicyKind::Knative { 1 } else { (HPA_STABILIZATION.as_secs_f64() / step_secs).ceil().max(1.0) as usize };
+    let stabilization = if *policy == PolicyKind::Knative {
+        1
+    } else {
+        (HPA_STABILIZATION.as_secs_f64() / step_secs).ceil().max(1.0) as usize
+    };
     let mut driver = policy.driver(settings, rate, lead);
     let mut recent: VecDeque<f64> = VecDeque::with_capacity(stabilization + 1);
     // Replicas decided at the start of each of the last `lead_steps + 1` steps.
     let mut decided: VecDeque<f64> = VecDeque::with_capacity(lead_steps + 2);
     let mut score = SeriesScore { name: series.name.clone(), memory_mb: series.memory_mb, ..SeriesScore::default() };
     for (t, &count) in series.counts.iter().enumerate() {
-        let now = Now {
-            mono: step * t as u32,
-            wall_secs: trace.start_wall + t as f64 * step_secs,
-        };
+        let now = Now { mono: step * t as u32, wall_secs: trace.start_wall + t as f64 * step_secs };
         let previous = if t == 0 { 0 } else { series.counts[t - 1] };
         let s = driver.step(now, previous as f64 / step_secs);
         recent.push_back(if s.active { s.desired.ceil().max(1.0) } else { 0.0 });

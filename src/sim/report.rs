@@ -124,7 +124,8 @@ pub fn table(title: &str, summaries: &[PolicySummary]) -> String {
 
 /// One CSV per policy: a row per series.
 pub fn series_csv(summary: &PolicySummary) -> String {
-    let mut out = String::from("series,invocations,cold_starts,cold_start_rate,idle_warm_steps,memory_mb,replica_steps\n");
+    let mut out =
+        String::from("series,invocations,cold_starts,cold_start_rate,idle_warm_steps,memory_mb,replica_steps\n");
     for s in &summary.series {
         let _ = writeln!(
             out,

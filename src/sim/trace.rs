@@ -97,14 +97,16 @@ fn azure(prefix: &Path, opts: &LoadOptions) -> Result<Trace, SimError> {
     let text = read(&mem_path)?;
     let mut lines = text.lines().enumerate();
     let header = lines.next().map(|(_, h)| h).unwrap_or_default();
-    let col = header.split(',').position(|c| c == "AverageAllocatedMb").ok_or_else(|| {
-        bad(&mem_path, 1, "no AverageAllocatedMb column")
-    })?;
+    let col = header
+        .split(',')
+        .position(|c| c == "AverageAllocatedMb")
+        .ok_or_else(|| bad(&mem_path, 1, "no AverageAllocatedMb column"))?;
     for (i, line) in lines {
         let fields: Vec<&str> = line.split(',').collect();
-        let mb = fields.get(col).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| {
-            bad(&mem_path, i + 1, "AverageAllocatedMb is not a number")
-        })?;
+        let mb = fields
+            .get(col)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| bad(&mem_path, i + 1, "AverageAllocatedMb is not a number"))?;
         memory.insert(fields[0].to_string(), mb);
     }
     let inv_path = with("_inv.csv");
@@ -269,12 +271,12 @@ mod tests {
     fn a_generic_csv_fills_missing_steps_and_skips_its_header() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.csv");
-        std::fs::write(&path, "timestamp;views\n2010-05-01 00:00:00;100\n2010-05-01 02:00:00;120\n2010-05-01 02:00:00;5\n").unwrap();
+        std::fs::write(&path, "timestamp;views\n2010-05-01 00:00:00;100\n2010-05-01 02:00:00;120\n2010-05-01 02:00:00;5\n2010-05-01 03:00:00;130\n").unwrap();
         let trace = load(&format!("csv:{}", path.display()), &opts()).unwrap();
         assert_eq!(trace.step, Duration::from_secs(3600));
         let s = &trace.series[0];
-        assert_eq!(s.counts, vec![100, 0, 120]);
-        assert_eq!(s.scored, Some(vec![true, false, true]), "the missing hour is not scored");
+        assert_eq!(s.counts, vec![100, 0, 120, 130], "a duplicated hour keeps its first value");
+        assert_eq!(s.scored, Some(vec![true, false, true, true]), "the missing hour is not scored");
     }
 
     #[test]
