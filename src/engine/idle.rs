@@ -275,7 +275,9 @@ impl IdleModel {
     /// A reading with activity at `now` (`day_secs`: its wall-clock time of day; `requests`: about how
     /// many requests since the previous reading).
     pub fn on_activity(&mut self, now: Duration, day_secs: f64, requests: f64) {
-        self.requests += requests.max(0.0);
+        // A burst is at least one request, also for signals that count none (Kafka lag).
+        let starts_burst = self.quiet_since_activity || self.last_activity.is_none();
+        self.requests += if starts_burst { requests.max(1.0) } else { requests.max(0.0) };
         self.started.get_or_insert(now);
         if let (Some(last), true) = (self.last_activity, self.quiet_since_activity) {
             let gap = now.saturating_sub(last);
@@ -320,14 +322,20 @@ impl IdleModel {
     /// The windows the histogram implies at `now`.
     pub fn plan(&self, now: Duration, tick: Duration, lead: Duration) -> Plan {
         let p = &self.params;
-        let fallback = Plan::KeepAlive { until: p.fallback_keep_alive };
         let h = &self.histogram;
-        if h.total() < p.min_gaps || h.cv() < p.min_cv {
-            return fallback;
-        }
+        let trusted = h.total() >= p.min_gaps && h.cv() >= p.min_cv;
         if let WindowRule::Cost { worth, per_request } = p.rule {
             let worth = worth.as_secs_f64() / self.requests_per_day(now).max(1.0).powf(per_request);
+            if !trusted {
+                // Ski rental: without a usable history, stay up as long as one cold start is worth.
+                let until = worth.clamp(p.fallback_keep_alive.as_secs_f64(), p.max_keep_alive.as_secs_f64());
+                return Plan::KeepAlive { until: Duration::from_secs_f64(until) };
+            }
             return self.cheapest_plan(worth, tick.as_secs_f64(), lead.as_secs_f64());
+        }
+        let fallback = Plan::KeepAlive { until: p.fallback_keep_alive };
+        if !trusted {
+            return fallback;
         }
         let (Some(head), Some(tail)) = (h.lower(p.head), h.upper(p.tail)) else { return fallback };
         let until = (tail * (1.0 + p.tail_margin)).min(p.max_keep_alive.as_secs_f64());

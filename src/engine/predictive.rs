@@ -29,7 +29,8 @@ pub struct Now {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EngineSettings {
-    /// Keep-alive after activity while a target's idle histogram is not yet trusted.
+    /// While a target has fewer than `minGaps` idle gaps, it is kept alive for as long as one cold start
+    /// is worth (ski rental), at least this and at most `maxKeepAlive`.
     pub keep_alive: Dur,
     /// The longest keep-alive the histogram may ask for.
     pub max_keep_alive: Dur,
@@ -72,7 +73,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             // Tuned on the Azure 100-function sample and NASA July (README, "Predictive activation").
-            keep_alive: Dur(Duration::from_secs(3600)),
+            keep_alive: Dur(Duration::from_secs(600)),
             max_keep_alive: Dur(Duration::from_secs(4 * 3600)),
             histogram_min: Dur(Duration::from_secs(1)),
             histogram_max: Dur(Duration::from_secs(4 * 3600)),
@@ -344,8 +345,9 @@ mod tests {
         e.step(at(0), &rps(2.0));
         let d = e.step(at(1), &rps(0.0));
         assert_eq!((d.active, d.reason, d.desired_replicas), (true, Reason::KeepAlive, 0.0));
-        assert!(e.step(at(59), &rps(0.0)).active, "the fallback keep-alive is an hour");
-        assert!(!e.step(at(60), &rps(0.0)).active, "and no more");
+        // One request in a quiet first hour: a cold start is worth more than 4 h, so the whole maximum.
+        assert!(e.step(at(239), &rps(0.0)).active, "kept alive as long as a cold start is worth");
+        assert!(!e.step(at(240), &rps(0.0)).active, "but never past maxKeepAlive");
     }
 
     #[test]
