@@ -9,7 +9,8 @@
 //! - [`engine`]: the pure decision;
 //! - [`registry`]: live targets and their decision channels;
 //! - [`grpc`]: KEDA's `ExternalScaler` service;
-//! - [`server`]: wiring and graceful shutdown; [`demo`]: everything embedded.
+//! - [`server`]: wiring and graceful shutdown; [`demo`]: everything embedded;
+//! - [`sim`]: `spinscale simulate`, trace replay through the engine on a virtual clock.
 
 #![forbid(unsafe_code)]
 

@@ -59,7 +59,7 @@ pub struct LoadOptions {
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<Trace, SimError> {
     let (kind, path) = spec.split_once(':').ok_or_else(|| SimError::TraceSpec(spec.to_string()))?;
     let mut trace = match kind {
-        "azure" => azure(Path::new(path), opts)?,
+        "azure" => azure(Path::new(path))?,
         "nasa" => nasa(Path::new(path), opts)?,
         "csv" => csv(Path::new(path), opts)?,
         _ => return Err(SimError::TraceSpec(spec.to_string())),
@@ -86,7 +86,7 @@ fn bad(path: &Path, line: usize, what: impl Into<String>) -> SimError {
     SimError::Parse { path: path.display().to_string(), line, message: what.into() }
 }
 
-fn azure(prefix: &Path, opts: &LoadOptions) -> Result<Trace, SimError> {
+fn azure(prefix: &Path) -> Result<Trace, SimError> {
     let with = |suffix: &str| {
         let mut p = prefix.as_os_str().to_owned();
         p.push(suffix);
@@ -128,7 +128,6 @@ fn azure(prefix: &Path, opts: &LoadOptions) -> Result<Trace, SimError> {
         series.push(Series { name: function, counts, scored: None, memory_mb });
     }
     let name = prefix.file_name().map_or_else(|| prefix.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let _ = opts;
     Ok(Trace { name, step: Duration::from_secs(60), start_wall: 0.0, series })
 }
 
