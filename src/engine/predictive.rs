@@ -233,7 +233,9 @@ impl TargetEngine {
         if let Some(previous) = self.last_step
             && now.mono > previous
         {
-            self.tick = now.mono - previous;
+            // The server steps on every tick and every reading, so spacings jitter below the tick:
+            // follow a longer spacing at once, a shorter one slowly.
+            self.tick = (now.mono - previous).max(self.tick.mul_f64(0.9));
         }
         self.last_step = Some(now.mono);
         let day_secs = now.wall_secs.rem_euclid(86_400.0);
@@ -381,6 +383,17 @@ mod tests {
         assert_eq!((d.active, d.reason), (true, Reason::Schedule), "one tick ahead of 00:30");
         assert_eq!(e.step(at(30), &rps(0.0)).reason, Reason::Schedule);
         assert!(!e.step(at(31), &rps(0.0)).active, "held one minute");
+    }
+
+    #[test]
+    fn a_reading_just_after_a_tick_does_not_shrink_the_tick() {
+        let mut e = engine(PredictiveMode::Off, Some("30 * * * *"));
+        let at_secs = |s: f64| Now { mono: Duration::from_secs_f64(s), wall_secs: EPOCH + s };
+        e.step(at_secs(1680.0), &rps(0.0));
+        e.step(at_secs(1740.0), &rps(0.0));
+        // A reading 10 ms later, then 00:29:10: still about one minute-tick ahead of 00:30.
+        e.step(at_secs(1740.01), &rps(0.0));
+        assert_eq!(e.step(at_secs(1750.0), &rps(0.0)).reason, Reason::Schedule);
     }
 
     #[test]
