@@ -391,9 +391,9 @@ mod tests {
         let at_secs = |s: f64| Now { mono: Duration::from_secs_f64(s), wall_secs: EPOCH + s };
         e.step(at_secs(1680.0), &rps(0.0));
         e.step(at_secs(1740.0), &rps(0.0));
-        // A reading 10 ms later, then 00:29:10: still about one minute-tick ahead of 00:30.
+        // A reading 10 ms later, then 00:29:15: still about one minute-tick ahead of 00:30.
         e.step(at_secs(1740.01), &rps(0.0));
-        assert_eq!(e.step(at_secs(1750.0), &rps(0.0)).reason, Reason::Schedule);
+        assert_eq!(e.step(at_secs(1755.0), &rps(0.0)).reason, Reason::Schedule);
     }
 
     #[test]
