@@ -35,6 +35,13 @@ pub struct CollectorSettings {
     pub prometheus_interval: Dur,
     /// Kafka offsets interval.
     pub kafka_interval: Dur,
+    /// Kafka tail watch: how long one fetch waits at the broker. A broker answers as soon as a
+    /// record arrives, so this only sets how often an idle partition is asked again.
+    pub tail_fetch_wait: Dur,
+    /// Direct exposition scrape interval (`scrapeUrl`), down to 100 ms.
+    pub scrape_interval: Dur,
+    /// The window a scraped counter's rate is averaged over (the first increase still shows at once).
+    pub scrape_window: Dur,
     /// Timeout of one upstream request (Prometheus query, Kafka request) unless the trigger sets `timeout`.
     pub timeout: Dur,
     /// A source whose last good reading is older than this is unavailable, even without an error.
@@ -46,6 +53,9 @@ impl Default for CollectorSettings {
         Self {
             prometheus_interval: Dur(Duration::from_secs(2)),
             kafka_interval: Dur(Duration::from_secs(1)),
+            tail_fetch_wait: Dur(Duration::from_millis(100)),
+            scrape_interval: Dur(Duration::from_secs(1)),
+            scrape_window: Dur(Duration::from_secs(10)),
             // KEDA's own HTTP default (KEDA_HTTP_DEFAULT_TIMEOUT).
             timeout: Dur(Duration::from_secs(3)),
             stale_after: Dur(Duration::from_secs(15)),
@@ -141,10 +151,13 @@ impl Config {
         let c = &self.collectors;
         at_least("collectors.prometheusInterval", c.prometheus_interval, Duration::from_millis(100), &mut problems);
         at_least("collectors.kafkaInterval", c.kafka_interval, Duration::from_millis(100), &mut problems);
+        at_least("collectors.tailFetchWait", c.tail_fetch_wait, Duration::from_millis(1), &mut problems);
+        at_least("collectors.scrapeInterval", c.scrape_interval, Duration::from_millis(100), &mut problems);
+        at_least("collectors.scrapeWindow", c.scrape_window, c.scrape_interval.0, &mut problems);
         at_least("collectors.timeout", c.timeout, Duration::from_millis(10), &mut problems);
         at_least("targets.tick", self.targets.tick, Duration::from_millis(100), &mut problems);
         at_least("targets.idleTimeout", self.targets.idle_timeout, Duration::from_secs(1), &mut problems);
-        let slowest = c.prometheus_interval.0.max(c.kafka_interval.0);
+        let slowest = c.prometheus_interval.0.max(c.kafka_interval.0).max(c.scrape_interval.0);
         if c.stale_after.0 <= slowest {
             problems.push(format!(
                 "collectors.staleAfter: {} must be longer than the slowest collector interval ({})",

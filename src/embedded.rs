@@ -22,6 +22,15 @@ pub struct Exposition {
 impl Exposition {
     /// Serves `initial` at `http://127.0.0.1:<port>/metrics`.
     pub async fn start(initial: &str) -> anyhow::Result<Self> {
+        Self::serve(initial, false).await
+    }
+
+    /// The same, with the body gzip-compressed (`content-encoding: gzip`), as many exporters answer.
+    pub async fn start_gzip(initial: &str) -> anyhow::Result<Self> {
+        Self::serve(initial, true).await
+    }
+
+    async fn serve(initial: &str, gzip: bool) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let body = Arc::new(RwLock::new(initial.to_string()));
@@ -30,7 +39,14 @@ impl Exposition {
             "/metrics",
             get(move || {
                 let text = served.read().map(|b| b.clone()).unwrap_or_default();
-                async move { ([("content-type", "text/plain; version=0.0.4")], text) }
+                async move {
+                    let content_type = ("content-type", "text/plain; version=0.0.4");
+                    if gzip {
+                        ([content_type, ("content-encoding", "gzip")], gzipped(text.as_bytes()))
+                    } else {
+                        ([content_type, ("x-content-encoding", "identity")], text.into_bytes())
+                    }
+                }
             }),
         );
         let task = tokio::spawn(async move {
@@ -127,6 +143,14 @@ impl Drop for PrometheusProcess {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn gzipped(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
 }
 
 /// A loopback port nobody listens on right now.

@@ -238,8 +238,9 @@ impl Registry {
 
 fn target_sources(spec: &TargetSpec) -> Vec<SourceKey> {
     let prometheus = spec.prometheus.clone().map(SourceKey::Prometheus);
+    let scrape = spec.scrape.clone().map(SourceKey::Scrape);
     let kafka = spec.kafka.clone().map(SourceKey::Kafka);
-    prometheus.into_iter().chain(kafka).collect()
+    prometheus.into_iter().chain(scrape).chain(kafka).collect()
 }
 
 /// The time limits a target's evaluation applies.
@@ -296,8 +297,9 @@ fn evaluate(
         let state = c.borrow();
         let source = || c.key.to_string();
         let found = match state.view(now, stale_after) {
+            // A query and a scrape both measure the request rate: the higher one never under-scales.
             SourceView::Fresh(Reading::Rate(rps)) => {
-                inputs.rps = Some(*rps);
+                inputs.rps = Some(inputs.rps.map_or(*rps, |other| other.max(*rps)));
                 None
             }
             SourceView::Fresh(Reading::Offsets(partitions)) => {

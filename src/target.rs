@@ -33,6 +33,12 @@ pub const CUSTOM_HEADERS: &str = "customHeaders";
 pub const QUERY_PARAMETERS: &str = "queryParameters";
 /// Thanos-style tenancy: sent as `namespace=<value>` with the query.
 pub const NAMESPACE: &str = "namespace";
+/// Exposition endpoints to scrape directly: one URL or a comma list (their counters are summed).
+pub const SCRAPE_URL: &str = "scrapeUrl";
+/// The counter to read from `scrapeUrl` (OpenMetrics family names find their `_total` samples).
+pub const SCRAPE_METRIC: &str = "scrapeMetric";
+/// Label matchers for `scrapeMetric`, `k=v,k2=v2` (all must match).
+pub const SCRAPE_LABELS: &str = "scrapeLabels";
 /// Kafka bootstrap servers, a comma list.
 pub const BOOTSTRAP_SERVERS: &str = "bootstrapServers";
 /// The consumer group whose lag is measured. spinscale never joins or commits for it.
@@ -78,8 +84,11 @@ pub const ALIASES: [(&str, &str); 3] =
 const PASSTHROUGH_KEYS: [&str; 5] = [SCALER_ADDRESS, "enableTLS", "unsafeSsl", "metricName", "metricType"];
 
 /// Every key spinscale reads, for defaults validation and misspelling hints.
-pub const KEYS: [&str; 27] = [
+pub const KEYS: [&str; 30] = [
     PROMETHEUS_ADDRESS,
+    SCRAPE_URL,
+    SCRAPE_METRIC,
+    SCRAPE_LABELS,
     QUERY,
     TARGET_RPS,
     ACTIVATION_RPS,
@@ -129,6 +138,7 @@ pub const DEFAULT_LEAD_TIME: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetSpec {
     pub prometheus: Option<PrometheusSource>,
+    pub scrape: Option<ScrapeSource>,
     pub kafka: Option<KafkaSource>,
     pub rate: RateRules,
     pub lag: LagRules,
@@ -149,6 +159,14 @@ pub struct PrometheusSource {
     pub headers: Vec<(String, String)>,
     pub query_parameters: Vec<(String, String)>,
     pub namespace: Option<String>,
+}
+
+/// A counter scraped from exposition endpoints. Equal values share one collector.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ScrapeSource {
+    pub urls: Vec<String>,
+    pub metric: String,
+    pub labels: Vec<(String, String)>,
 }
 
 /// One consumer group's offsets on a set of topics. Equal values share one collector.
@@ -293,7 +311,7 @@ impl TargetSpec {
             MetricsMode::Combined => vec![(MetricName::Replicas, 1.0)],
             MetricsMode::Separate => {
                 let mut specs = Vec::with_capacity(2);
-                if self.prometheus.is_some() {
+                if self.prometheus.is_some() || self.scrape.is_some() {
                     specs.push((MetricName::Rps, self.rate.target_rps));
                 }
                 if self.kafka.is_some() {
@@ -339,7 +357,7 @@ pub fn check_defaults(defaults: &BTreeMap<String, String>) -> Result<(), Invalid
     if problems.is_empty() { Ok(()) } else { Err(InvalidMetadata { problems, hints }) }
 }
 
-const SOURCE_KEY: &str = "query|bootstrapServers";
+const SOURCE_KEY: &str = "query|scrapeUrl|bootstrapServers";
 
 struct Reader<'a> {
     metadata: &'a HashMap<String, String>,
@@ -351,6 +369,7 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn spec(&mut self) -> Option<TargetSpec> {
         let prometheus = self.prometheus();
+        let scrape = self.scrape();
         let kafka = self.kafka();
         let rate = RateRules {
             target_rps: self.number(TARGET_RPS, DEFAULT_TARGET_RPS, Bound::Positive),
@@ -362,13 +381,16 @@ impl Reader<'_> {
             _ => MetricsMode::Combined,
         };
         let predictive = self.predictive();
-        if prometheus.is_none()
-            && kafka.is_none()
-            && !self.has_problem_for(&[QUERY, PROMETHEUS_ADDRESS, "serverAddress", BOOTSTRAP_SERVERS, CONSUMER_GROUP])
-        {
-            self.problem(SOURCE_KEY, "no signal source: set `query` (Prometheus request rate) or `bootstrapServers` and `consumerGroup` (Kafka lag)");
+        let source_keys =
+            [QUERY, PROMETHEUS_ADDRESS, "serverAddress", SCRAPE_URL, SCRAPE_METRIC, BOOTSTRAP_SERVERS, CONSUMER_GROUP];
+        if prometheus.is_none() && scrape.is_none() && kafka.is_none() && !self.has_problem_for(&source_keys) {
+            self.problem(
+                SOURCE_KEY,
+                "no signal source: set `query` (Prometheus request rate), `scrapeUrl` and `scrapeMetric` (a counter \
+                 scraped directly) or `bootstrapServers` and `consumerGroup` (Kafka lag)",
+            );
         }
-        Some(TargetSpec { prometheus, kafka, rate, lag, metrics, predictive, warnings: Vec::new() })
+        Some(TargetSpec { prometheus, scrape, kafka, rate, lag, metrics, predictive, warnings: Vec::new() })
     }
 
     fn predictive(&mut self) -> PredictiveSpec {
@@ -425,6 +447,32 @@ impl Reader<'_> {
         }
         let address = address.trim_end_matches('/').to_string();
         Some(PrometheusSource { address, query, ignore_null_values, timeout, headers, query_parameters, namespace })
+    }
+
+    fn scrape(&mut self) -> Option<ScrapeSource> {
+        let urls: Vec<String> = self
+            .text(SCRAPE_URL)
+            .map(|t| t.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect())
+            .unwrap_or_default();
+        let metric = self.text(SCRAPE_METRIC);
+        let labels = self.pairs(SCRAPE_LABELS);
+        for url in &urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                self.problem(SCRAPE_URL, format!("value {url:?} is not an http:// or https:// URL"));
+            }
+        }
+        match (urls.is_empty(), metric) {
+            (true, None) => None,
+            (true, Some(_)) => {
+                self.problem(SCRAPE_URL, "is required with `scrapeMetric`");
+                None
+            }
+            (false, None) => {
+                self.problem(SCRAPE_METRIC, "is required with `scrapeUrl` (the name of a counter)");
+                None
+            }
+            (false, Some(metric)) => Some(ScrapeSource { urls, metric, labels }),
+        }
     }
 
     fn kafka(&mut self) -> Option<KafkaSource> {

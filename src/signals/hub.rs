@@ -4,15 +4,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::kafka::OffsetsReader;
+use super::scrape::{self, CounterRate};
+use super::tail::{self, TailRecord, TailWatch};
 use super::{Reading, SourceKey, SourceState, prometheus};
 use crate::config::CollectorSettings;
-use crate::target::{KafkaSource, PrometheusSource};
+use crate::engine::PartitionOffsets;
+use crate::target::{KafkaSource, PrometheusSource, ScrapeSource};
 
 /// Starts, shares and (through [`Collector`]'s drop) stops collectors.
 pub struct Hub {
@@ -86,9 +89,11 @@ impl Hub {
                 )
                 .instrument(span),
             ),
-            SourceKey::Kafka(source) => {
-                tokio::spawn(run_kafka(source.clone(), s.kafka_interval.0, s.timeout.0, tx).instrument(span))
-            }
+            SourceKey::Scrape(source) => tokio::spawn(
+                run_scrape(self.http.clone(), source.clone(), s.scrape_interval.0, s.scrape_window.0, s.timeout.0, tx)
+                    .instrument(span),
+            ),
+            SourceKey::Kafka(source) => tokio::spawn(run_kafka(source.clone(), s.clone(), tx).instrument(span)),
         };
         Collector { key, state: rx, task }
     }
@@ -110,33 +115,106 @@ async fn run_prometheus(
     }
 }
 
-async fn run_kafka(source: KafkaSource, interval: Duration, timeout: Duration, tx: watch::Sender<SourceState>) {
+async fn run_scrape(
+    http: reqwest::Client,
+    source: ScrapeSource,
+    interval: Duration,
+    window: Duration,
+    timeout: Duration,
+    tx: watch::Sender<SourceState>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut reader: Option<OffsetsReader> = None;
+    let origin = Instant::now();
+    let mut rate = CounterRate::new(window);
     loop {
         ticker.tick().await;
-        let source = source.clone();
-        let taken = reader.take();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut reader = match taken {
-                Some(r) => r,
-                None => match OffsetsReader::new(source, timeout) {
-                    Ok(r) => r,
-                    Err(e) => return (None, Err(e)),
-                },
-            };
-            let result = reader.poll();
-            (Some(reader), result)
-        })
-        .await;
-        match outcome {
-            Ok((kept, result)) => {
-                reader = kept;
-                publish(&tx, result.map(|p| Reading::Offsets(p.into())).map_err(|e| e.to_string()));
+        // Timed when the answers are in: the counters' values are "now", not "when asked".
+        match scrape::scrape(&http, &source, timeout.min(interval)).await {
+            Ok(series) => {
+                if let Some(rps) = rate.observe(origin.elapsed(), series) {
+                    publish(&tx, Ok(Reading::Rate(rps)));
+                }
             }
-            Err(e) => publish(&tx, Err(format!("offsets poll ended abnormally: {e}"))),
+            Err(e) => publish(&tx, Err(e.to_string())),
         }
+    }
+}
+
+async fn run_kafka(source: KafkaSource, settings: CollectorSettings, tx: watch::Sender<SourceState>) {
+    let mut ticker = tokio::time::interval(settings.kafka_interval.0);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut reader: Option<OffsetsReader> = None;
+    let (records_tx, mut records) = mpsc::channel(256);
+    let mut tail: Option<TailWatch> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let (kept, result) = poll_offsets(reader.take(), source.clone(), settings.timeout.0).await;
+                reader = kept;
+                if let Ok(partitions) = &result {
+                    tail = follow_tail(tail, &source, partitions, settings.tail_fetch_wait.0, &records_tx);
+                }
+                publish(&tx, result.map(|p| Reading::Offsets(p.into())));
+            }
+            Some(first) = records.recv() => {
+                let mut seen = vec![first];
+                while let Ok(more) = records.try_recv() {
+                    seen.push(more);
+                }
+                // The offsets poll takes over from here: there is lag now.
+                tail = None;
+                tx.send_modify(|state| {
+                    if let Some((Reading::Offsets(partitions), _)) = &mut state.last_good {
+                        *partitions = tail::advanced(partitions, &seen).into();
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// One offsets poll on a blocking thread; the reader is kept for the next poll.
+async fn poll_offsets(
+    reader: Option<OffsetsReader>,
+    source: KafkaSource,
+    timeout: Duration,
+) -> (Option<OffsetsReader>, Result<Vec<PartitionOffsets>, String>) {
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut reader = match reader {
+            Some(r) => r,
+            None => match OffsetsReader::new(source, timeout) {
+                Ok(r) => r,
+                Err(e) => return (None, Err(e.to_string())),
+            },
+        };
+        let result = reader.poll().map_err(|e| e.to_string());
+        (Some(reader), result)
+    })
+    .await;
+    outcome.unwrap_or_else(|e| (None, Err(format!("offsets poll ended abnormally: {e}"))))
+}
+
+/// Keeps a tail watch running exactly while the group has caught up on every partition.
+fn follow_tail(
+    tail: Option<TailWatch>,
+    source: &KafkaSource,
+    partitions: &[PartitionOffsets],
+    fetch_wait: Duration,
+    records: &mpsc::Sender<TailRecord>,
+) -> Option<TailWatch> {
+    let ends = tail::idle_ends(partitions)?;
+    let same_partitions =
+        |t: &TailWatch| t.from.len() == ends.len() && t.from.iter().zip(&ends).all(|(a, b)| (&a.0, a.1) == (&b.0, b.1));
+    match tail {
+        Some(running) if same_partitions(&running) => Some(running),
+        _ => match TailWatch::start(&source.bootstrap_servers, ends, fetch_wait, records.clone()) {
+            Ok(started) => Some(started),
+            Err(e) => {
+                warn!(cause = %e, "tail watch not started; activation waits for the offsets poll");
+                None
+            }
+        },
     }
 }
 

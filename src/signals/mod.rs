@@ -6,13 +6,15 @@
 pub mod hub;
 pub mod kafka;
 pub mod prometheus;
+pub mod scrape;
+pub mod tail;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::PartitionOffsets;
-use crate::target::{KafkaSource, PrometheusSource};
+use crate::target::{KafkaSource, PrometheusSource, ScrapeSource};
 
 pub use hub::{Collector, Hub};
 
@@ -20,6 +22,7 @@ pub use hub::{Collector, Hub};
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SourceKey {
     Prometheus(PrometheusSource),
+    Scrape(ScrapeSource),
     Kafka(KafkaSource),
 }
 
@@ -27,6 +30,7 @@ impl fmt::Display for SourceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceKey::Prometheus(p) => write!(f, "prometheus {} query {:?}", p.address, p.query),
+            SourceKey::Scrape(s) => write!(f, "scrape {} metric {:?}", s.urls.join(","), s.metric),
             SourceKey::Kafka(k) => {
                 write!(f, "kafka {} group {:?}", k.bootstrap_servers, k.consumer_group)?;
                 if k.topics.is_empty() {
@@ -80,4 +84,16 @@ impl SourceState {
             (None, Some((reading, _))) => SourceView::Fresh(reading),
         }
     }
+}
+
+/// `reqwest` hides the cause ("connection refused") in the source chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

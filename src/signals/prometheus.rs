@@ -42,7 +42,7 @@ pub async fn query(http: &reqwest::Client, source: &PrometheusSource, timeout: D
         request = request.header(k, v);
     }
     // The URL (with the whole encoded query) would drown the cause; the source is named anyway.
-    let failed = |e: reqwest::Error| QueryError::Request(error_chain(&e.without_url()));
+    let failed = |e: reqwest::Error| QueryError::Request(super::error_chain(&e.without_url()));
     let response = request.send().await.map_err(failed)?;
     let status = response.status();
     let body = response.bytes().await.map_err(failed)?;
@@ -87,18 +87,6 @@ pub fn interpret(body: &[u8], ignore_null_values: bool) -> Result<f64, QueryErro
         false if ignore_null_values => Ok(0.0),
         false => Err(QueryError::NotFinite(text.clone())),
     }
-}
-
-/// `reqwest` hides the cause ("connection refused") in the source chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -141,6 +141,15 @@ impl Kafka {
         self.producer.flush(Duration::from_secs(10)).expect("flush");
     }
 
+    /// Enqueues one record without waiting for its acknowledgement (librdkafka sends it at once
+    /// with `linger.ms=0`; `flush` itself would add up to 100 ms of its own polling).
+    pub fn send(&self, topic: &str, partition: i32) {
+        self.producer
+            .send(BaseRecord::<(), _>::to(topic).partition(partition).payload("record"))
+            .map_err(|(e, _)| e)
+            .expect("enqueue record");
+    }
+
     /// Commits `offset` for `group` on one partition, as a consumer of that group would.
     pub fn commit(&self, group: &str, topic: &str, partition: i32, offset: i64) {
         let consumer: BaseConsumer = ClientConfig::new()

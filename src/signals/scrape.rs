@@ -1,0 +1,202 @@
+//! Direct exposition scrape: a counter read straight from `/metrics` endpoints, its rate computed
+//! here. The fast path: a 1 s (or faster) scrape of a gateway sees the first request seconds
+//! before a Prometheus rule would.
+//!
+//! [`matching_series`] and [`CounterRate`] are pure (tested on strings and synthetic times);
+//! [`scrape`] does the HTTP round trips.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use prometheus_parse::{Scrape, Value};
+
+use crate::target::ScrapeSource;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("{url}: request failed: {cause}")]
+    Request { url: String, cause: String },
+    #[error("{url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: metric {metric:?} is a {kind}, not a counter")]
+    NotACounter { url: String, metric: String, kind: &'static str },
+}
+
+/// The counter value of every matching series in one exposition body (text format or OpenMetrics),
+/// keyed by its sorted label set.
+pub fn matching_series(
+    body: &str,
+    metric: &str,
+    labels: &[(String, String)],
+) -> Result<Vec<(String, f64)>, &'static str> {
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = Scrape::parse(lines).map_err(|_| "unreadable exposition")?;
+    let open_metrics_name = format!("{metric}_total");
+    let mut series = Vec::new();
+    for sample in scrape.samples {
+        if sample.metric != metric && sample.metric != open_metrics_name {
+            continue;
+        }
+        if !labels.iter().all(|(k, v)| sample.labels.get(k) == Some(v.as_str())) {
+            continue;
+        }
+        let value = match sample.value {
+            Value::Counter(v) | Value::Untyped(v) => v,
+            Value::Gauge(_) => return Err("gauge"),
+            Value::Histogram(_) => return Err("histogram"),
+            Value::Summary(_) => return Err("summary"),
+        };
+        if value.is_finite() {
+            series.push((sample.labels.to_string(), value));
+        }
+    }
+    Ok(series)
+}
+
+/// Fetches every URL of `source` concurrently; the series of all of them, keyed by URL and labels.
+pub async fn scrape(
+    http: &reqwest::Client,
+    source: &ScrapeSource,
+    timeout: Duration,
+) -> Result<HashMap<String, f64>, ScrapeError> {
+    let fetches = source.urls.iter().map(|url| fetch(http, url, timeout));
+    let bodies = futures_util::future::join_all(fetches).await;
+    let mut all = HashMap::new();
+    for (url, body) in source.urls.iter().zip(bodies) {
+        let series = matching_series(&body?, &source.metric, &source.labels)
+            .map_err(|kind| ScrapeError::NotACounter { url: url.clone(), metric: source.metric.clone(), kind })?;
+        for (labels, value) in series {
+            *all.entry(format!("{url}{{{labels}}}")).or_insert(0.0) += value;
+        }
+    }
+    Ok(all)
+}
+
+async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<String, ScrapeError> {
+    let failed =
+        |e: reqwest::Error| ScrapeError::Request { url: url.to_string(), cause: super::error_chain(&e.without_url()) };
+    let response = http
+        .get(url)
+        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(failed)?;
+    if !response.status().is_success() {
+        return Err(ScrapeError::Status { url: url.to_string(), status: response.status().as_u16() });
+    }
+    response.text().await.map_err(failed)
+}
+
+/// Rate of a set of counters from successive snapshots: Δcounter/Δt summed over series, over a
+/// sliding window. A reset (value below the last one) counts the new value as the increase; a
+/// series that appears counts its whole value (it started at 0 since the last scrape); one that
+/// vanishes counts nothing.
+#[derive(Debug)]
+pub struct CounterRate {
+    window: Duration,
+    last: Option<(Duration, HashMap<String, f64>)>,
+    /// (interval length, increase over it), newest last.
+    recent: VecDeque<(Duration, f64)>,
+}
+
+impl CounterRate {
+    pub fn new(window: Duration) -> Self {
+        Self { window, last: None, recent: VecDeque::new() }
+    }
+
+    /// Takes the snapshot seen at `at` (time since any fixed origin); the rate in per-second units,
+    /// or `None` for the first snapshot, which only sets the baseline.
+    pub fn observe(&mut self, at: Duration, series: HashMap<String, f64>) -> Option<f64> {
+        let (then, previous) = self.last.replace((at, series))?;
+        let (_, current) = self.last.as_ref()?;
+        let increase: f64 = current
+            .iter()
+            .map(|(key, &now)| match previous.get(key) {
+                Some(&before) if now >= before => now - before,
+                _ => now,
+            })
+            .sum();
+        self.recent.push_back((at.saturating_sub(then), increase));
+        let mut span = self.recent.iter().map(|(d, _)| *d).sum::<Duration>();
+        while span > self.window && self.recent.len() > 1 {
+            if let Some((d, _)) = self.recent.pop_front() {
+                span -= d;
+            }
+        }
+        let total: f64 = self.recent.iter().map(|(_, inc)| inc).sum();
+        Some(if span.is_zero() { 0.0 } else { total / span.as_secs_f64() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    fn snapshot(pairs: &[(&str, f64)]) -> HashMap<String, f64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn text_format_series_are_matched_by_name_and_labels() {
+        let body = "# HELP requests_total Requests.\n# TYPE requests_total counter\n\
+                    requests_total{app=\"a\",code=\"200\"} 10\nrequests_total{app=\"a\",code=\"500\"} 2\n\
+                    requests_total{app=\"b\",code=\"200\"} 7\nother_total 99\n";
+        let mut all = matching_series(body, "requests_total", &[]).unwrap();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(all.iter().map(|(_, v)| *v).collect::<Vec<_>>(), vec![10.0, 2.0, 7.0]);
+        let only_a = matching_series(body, "requests_total", &[("app".into(), "a".into())]).unwrap();
+        assert_eq!(only_a.iter().map(|(_, v)| v).sum::<f64>(), 12.0);
+        let none = matching_series(body, "requests_total", &[("app".into(), "c".into())]).unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn open_metrics_counters_are_found_by_family_name() {
+        let body = "# TYPE requests counter\nrequests_total{app=\"a\"} 5.0\nrequests_created{app=\"a\"} 1.7e9\n# EOF\n";
+        assert_eq!(matching_series(body, "requests", &[]).unwrap(), vec![("app=\"a\"".to_string(), 5.0)]);
+        assert_eq!(matching_series(body, "requests_total", &[]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_gauge_is_refused_by_kind() {
+        assert_eq!(matching_series("# TYPE queue gauge\nqueue 3\n", "queue", &[]), Err("gauge"));
+    }
+
+    #[test]
+    fn rate_is_increase_over_time_with_resets_and_series_that_come_and_go() {
+        let mut rate = CounterRate::new(Duration::from_secs(10));
+        assert_eq!(rate.observe(at(0), snapshot(&[("a", 100.0), ("b", 50.0)])), None, "baseline only");
+        assert_eq!(rate.observe(at(1), snapshot(&[("a", 110.0), ("b", 50.0)])), Some(10.0));
+        // b resets to 4 (counts 4), a grows 10: 24 over 2 s in the window.
+        assert_eq!(rate.observe(at(2), snapshot(&[("a", 120.0), ("b", 4.0)])), Some(12.0));
+        // c appears with 6, b vanishes: 6 + 0 from a.
+        assert_eq!(rate.observe(at(3), snapshot(&[("a", 120.0), ("c", 6.0)])), Some(10.0));
+    }
+
+    #[test]
+    fn the_first_increase_after_idleness_shows_at_once() {
+        let mut rate = CounterRate::new(Duration::from_secs(10));
+        rate.observe(at(0), snapshot(&[("a", 7.0)]));
+        for s in 1..30 {
+            assert_eq!(rate.observe(at(s), snapshot(&[("a", 7.0)])), Some(0.0));
+        }
+        let first = rate.observe(at(30), snapshot(&[("a", 8.0)])).unwrap();
+        assert!(first > 0.0, "one request after 30 s idle: {first}");
+    }
+
+    #[test]
+    fn the_window_forgets_old_increases() {
+        let mut rate = CounterRate::new(Duration::from_secs(3));
+        rate.observe(at(0), snapshot(&[("a", 0.0)]));
+        rate.observe(at(1), snapshot(&[("a", 30.0)]));
+        for s in 2..=4 {
+            rate.observe(at(s), snapshot(&[("a", 30.0)]));
+        }
+        assert_eq!(rate.observe(at(5), snapshot(&[("a", 30.0)])), Some(0.0));
+    }
+}
