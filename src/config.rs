@@ -22,6 +22,9 @@ pub struct Config {
     pub collectors: CollectorSettings,
     #[serde(default)]
     pub targets: TargetSettings,
+    /// Knobs of the predictive engine (idle-time model, forecast, schedules).
+    #[serde(default)]
+    pub engine: crate::engine::EngineSettings,
 }
 
 /// How signal sources are polled.
@@ -168,6 +171,7 @@ impl Config {
                 duration::format(self.targets.first_reading_wait.0)
             ));
         }
+        problems.extend(self.engine.problems());
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 }
@@ -206,6 +210,8 @@ mod tests {
             ("targets:\n  firstReadingWait: 5s\n", "targets.firstReadingWait"),
             ("defaults:\n  lagTreshold: \"5\"\n", "defaults.lagTreshold: is not a trigger key"),
             ("defaults:\n  targetRps: \"0\"\n", "defaults.targetRps: value \"0\""),
+            ("engine:\n  keepAlive: 5h\n", "engine.keepAlive: 18000s is above engine.maxKeepAlive"),
+            ("engine:\n  tailMargins: 0.2\n", "tailMargins"),
         ];
         for (text, wanted) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

@@ -9,7 +9,8 @@
 //! - [`engine`]: the pure decision;
 //! - [`registry`]: live targets and their decision channels;
 //! - [`grpc`]: KEDA's `ExternalScaler` service;
-//! - [`server`]: wiring and graceful shutdown; [`demo`]: everything embedded.
+//! - [`server`]: wiring and graceful shutdown; [`demo`]: everything embedded;
+//! - [`sim`]: `spinscale simulate`, trace replay through the engine on a virtual clock.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod grpc;
 pub mod registry;
 pub mod server;
 pub mod signals;
+pub mod sim;
 pub mod target;
 
 /// KEDA's `externalscaler.proto`, generated at build time.

@@ -1,4 +1,4 @@
-//! The `spinscale` command: `serve` and `demo`.
+//! The `spinscale` command: `serve`, `demo` and `simulate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +55,8 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         duration: Duration,
     },
+    /// Replay a trace through the engine and baseline policies on a virtual clock, and compare them.
+    Simulate(spinscale::sim::SimulateArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             init_logging(cli.log_format, "warn");
             spinscale::demo::run(duration).await
         }
+        Command::Simulate(args) => Ok(spinscale::sim::run(&args)?),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -20,7 +20,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
 use crate::duration;
-use crate::engine::{self, Decision, Inputs, lag};
+use crate::engine::{Decision, Inputs, Now, TargetEngine, lag};
 use crate::signals::{Collector, Hub, Reading, SourceKey, SourceView};
 use crate::target::{InvalidMetadata, TargetSpec};
 
@@ -194,11 +194,12 @@ impl Registry {
             stale_after: self.config.collectors.stale_after.0,
             persistent_lag_after: self.config.targets.persistent_lag_after.0,
         };
-        let initial = evaluate(&spec, &collectors, Instant::now(), limits);
+        let mut engine = TargetEngine::for_spec(&spec, &self.config.engine);
+        let initial = evaluate(&spec, &mut engine, &collectors, self.epoch, Instant::now(), limits);
         let (tx, rx) = watch::channel(initial);
         let span = info_span!("target", target = %key);
-        let task =
-            tokio::spawn(run_target(spec.clone(), collectors, tx, self.config.targets.tick.0, limits).instrument(span));
+        let run = run_target(spec.clone(), engine, collectors, tx, self.config.targets.tick.0, limits, self.epoch);
+        let task = tokio::spawn(run.instrument(span));
         Target { key, spec, state: rx, last_seen_ms: AtomicU64::new(now_ms), open_streams: AtomicUsize::new(0), task }
     }
 
@@ -251,10 +252,12 @@ struct Limits {
 
 async fn run_target(
     spec: Arc<TargetSpec>,
+    mut engine: TargetEngine,
     collectors: Vec<Arc<Collector>>,
     tx: watch::Sender<TargetState>,
     tick: Duration,
     limits: Limits,
+    epoch: Instant,
 ) {
     let mut readings = StreamMap::new();
     for (i, c) in collectors.iter().enumerate() {
@@ -263,7 +266,7 @@ async fn run_target(
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
-        let state = evaluate(&spec, &collectors, Instant::now(), limits);
+        let state = evaluate(&spec, &mut engine, &collectors, epoch, Instant::now(), limits);
         tx.send_if_modified(|current| {
             let changed = *current != state;
             if changed {
@@ -279,7 +282,14 @@ async fn run_target(
 }
 
 /// Feeds the fresh readings to the engine and names the first source that has none.
-fn evaluate(spec: &TargetSpec, collectors: &[Arc<Collector>], now: Instant, limits: Limits) -> TargetState {
+fn evaluate(
+    spec: &TargetSpec,
+    engine: &mut TargetEngine,
+    collectors: &[Arc<Collector>],
+    epoch: Instant,
+    now: Instant,
+    limits: Limits,
+) -> TargetState {
     let stale_after = limits.stale_after;
     let mut inputs = Inputs::default();
     let mut problem: Option<SourceProblem> = None;
@@ -310,5 +320,8 @@ fn evaluate(spec: &TargetSpec, collectors: &[Arc<Collector>], now: Instant, limi
             problem = Some(found);
         }
     }
-    TargetState { decision: engine::decide(&spec.rate, &spec.lag, &inputs), problem }
+    // The engine measures gaps on the monotonic clock; the time-of-day model and schedules need the wall clock.
+    let wall_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let clock = Now { mono: now.saturating_duration_since(epoch), wall_secs };
+    TargetState { decision: engine.step(clock, &inputs), problem }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::duration;
+use crate::engine::schedule::Schedule;
 
 // === keys ===
 
@@ -68,6 +69,12 @@ pub const KAFKA_TLS: &str = "tls";
 pub const KAFKA_SASL: &str = "sasl";
 /// `combined` (one metric: desired replicas) or `separate` (one metric per signal).
 pub const METRICS: &str = "metrics";
+/// `off` (reactive only), `idle` (idle-time keep-alive and pre-warm) or `full` (idle + rate forecast).
+pub const PREDICTIVE: &str = "predictive";
+/// How long the app takes from "activate" to ready (Go duration): pre-warms start this much earlier.
+pub const LEAD_TIME: &str = "leadTime";
+/// Cron expressions of known wake times, `;`-separated (e.g. `0 9 * * 1-5; 30 17 * * *`), UTC.
+pub const SCHEDULE: &str = "schedule";
 
 /// KEDA's names for spinscale keys, so values of KEDA's `prometheus` trigger carry over.
 pub const ALIASES: [(&str, &str); 3] =
@@ -77,7 +84,7 @@ pub const ALIASES: [(&str, &str); 3] =
 const PASSTHROUGH_KEYS: [&str; 5] = [SCALER_ADDRESS, "enableTLS", "unsafeSsl", "metricName", "metricType"];
 
 /// Every key spinscale reads, for defaults validation and misspelling hints.
-pub const KEYS: [&str; 27] = [
+pub const KEYS: [&str; 30] = [
     PROMETHEUS_ADDRESS,
     SCRAPE_URL,
     SCRAPE_METRIC,
@@ -105,6 +112,9 @@ pub const KEYS: [&str; 27] = [
     KAFKA_TLS,
     KAFKA_SASL,
     METRICS,
+    PREDICTIVE,
+    LEAD_TIME,
+    SCHEDULE,
 ];
 
 // === defaults ===
@@ -115,6 +125,12 @@ pub const DEFAULT_IGNORE_NULL_VALUES: bool = true;
 pub const DEFAULT_TARGET_RPS: f64 = 10.0;
 /// KEDA's kafka scaler default.
 pub const DEFAULT_LAG_THRESHOLD: f64 = 10.0;
+/// Reactive only unless asked: a keep-alive on top of KEDA's own `cooldownPeriod` (300 s by default)
+/// and pre-warms from a history that restarts empty would hold apps up for reasons a user cannot see
+/// in their ScaledObject. Set `predictive` per trigger, or `defaults.predictive` in the config.
+pub const DEFAULT_PREDICTIVE: PredictiveMode = PredictiveMode::Off;
+/// A SpinApp pod's typical time from scale-up to ready (scheduling, image pull from cache, Wasm start).
+pub const DEFAULT_LEAD_TIME: Duration = Duration::from_secs(3);
 
 // === spec ===
 
@@ -127,6 +143,7 @@ pub struct TargetSpec {
     pub rate: RateRules,
     pub lag: LagRules,
     pub metrics: MetricsMode,
+    pub predictive: PredictiveSpec,
     /// Likely mistakes that are not errors (misspelt keys, ignored options), logged on registration.
     pub warnings: Vec<String>,
 }
@@ -202,6 +219,31 @@ impl Default for LagRules {
 pub enum OffsetResetPolicy {
     Latest,
     Earliest,
+}
+
+/// What the engine may do beyond the reactive floor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PredictiveSpec {
+    pub mode: PredictiveMode,
+    pub lead_time: Duration,
+    pub schedule: Option<Schedule>,
+}
+
+impl Default for PredictiveSpec {
+    fn default() -> Self {
+        Self { mode: DEFAULT_PREDICTIVE, lead_time: DEFAULT_LEAD_TIME, schedule: None }
+    }
+}
+
+/// The `predictive` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PredictiveMode {
+    /// The reactive floor alone.
+    Off,
+    /// Plus the idle-time model: keep-alive after activity, pre-warm before predictable activity.
+    Idle,
+    /// Plus the rate forecast (Holt with damped trend and a daily profile) for activation and 1→N.
+    Full,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,6 +380,7 @@ impl Reader<'_> {
             Some("separate") => MetricsMode::Separate,
             _ => MetricsMode::Combined,
         };
+        let predictive = self.predictive();
         let source_keys =
             [QUERY, PROMETHEUS_ADDRESS, "serverAddress", SCRAPE_URL, SCRAPE_METRIC, BOOTSTRAP_SERVERS, CONSUMER_GROUP];
         if prometheus.is_none() && scrape.is_none() && kafka.is_none() && !self.has_problem_for(&source_keys) {
@@ -347,7 +390,39 @@ impl Reader<'_> {
                  scraped directly) or `bootstrapServers` and `consumerGroup` (Kafka lag)",
             );
         }
-        Some(TargetSpec { prometheus, scrape, kafka, rate, lag, metrics, warnings: Vec::new() })
+        Some(TargetSpec { prometheus, scrape, kafka, rate, lag, metrics, predictive, warnings: Vec::new() })
+    }
+
+    fn predictive(&mut self) -> PredictiveSpec {
+        let mode = match self.choice(PREDICTIVE, &["off", "idle", "full"]) {
+            Some("idle") => PredictiveMode::Idle,
+            Some("full") => PredictiveMode::Full,
+            Some(_) => PredictiveMode::Off,
+            None => DEFAULT_PREDICTIVE,
+        };
+        let lead_time = match self.text(LEAD_TIME).map(|raw| (duration::parse(&raw), raw)) {
+            None => DEFAULT_LEAD_TIME,
+            Some((Ok(d), _)) if d <= Duration::from_secs(3600) => d,
+            Some((Ok(_), raw)) => {
+                self.problem(LEAD_TIME, format!("value {raw:?} is above the maximum 1h"));
+                DEFAULT_LEAD_TIME
+            }
+            Some((Err(e), raw)) => {
+                self.problem(LEAD_TIME, format!("value {raw:?} is not a duration (e.g. 3s, 500ms): {e}"));
+                DEFAULT_LEAD_TIME
+            }
+        };
+        let schedule = self.text(SCHEDULE).and_then(|raw| match Schedule::parse(&raw) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.problem(
+                    SCHEDULE,
+                    format!("value {raw:?} is not `;`-separated cron expressions (e.g. 0 9 * * 1-5): {e}"),
+                );
+                None
+            }
+        });
+        PredictiveSpec { mode, lead_time, schedule }
     }
 
     fn prometheus(&mut self) -> Option<PrometheusSource> {
@@ -703,6 +778,10 @@ mod tests {
             ("customHeaders", "X-Org", "key=value"),
             ("tls", "enable", "not supported"),
             ("serverAddress", "prometheus:9090", "http://"),
+            ("predictive", "always", "off, idle, full"),
+            ("leadTime", "3", "duration"),
+            ("leadTime", "2h", "maximum 1h"),
+            ("schedule", "0 25 * * *", "cron expressions"),
         ];
         for (key, value, allowed) in cases {
             let mut pairs = SEED.to_vec();
@@ -822,6 +901,23 @@ mod tests {
             pairs.push(("timeout", raw));
             assert_eq!(parse(&pairs).unwrap().prometheus.unwrap().timeout, Some(Duration::from_millis(want)));
         }
+    }
+
+    #[test]
+    fn predictive_keys_default_to_reactive_and_parse_when_given() {
+        let spec = parse(&SEED).unwrap();
+        assert_eq!(spec.predictive, PredictiveSpec::default());
+        assert_eq!(spec.predictive.mode, PredictiveMode::Off);
+        let mut pairs = SEED.to_vec();
+        pairs.extend([("predictive", "full"), ("leadTime", "1500ms"), ("schedule", "0 9 * * 1-5; 30 17 * * *")]);
+        let spec = parse(&pairs).unwrap();
+        assert_eq!(spec.predictive.mode, PredictiveMode::Full);
+        assert_eq!(spec.predictive.lead_time, Duration::from_millis(1500));
+        assert!(spec.predictive.schedule.is_some());
+        let defaults: BTreeMap<String, String> = [("predictive".to_string(), "idle".to_string())].into();
+        assert_eq!(check_defaults(&defaults), Ok(()));
+        let spec = TargetSpec::parse(&meta(&SEED), &defaults).unwrap();
+        assert_eq!(spec.predictive.mode, PredictiveMode::Idle);
     }
 
     #[test]

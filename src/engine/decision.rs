@@ -34,6 +34,14 @@ pub enum Reason {
     Rps,
     /// The lag (with persistent lag) is above `activationLagThreshold`.
     Lag,
+    /// The idle-time model expects activity soon: woken ahead of it.
+    PreWarm,
+    /// Activity stopped recently: held for the gaps the idle-time model expects.
+    KeepAlive,
+    /// The rate forecast expects requests within the lead time.
+    Forecast,
+    /// A `schedule` cron expression fires within the lead time (or just fired).
+    Schedule,
 }
 
 impl Reason {
@@ -42,6 +50,10 @@ impl Reason {
             Reason::Idle => "idle",
             Reason::Rps => "rps",
             Reason::Lag => "lag",
+            Reason::PreWarm => "pre-warm",
+            Reason::KeepAlive => "keep-alive",
+            Reason::Forecast => "forecast",
+            Reason::Schedule => "schedule",
         }
     }
 }

@@ -1,0 +1,540 @@
+//! The idle-time model: a bounded histogram of a target's idle gaps, and the keep-alive / pre-warm
+//! windows it implies (the hybrid-histogram policy of Shahrad et al., ATC 2020, with lead time,
+//! tick awareness and a time-of-day memory for gaps longer than the histogram).
+//!
+//! A gap is the time from the last reading that showed activity to the next one, counted only
+//! when at least one quiet reading lies between. All times are `Duration`s since any fixed origin:
+//! the model never reads a clock.
+
+use std::time::Duration;
+
+use super::decision::Reason;
+
+/// How gap lengths map to bins.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BinLayout {
+    /// `count` bins, log-spaced from `min` to `max` (spinscale's own model).
+    Log { min: Duration, max: Duration, count: usize },
+    /// Bins of `width` centred on multiples of `width`, up to `max` (the paper's 1-minute bins).
+    Linear { width: Duration, max: Duration },
+}
+
+impl BinLayout {
+    fn count(self) -> usize {
+        match self {
+            BinLayout::Log { count, .. } => count.max(1),
+            BinLayout::Linear { width, max } => (max.as_secs_f64() / width.as_secs_f64()).round() as usize + 1,
+        }
+    }
+
+    /// The bin of a gap, or `None` above the range.
+    fn bin(self, gap: Duration) -> Option<usize> {
+        let g = gap.as_secs_f64();
+        match self {
+            BinLayout::Log { min, max, count } => {
+                if g > max.as_secs_f64() {
+                    return None;
+                }
+                let (lo, hi) = (min.as_secs_f64().ln(), max.as_secs_f64().ln());
+                let x = ((g.max(min.as_secs_f64()).ln() - lo) / (hi - lo) * count as f64).floor() as usize;
+                Some(x.min(count - 1))
+            }
+            BinLayout::Linear { width, max } => {
+                if g > max.as_secs_f64() + width.as_secs_f64() / 2.0 {
+                    return None;
+                }
+                Some((g / width.as_secs_f64()).round() as usize)
+            }
+        }
+    }
+
+    /// The lower and upper edge of bin `i`, in seconds.
+    fn edges(self, i: usize) -> (f64, f64) {
+        match self {
+            BinLayout::Log { min, max, count } => {
+                let (lo, hi) = (min.as_secs_f64().ln(), max.as_secs_f64().ln());
+                let at = |k: usize| (lo + (hi - lo) * k as f64 / count as f64).exp();
+                (if i == 0 { 0.0 } else { at(i) }, at(i + 1))
+            }
+            BinLayout::Linear { width, .. } => {
+                let w = width.as_secs_f64();
+                ((i as f64 * w - w / 2.0).max(0.0), i as f64 * w + w / 2.0)
+            }
+        }
+    }
+}
+
+/// How the windows are chosen from the histogram.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WindowRule {
+    /// The paper's rule: pre-warm at the head percentile, keep alive to the tail percentile.
+    Percentiles,
+    /// spinscale's rule: the window over the seen gaps that maximises `worth × cold starts avoided −
+    /// warm idle time`. `worth` is for a target that serves one request a day; it is divided by the
+    /// target's requests per day raised to `per_request` (0: every cold start weighs the same; 1: a
+    /// cold start weighs by the share of the target's requests it delays, the per-app cold-start rate).
+    Cost { worth: Duration, per_request: f64 },
+}
+
+/// Knobs of the idle model. [`IdleParams::spinscale`] and [`IdleParams::hybrid`] are the two presets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdleParams {
+    pub bins: BinLayout,
+    pub rule: WindowRule,
+    /// Percentile whose lower edge starts the pre-warm (0.05).
+    pub head: f64,
+    /// Percentile whose upper edge ends the keep-alive (0.99).
+    pub tail: f64,
+    /// Fraction taken off the head before pre-warming.
+    pub head_margin: f64,
+    /// Fraction added to the tail.
+    pub tail_margin: f64,
+    /// Gaps needed before the histogram is trusted.
+    pub min_gaps: u32,
+    /// Coefficient of variation of the bin counts needed before the histogram is trusted (the paper: 2).
+    pub min_cv: f64,
+    /// Keep-alive when the histogram is not trusted.
+    pub fallback_keep_alive: Duration,
+    /// Longest keep-alive the histogram may ask for.
+    pub max_keep_alive: Duration,
+    /// Shortest unloaded stretch worth going inactive for, in ticks.
+    pub min_unloaded_ticks: f64,
+    /// Counts are halved when their sum reaches this (recent gaps weigh more).
+    pub decay_at: u32,
+    /// How long a remembered time-of-day wake keeps the target pre-warmed on each side (0 = off).
+    pub time_of_day_window: Duration,
+}
+
+impl IdleParams {
+    /// The hybrid histogram of "Serverless in the Wild": 1-minute bins up to 4 h, pre-warm at p5 −10 %,
+    /// keep-alive p99 +10 %, a fixed 4 h keep-alive when the histogram is not representative.
+    pub fn hybrid() -> Self {
+        Self {
+            bins: BinLayout::Linear { width: Duration::from_secs(60), max: Duration::from_secs(4 * 3600) },
+            rule: WindowRule::Percentiles,
+            head: 0.05,
+            tail: 0.99,
+            head_margin: 0.10,
+            tail_margin: 0.10,
+            min_gaps: 10,
+            min_cv: 2.0,
+            fallback_keep_alive: Duration::from_secs(4 * 3600),
+            max_keep_alive: Duration::from_secs(4 * 3600 + 1440),
+            min_unloaded_ticks: 1.0,
+            decay_at: u32::MAX,
+            time_of_day_window: Duration::ZERO,
+        }
+    }
+}
+
+/// A bounded histogram of idle gaps: one counter per bin, allocated once.
+#[derive(Clone, Debug)]
+pub struct GapHistogram {
+    layout: BinLayout,
+    counts: Vec<u32>,
+    /// Sum of the gaps in each bin, seconds (their mean is more exact than the bin's edges).
+    sums: Vec<f64>,
+    total: u32,
+    out_of_range: u32,
+}
+
+impl GapHistogram {
+    pub fn new(layout: BinLayout) -> Self {
+        let n = layout.count();
+        Self { layout, counts: vec![0; n], sums: vec![0.0; n], total: 0, out_of_range: 0 }
+    }
+
+    /// Records one gap; returns `false` when it is longer than the histogram's range.
+    pub fn record(&mut self, gap: Duration, decay_at: u32) -> bool {
+        if self.total.saturating_add(self.out_of_range) >= decay_at {
+            for (c, s) in self.counts.iter_mut().zip(self.sums.iter_mut()) {
+                let mean = if *c > 0 { *s / *c as f64 } else { 0.0 };
+                *c /= 2;
+                *s = mean * *c as f64;
+            }
+            self.total = self.counts.iter().sum();
+            self.out_of_range /= 2;
+        }
+        match self.layout.bin(gap) {
+            Some(i) => {
+                self.counts[i] += 1;
+                self.sums[i] += gap.as_secs_f64();
+                self.total += 1;
+                true
+            }
+            None => {
+                self.out_of_range += 1;
+                false
+            }
+        }
+    }
+
+    /// Gaps inside the range.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// Gaps longer than the range.
+    pub fn out_of_range(&self) -> u32 {
+        self.out_of_range
+    }
+
+    /// The bin holding percentile `p` (0..=1) of all gaps, `None` when it lies above the range.
+    fn percentile_bin(&self, p: f64) -> Option<usize> {
+        let all = self.total + self.out_of_range;
+        if all == 0 {
+            return None;
+        }
+        let rank = ((p * all as f64).ceil() as u32).max(1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Lower edge of the bin of percentile `p`, in seconds.
+    pub fn lower(&self, p: f64) -> Option<f64> {
+        self.percentile_bin(p).map(|i| self.layout.edges(i).0)
+    }
+
+    /// Upper edge of the bin of percentile `p`, in seconds.
+    pub fn upper(&self, p: f64) -> Option<f64> {
+        self.percentile_bin(p).map(|i| self.layout.edges(i).1)
+    }
+
+    /// Non-empty bins in order: (count, mean gap in seconds).
+    fn filled(&self) -> impl Iterator<Item = (f64, f64)> + Clone + '_ {
+        self.counts.iter().zip(&self.sums).filter(|(c, _)| **c > 0).map(|(&c, &s)| (c as f64, s / c as f64))
+    }
+
+    /// Coefficient of variation of the bin counts (the paper's representativeness test).
+    pub fn cv(&self) -> f64 {
+        let n = self.counts.len() as f64;
+        let mean = self.total as f64 / n;
+        if mean == 0.0 {
+            return 0.0;
+        }
+        let var = self.counts.iter().map(|&c| (c as f64 - mean).powi(2)).sum::<f64>() / n;
+        var.sqrt() / mean
+    }
+}
+
+/// What to do after activity stops, measured from the last activity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Plan {
+    /// Stay active until `until`.
+    KeepAlive { until: Duration },
+    /// Go inactive, then pre-warm from `from` until `until`.
+    Unload { from: Duration, until: Duration },
+}
+
+/// Remembered times of day (seconds after midnight) at which the target woke after a gap longer
+/// than the histogram, in a fixed ring.
+const TIME_OF_DAY_SLOTS: usize = 8;
+const DAY: f64 = 86_400.0;
+
+/// One target's idle-time state.
+#[derive(Clone, Debug)]
+pub struct IdleModel {
+    params: IdleParams,
+    histogram: GapHistogram,
+    last_activity: Option<Duration>,
+    quiet_since_activity: bool,
+    plan: Option<Plan>,
+    wakes: [Option<f64>; TIME_OF_DAY_SLOTS],
+    next_wake_slot: usize,
+    /// Requests seen, and when the model started.
+    requests: f64,
+    started: Option<Duration>,
+}
+
+impl IdleModel {
+    pub fn new(params: IdleParams) -> Self {
+        let histogram = GapHistogram::new(params.bins);
+        Self {
+            params,
+            histogram,
+            last_activity: None,
+            quiet_since_activity: false,
+            plan: None,
+            wakes: [None; TIME_OF_DAY_SLOTS],
+            next_wake_slot: 0,
+            requests: 0.0,
+            started: None,
+        }
+    }
+
+    pub fn histogram(&self) -> &GapHistogram {
+        &self.histogram
+    }
+
+    /// A reading with activity at `now` (`day_secs`: its wall-clock time of day; `requests`: about how
+    /// many requests since the previous reading).
+    pub fn on_activity(&mut self, now: Duration, day_secs: f64, requests: f64) {
+        // A burst is at least one request, also for signals that count none (Kafka lag).
+        let starts_burst = self.quiet_since_activity || self.last_activity.is_none();
+        self.requests += if starts_burst { requests.max(1.0) } else { requests.max(0.0) };
+        self.started.get_or_insert(now);
+        if let (Some(last), true) = (self.last_activity, self.quiet_since_activity) {
+            let gap = now.saturating_sub(last);
+            if !self.histogram.record(gap, self.params.decay_at) && !self.params.time_of_day_window.is_zero() {
+                self.wakes[self.next_wake_slot] = Some(day_secs);
+                self.next_wake_slot = (self.next_wake_slot + 1) % TIME_OF_DAY_SLOTS;
+            }
+        }
+        self.last_activity = Some(now);
+        self.quiet_since_activity = false;
+        self.plan = None;
+    }
+
+    /// A quiet reading at `now`: whether the model holds the target active, and why.
+    /// `tick` is the time between readings, `lead` the target's lead time.
+    pub fn on_quiet(&mut self, now: Duration, day_secs: f64, tick: Duration, lead: Duration) -> Option<Reason> {
+        self.quiet_since_activity = true;
+        self.started.get_or_insert(now);
+        let last = self.last_activity?;
+        let plan = match self.plan {
+            Some(plan) => plan,
+            None => {
+                let plan = self.plan(now, tick, lead);
+                self.plan = Some(plan);
+                plan
+            }
+        };
+        let since = now.saturating_sub(last);
+        let held = match plan {
+            Plan::KeepAlive { until } => (since < until).then_some(Reason::KeepAlive),
+            Plan::Unload { from, until } => (since >= from && since < until).then_some(Reason::PreWarm),
+        };
+        held.or_else(|| self.time_of_day(day_secs, tick, lead))
+    }
+
+    /// Requests per day so far, over at least an hour.
+    fn requests_per_day(&self, now: Duration) -> f64 {
+        let span = self.started.map_or(Duration::ZERO, |s| now.saturating_sub(s)).max(Duration::from_secs(3600));
+        self.requests * 86_400.0 / span.as_secs_f64()
+    }
+
+    /// The windows the histogram implies at `now`.
+    pub fn plan(&self, now: Duration, tick: Duration, lead: Duration) -> Plan {
+        let p = &self.params;
+        let h = &self.histogram;
+        let trusted = h.total() >= p.min_gaps && h.cv() >= p.min_cv;
+        if let WindowRule::Cost { worth, per_request } = p.rule {
+            let worth = worth.as_secs_f64() / self.requests_per_day(now).max(1.0).powf(per_request);
+            if !trusted {
+                // Ski rental: without a usable history, stay up as long as one cold start is worth.
+                let until = worth.clamp(p.fallback_keep_alive.as_secs_f64(), p.max_keep_alive.as_secs_f64());
+                return Plan::KeepAlive { until: Duration::from_secs_f64(until) };
+            }
+            return self.cheapest_plan(worth, tick.as_secs_f64(), lead.as_secs_f64());
+        }
+        let fallback = Plan::KeepAlive { until: p.fallback_keep_alive };
+        if !trusted {
+            return fallback;
+        }
+        let (Some(head), Some(tail)) = (h.lower(p.head), h.upper(p.tail)) else { return fallback };
+        let until = (tail * (1.0 + p.tail_margin)).min(p.max_keep_alive.as_secs_f64());
+        let from = head * (1.0 - p.head_margin) - tick.as_secs_f64() - lead.as_secs_f64();
+        let until = Duration::from_secs_f64(until.max(0.0));
+        if from >= p.min_unloaded_ticks * tick.as_secs_f64() {
+            Plan::Unload { from: Duration::from_secs_f64(from), until }
+        } else {
+            Plan::KeepAlive { until }
+        }
+    }
+
+    /// The window over the seen gaps with the best `worth × hits − idle time`. Gaps in bins `i..=j`
+    /// are hits; a window from the start (`from` 0) is a keep-alive, any other is an unload and pre-warm.
+    fn cheapest_plan(&self, worth: f64, tick: f64, lead: f64) -> Plan {
+        let p = &self.params;
+        let h = &self.histogram;
+        let all = (h.total() + h.out_of_range()) as f64;
+        let max_keep = p.max_keep_alive.as_secs_f64();
+        let mut best = (0.0, Plan::KeepAlive { until: Duration::ZERO });
+        for (skip, (_, head)) in h.filled().enumerate() {
+            // From the start (bin 0 only), or pre-warmed just before the gaps of bin `skip`.
+            let prewarm = head * (1.0 - p.head_margin) - tick - lead;
+            let starts = [(skip == 0).then_some(0.0), (prewarm >= p.min_unloaded_ticks * tick).then_some(prewarm)];
+            for from in starts.into_iter().flatten() {
+                let (mut hits, mut idle, mut seen) = (0.0, 0.0, 0.0);
+                for (k, (count, gap)) in h.filled().enumerate() {
+                    seen += count;
+                    if k < skip {
+                        continue;
+                    }
+                    hits += count;
+                    idle += count * (gap - tick - from).max(0.0);
+                    let until = (gap * (1.0 + p.tail_margin)).min(max_keep);
+                    if gap - tick >= until {
+                        break;
+                    }
+                    if until <= from {
+                        continue;
+                    }
+                    let value = worth * hits - idle - (all - seen) * (until - from);
+                    if value > best.0 {
+                        let until = Duration::from_secs_f64(until);
+                        let plan = if from == 0.0 {
+                            Plan::KeepAlive { until }
+                        } else {
+                            Plan::Unload { from: Duration::from_secs_f64(from), until }
+                        };
+                        best = (value, plan);
+                    }
+                }
+            }
+        }
+        best.1
+    }
+
+    /// Pre-warm around a remembered time-of-day wake that lies just ahead.
+    fn time_of_day(&self, day_secs: f64, tick: Duration, lead: Duration) -> Option<Reason> {
+        let window = self.params.time_of_day_window.as_secs_f64();
+        if window == 0.0 {
+            return None;
+        }
+        let ahead = lead.as_secs_f64() + tick.as_secs_f64();
+        self.wakes
+            .iter()
+            .flatten()
+            .any(|&wake| {
+                let until_wake = (wake - day_secs).rem_euclid(DAY);
+                until_wake <= ahead + window || until_wake >= DAY - window
+            })
+            .then_some(Reason::PreWarm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn spinscale_like() -> IdleParams {
+        IdleParams {
+            bins: BinLayout::Log { min: Duration::from_secs(1), max: Duration::from_secs(4 * 3600), count: 96 },
+            rule: WindowRule::Percentiles,
+            head: 0.05,
+            tail: 0.99,
+            head_margin: 0.05,
+            tail_margin: 0.05,
+            min_gaps: 3,
+            min_cv: 0.0,
+            fallback_keep_alive: 10 * MIN,
+            max_keep_alive: Duration::from_secs(4 * 3600),
+            min_unloaded_ticks: 1.0,
+            decay_at: 1000,
+            time_of_day_window: 5 * MIN,
+        }
+    }
+
+    /// Feeds activity at the given minutes, one reading per minute up to `end`, and returns the
+    /// minutes at which the model held the target active (and why).
+    fn replay(model: &mut IdleModel, active: &[u64], end: u64) -> Vec<(u64, Reason)> {
+        let mut held = Vec::new();
+        for m in 0..end {
+            let now = MIN * m as u32;
+            if active.contains(&m) {
+                model.on_activity(now, (m * 60 % 86_400) as f64, 1.0);
+            } else if let Some(r) = model.on_quiet(now, (m * 60 % 86_400) as f64, MIN, Duration::ZERO) {
+                held.push((m, r));
+            }
+        }
+        held
+    }
+
+    #[test]
+    fn log_bins_cover_the_range_and_reject_longer_gaps() {
+        let layout = BinLayout::Log { min: Duration::from_secs(1), max: Duration::from_secs(14_400), count: 96 };
+        assert_eq!(layout.bin(Duration::ZERO), Some(0));
+        assert_eq!(layout.bin(Duration::from_secs(14_400)), Some(95));
+        assert_eq!(layout.bin(Duration::from_secs(14_401)), None);
+        let i = layout.bin(Duration::from_secs(600)).unwrap();
+        let (lo, hi) = layout.edges(i);
+        assert!(lo <= 600.0 && 600.0 < hi && hi / lo < 1.11, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn linear_bins_are_centred_on_whole_minutes() {
+        let layout = BinLayout::Linear { width: MIN, max: Duration::from_secs(4 * 3600) };
+        assert_eq!(layout.count(), 241);
+        assert_eq!(layout.bin(3 * MIN), Some(3));
+        assert_eq!(layout.edges(3), (150.0, 210.0));
+        assert_eq!(layout.bin(Duration::from_secs(4 * 3600 + 60)), None);
+    }
+
+    #[test]
+    fn a_periodic_target_is_unloaded_between_runs_and_pre_warmed_before_each() {
+        let mut model = IdleModel::new(spinscale_like());
+        let runs: Vec<u64> = (0..20).map(|k| k * 30).collect();
+        let held = replay(&mut model, &runs, 600);
+        // After a few periods, the minutes just before each run are pre-warmed, the middle is not.
+        let late: Vec<_> = held.iter().filter(|(m, _)| *m > 300).collect();
+        for run in (330..600).step_by(30) {
+            assert!(late.contains(&&(run - 1, Reason::PreWarm)), "minute {} should be pre-warmed: {late:?}", run - 1);
+            assert!(!held.iter().any(|(m, _)| *m == run - 15), "minute {} should be unloaded", run - 15);
+        }
+    }
+
+    #[test]
+    fn a_bursty_target_is_kept_alive_through_its_short_gaps() {
+        let mut model = IdleModel::new(spinscale_like());
+        // Bursts with 1–4 minute gaps inside: the keep-alive covers the longest of them.
+        let mut active = Vec::new();
+        let mut m = 0;
+        for gap in [1, 3, 2, 4, 1, 2, 3, 4, 2, 1, 3, 4, 2, 3, 1, 4] {
+            active.push(m);
+            m += gap;
+        }
+        let held = replay(&mut model, &active, m + 20);
+        let plan = model.plan(Duration::ZERO, MIN, Duration::ZERO);
+        match plan {
+            Plan::KeepAlive { until } => assert!(until >= 4 * MIN && until <= 5 * MIN, "{until:?}"),
+            other => panic!("a bursty target is kept alive, not unloaded: {other:?}"),
+        }
+        assert!(held.iter().all(|(_, r)| *r == Reason::KeepAlive));
+        assert!(!held.iter().any(|(at, _)| *at > m + 5), "the keep-alive ends: {held:?}");
+    }
+
+    #[test]
+    fn a_one_off_target_gets_the_fallback_keep_alive_and_then_nothing() {
+        let mut model = IdleModel::new(spinscale_like());
+        let held = replay(&mut model, &[5], 60);
+        assert_eq!(held.first(), Some(&(6, Reason::KeepAlive)));
+        assert_eq!(held.last(), Some(&(14, Reason::KeepAlive)), "10 minutes after the last activity");
+        assert_eq!(held.len(), 9);
+    }
+
+    #[test]
+    fn a_daily_wake_after_a_long_gap_is_pre_warmed_the_next_day() {
+        let mut model = IdleModel::new(spinscale_like());
+        let day = 1440;
+        let held = replay(&mut model, &[100, 100 + day, 100 + 2 * day], 3 * day + 1);
+        assert!(held.contains(&(100 + 2 * day - 1, Reason::PreWarm)), "the minute before the third wake");
+        assert!(!held.iter().any(|(m, _)| *m == 100 + 2 * day - 60), "not an hour before");
+    }
+
+    #[test]
+    fn the_hybrid_preset_falls_back_to_four_hours_until_representative() {
+        let model = IdleModel::new(IdleParams::hybrid());
+        assert_eq!(
+            model.plan(Duration::ZERO, MIN, Duration::ZERO),
+            Plan::KeepAlive { until: Duration::from_secs(4 * 3600) }
+        );
+    }
+
+    #[test]
+    fn halving_keeps_the_histogram_bounded() {
+        let mut h = GapHistogram::new(BinLayout::Log { min: Duration::from_secs(1), max: MIN, count: 8 });
+        for _ in 0..10_000 {
+            h.record(Duration::from_secs(10), 100);
+        }
+        assert!(h.total() <= 100, "{}", h.total());
+    }
+}

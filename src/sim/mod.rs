@@ -1,0 +1,205 @@
+//! `spinscale simulate`: replays a trace through the server's engine on a virtual clock, next to
+//! the baselines people run today, on fixed definitions (see [`replay`]), and reports.
+//!
+//! - [`trace`]: loaders (Azure 2019 invitro samples, NASA-HTTP per minute, generic CSV);
+//! - [`policy`]: the policies (the engine itself for `spinscale` and `hybrid`; timers for the rest);
+//! - [`replay`]: the virtual clock and the scoring; [`report`] and [`chart`]: the outputs.
+
+pub mod chart;
+pub mod policy;
+pub mod replay;
+pub mod report;
+pub mod trace;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::engine::EngineSettings;
+use crate::target::RateRules;
+use policy::PolicyKind;
+use report::PolicySummary;
+use trace::{LoadOptions, Trace};
+
+/// Arguments of `spinscale simulate`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// `azure:PREFIX` (of the `*_inv.csv`/`*_mem.csv` files), `nasa:FILE` (per-minute CSV) or
+    /// `csv:FILE` (`timestamp,count[,series]`, `,` or `;`). Repeat for several traces.
+    #[arg(long, required = true)]
+    pub trace: Vec<String>,
+    /// Policies, comma-separated: spinscale, spinscale-idle, spinscale-off, fixed-<duration>, keda, knative, hybrid.
+    #[arg(long, value_delimiter = ',', default_value = "spinscale,hybrid,fixed-10m,fixed-20m,keda,knative")]
+    pub policy: Vec<String>,
+    /// Lead time (Go duration): an app is warm in a step if it was active `lead` earlier.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub lead: Duration,
+    /// How many series (functions) to replay: a number or `all`.
+    #[arg(long, default_value = "all")]
+    pub functions: String,
+    /// Keep each request with this probability (0..1], to create idle stretches.
+    #[arg(long)]
+    pub thin: Option<f64>,
+    /// Replay from this day (YYYY-MM-DD, trace time).
+    #[arg(long)]
+    pub from: Option<NaiveDate>,
+    /// Replay up to the end of this day (YYYY-MM-DD, trace time).
+    #[arg(long)]
+    pub to: Option<NaiveDate>,
+    /// Requests per second one replica serves (replica counts, and `short` steps).
+    #[arg(long, default_value_t = 1.0)]
+    pub target_rps: f64,
+    /// Memory of one instance (MB) when the trace has none.
+    #[arg(long, default_value_t = 128.0)]
+    pub memory_mb: f64,
+    /// Engine knobs from a spinscale config file (its `engine:` section).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Seed of `--thin`.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write a CSV per policy and an SVG chart into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s)
+}
+
+/// What can go wrong in a simulation.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("--trace {0:?}: expected azure:PREFIX, nasa:FILE or csv:FILE")]
+    TraceSpec(String),
+    #[error("--trace {0:?}: no data")]
+    Empty(String),
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}, line {line}: {message}")]
+    Parse { path: String, line: usize, message: String },
+    #[error(
+        "--policy {0:?}: expected spinscale, spinscale-idle, spinscale-off, fixed-<duration> (e.g. fixed-10m), keda, knative or hybrid"
+    )]
+    Policy(String),
+    #[error("{0}")]
+    Argument(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
+/// The results of one trace.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceResult {
+    pub trace: String,
+    pub series: usize,
+    pub step_secs: f64,
+    pub days: f64,
+    pub lead_secs: f64,
+    pub elapsed_secs: f64,
+    pub policies: Vec<PolicySummary>,
+}
+
+/// Loads, replays and scores one trace under every policy.
+pub fn simulate(
+    trace: &Trace,
+    policies: &[PolicyKind],
+    settings: &EngineSettings,
+    rate: &RateRules,
+    lead: Duration,
+) -> TraceResult {
+    let started = Instant::now();
+    let step_secs = trace.step.as_secs_f64();
+    let steps = trace.series.first().map_or(0, |s| s.counts.len());
+    let days = (steps as f64 * step_secs / 86_400.0).max(1e-9);
+    let summaries = policies
+        .iter()
+        .map(|p| PolicySummary::new(p.to_string(), replay::replay(trace, p, settings, rate, lead), step_secs, days))
+        .collect();
+    TraceResult {
+        trace: trace.name.clone(),
+        series: trace.series.len(),
+        step_secs,
+        days,
+        lead_secs: lead.as_secs_f64(),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        policies: summaries,
+    }
+}
+
+/// `spinscale simulate`.
+pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
+    let policies = args.policy.iter().map(|p| PolicyKind::parse(p.trim())).collect::<Result<Vec<_>, _>>()?;
+    let functions = match args.functions.as_str() {
+        "all" => None,
+        n => Some(
+            n.parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| SimError::Argument(format!("--functions {n:?}: expected a number above 0 or `all`")))?,
+        ),
+    };
+    if let Some(f) = args.thin
+        && !(f > 0.0 && f <= 1.0)
+    {
+        return Err(SimError::Argument(format!("--thin {f}: expected a fraction in (0, 1]")));
+    }
+    if !(args.target_rps.is_finite() && args.target_rps > 0.0) {
+        return Err(SimError::Argument(format!("--target-rps {}: expected a number above 0", args.target_rps)));
+    }
+    let settings = match &args.config {
+        Some(path) => Config::load(path)?.engine,
+        None => EngineSettings::default(),
+    };
+    let rate = RateRules { target_rps: args.target_rps, activation_rps: 0.0 };
+    let opts = LoadOptions {
+        thin: args.thin,
+        functions,
+        from: args.from,
+        to: args.to,
+        memory_mb: args.memory_mb,
+        seed: args.seed,
+    };
+    let mut results = Vec::new();
+    for spec in &args.trace {
+        let trace = trace::load(spec, &opts)?;
+        let result = simulate(&trace, &policies, &settings, &rate, args.lead);
+        let title = format!(
+            "{}: {} series, {:.1} days, step {}s, lead {}s ({:.2}s)",
+            result.trace, result.series, result.days, result.step_secs, result.lead_secs, result.elapsed_secs
+        );
+        println!("{}", report::table(&title, &result.policies));
+        if let Some(dir) = &args.out {
+            write_outputs(dir, &title, &result)?;
+        }
+        results.push(result);
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&results).map_err(|e| SimError::Argument(e.to_string()))?;
+        write(path, &text)?;
+    }
+    Ok(())
+}
+
+fn write_outputs(dir: &std::path::Path, title: &str, result: &TraceResult) -> Result<(), SimError> {
+    std::fs::create_dir_all(dir).map_err(|source| SimError::Write { path: dir.display().to_string(), source })?;
+    let stem: String =
+        result.trace.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
+    for p in &result.policies {
+        write(&dir.join(format!("{stem}.{}.csv", p.policy)), &report::series_csv(p))?;
+    }
+    let by_memory = result.policies.iter().any(|p| p.wasted_gb_hours_per_day > 0.0) && result.series > 1;
+    write(&dir.join(format!("{stem}.svg")), &chart::svg(title, &result.policies, by_memory))
+}
+
+fn write(path: &std::path::Path, text: &str) -> Result<(), SimError> {
+    std::fs::write(path, text).map_err(|source| SimError::Write { path: path.display().to_string(), source })
+}

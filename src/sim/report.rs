@@ -1,0 +1,157 @@
+//! Summaries of a simulation: per-policy aggregates, the printed table, JSON, CSV per policy.
+//!
+//! Percentiles over functions use the lower nearest rank, `sorted[floor(p·(n−1))]`, over the
+//! functions with at least one invocation. Wasted memory is in GB-h per day (MB ÷ 1024 ÷ 60 per minute).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::replay::SeriesScore;
+
+/// One policy's results over a whole trace.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicySummary {
+    pub policy: String,
+    pub invocations: u64,
+    /// Cold starts, first step counted.
+    pub cold_starts: u64,
+    /// Cold starts, first step not counted.
+    pub cold_starts_late: u64,
+    /// Cold starts ÷ invocations, all series together, first step counted.
+    pub cold_start_rate: f64,
+    /// Per-series cold-start rate percentiles, first step counted.
+    pub p50: f64,
+    pub p75: f64,
+    pub p90: f64,
+    /// The same, first step not counted.
+    pub p50_late: f64,
+    pub p75_late: f64,
+    pub p90_late: f64,
+    pub wasted_gb_hours_per_day: f64,
+    pub replica_hours_per_day: f64,
+    /// Steps whose requests exceeded the running replicas' capacity.
+    pub short_steps: u64,
+    #[serde(skip)]
+    pub series: Vec<SeriesScore>,
+}
+
+/// Lower nearest rank: `sorted[floor(p·(n−1))]`; 0 for no values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((p * (sorted.len() - 1) as f64).floor() as usize).min(sorted.len() - 1)]
+}
+
+impl PolicySummary {
+    pub fn new(policy: String, series: Vec<SeriesScore>, step_secs: f64, days: f64) -> Self {
+        let sum = |f: fn(&SeriesScore) -> u64| series.iter().map(f).sum::<u64>();
+        let rates = |first: bool| {
+            let mut r: Vec<f64> = series.iter().filter_map(|s| s.cold_rate(first)).collect();
+            r.sort_by(f64::total_cmp);
+            r
+        };
+        let (all, late) = (rates(true), rates(false));
+        let invocations = sum(|s| s.invocations_all);
+        let cold_starts = sum(|s| s.cold_all);
+        let step_minutes = step_secs / 60.0;
+        let wasted_mb_minutes: f64 = series.iter().map(|s| s.idle_warm_steps as f64 * step_minutes * s.memory_mb).sum();
+        let replica_steps: f64 = series.iter().map(|s| s.replica_steps).sum();
+        Self {
+            policy,
+            invocations,
+            cold_starts,
+            cold_starts_late: sum(|s| s.cold_late),
+            cold_start_rate: if invocations > 0 { cold_starts as f64 / invocations as f64 } else { 0.0 },
+            p50: percentile(&all, 0.5),
+            p75: percentile(&all, 0.75),
+            p90: percentile(&all, 0.9),
+            p50_late: percentile(&late, 0.5),
+            p75_late: percentile(&late, 0.75),
+            p90_late: percentile(&late, 0.9),
+            wasted_gb_hours_per_day: wasted_mb_minutes / 1024.0 / 60.0 / days,
+            replica_hours_per_day: replica_steps * step_minutes / 60.0 / days,
+            short_steps: sum(|s| s.short_steps),
+            series,
+        }
+    }
+}
+
+/// The printed table.
+pub fn table(title: &str, summaries: &[PolicySummary]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{title}");
+    let _ = writeln!(
+        out,
+        "{:<16} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12} {:>12} {:>8}",
+        "policy",
+        "cold",
+        "cold-1st",
+        "cold%",
+        "p50%",
+        "p75%",
+        "p90%",
+        "p75-1st%",
+        "waste GBh/d",
+        "replica-h/d",
+        "short"
+    );
+    for s in summaries {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>10} {:>10} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>12.1} {:>12.1} {:>8}",
+            s.policy,
+            s.cold_starts,
+            s.cold_starts_late,
+            100.0 * s.cold_start_rate,
+            100.0 * s.p50,
+            100.0 * s.p75,
+            100.0 * s.p90,
+            100.0 * s.p75_late,
+            s.wasted_gb_hours_per_day,
+            s.replica_hours_per_day,
+            s.short_steps
+        );
+    }
+    let _ = writeln!(
+        out,
+        "cold: cold starts, first step counted; cold-1st and p75-1st%: first step not counted; \
+         p50/p75/p90: per-series cold-start rate"
+    );
+    out
+}
+
+/// One CSV per policy: a row per series.
+pub fn series_csv(summary: &PolicySummary) -> String {
+    let mut out =
+        String::from("series,invocations,cold_starts,cold_start_rate,idle_warm_steps,memory_mb,replica_steps\n");
+    for s in &summary.series {
+        let _ = writeln!(
+            out,
+            "{},{},{},{:.6},{},{},{:.1}",
+            s.name,
+            s.invocations_all,
+            s.cold_all,
+            s.cold_rate(true).unwrap_or(0.0),
+            s.idle_warm_steps,
+            s.memory_mb,
+            s.replica_steps
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_lower_nearest_rank() {
+        let v = [0.0, 0.1, 0.2, 0.3, 0.4];
+        assert_eq!(percentile(&v, 0.5), 0.2);
+        assert_eq!(percentile(&v, 0.75), 0.3);
+        assert_eq!(percentile(&v, 0.9), 0.3);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}
