@@ -23,6 +23,8 @@ type Client = ExternalScalerClient<Channel>;
 
 pub async fn run(server: &ServerProcess, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let rss_idle = server.rss_mib()?;
+    report
+        .add_note(format!("load phase: a fresh `spinscale serve` child process, {rss_idle:.0} MiB resident at start"));
     let mut endpoints = Vec::with_capacity(plan.sources);
     for _ in 0..plan.sources {
         endpoints.push(Exposition::start("requests_total 0\n").await?);
@@ -206,9 +208,9 @@ async fn streams(
     let fan_out = first.zip(last).map(|(f, l)| l - f).unwrap_or_default();
     let n = plan.targets;
     report.row(
-        &format!("server RSS, {n} + {n} targets, {n} open streams"),
+        &format!("server RSS: {n} targets with open streams (+ {n} unary targets)"),
         format!("{rss_streams:.0} MiB"),
-        format!("{rss_idle:.0} MiB before, {rss_targets:.0} MiB with {n} targets"),
+        format!("{rss_idle:.0} MiB at start, {rss_targets:.0} MiB with the {n} unary targets"),
         None,
     );
     report.row(
@@ -221,7 +223,7 @@ async fn streams(
         "streams",
         serde_json::json!({
             "streams": n, "received": count,
-            "rss_before_mib": rss_idle, "rss_targets_mib": rss_targets, "rss_streams_mib": rss_streams,
+            "rss_start_mib": rss_idle, "rss_targets_mib": rss_targets, "rss_streams_mib": rss_streams,
             "event_to_first_ms": ms_value(to_first), "fan_out_ms": ms_value(fan_out),
             "event_to_last_ms": ms_value(to_first + fan_out),
         }),

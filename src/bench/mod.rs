@@ -53,7 +53,7 @@ impl Plan {
             unary_for: Duration::from_secs(15),
         };
         if args.quick {
-            Plan { wakeups: 100, spread: Duration::from_secs(5), unary_for: Duration::from_secs(3), ..full }
+            Plan { wakeups: 100, spread: Duration::from_secs(3), unary_for: Duration::from_secs(2), ..full }
         } else {
             full
         }
@@ -64,13 +64,13 @@ impl Plan {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::of(&args);
     let mut report = Report::new(&args);
-    let server = server::ServerProcess::start().await?;
-    let rss_start = server.rss_mib()?;
-    report.add_note(format!("server: `spinscale serve` child process, {rss_start:.0} MiB resident at start"));
-    report.figure("rss_start_mib", serde_json::json!(rss_start));
     eprintln!("bench: wake-ups ({} Kafka, {} scrape; about {:?})", plan.wakeups, plan.wakeups, plan.spread + args.poll);
+    let server = server::ServerProcess::start().await?;
     wakeup::run(&server, &plan, args.poll, &mut report).await?;
+    drop(server);
+    // A fresh server, so its memory is that of the load phase alone.
     eprintln!("bench: {} targets, unary calls and streams", plan.targets);
+    let server = server::ServerProcess::start().await?;
     load::run(&server, &plan, &mut report).await?;
     report.print();
     if let Some(path) = &args.json {

@@ -106,8 +106,7 @@ async fn run_prometheus(
     timeout: Duration,
     tx: watch::Sender<SourceState>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticker = poll_ticker(interval);
     loop {
         ticker.tick().await;
         let result = prometheus::query(&http, &source, timeout).await;
@@ -123,8 +122,7 @@ async fn run_scrape(
     timeout: Duration,
     tx: watch::Sender<SourceState>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticker = poll_ticker(interval);
     let origin = Instant::now();
     let mut rate = CounterRate::new(window);
     loop {
@@ -142,8 +140,7 @@ async fn run_scrape(
 }
 
 async fn run_kafka(source: KafkaSource, settings: CollectorSettings, tx: watch::Sender<SourceState>) {
-    let mut ticker = tokio::time::interval(settings.kafka_interval.0);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticker = poll_ticker(settings.kafka_interval.0);
     let mut reader: Option<OffsetsReader> = None;
     let (records_tx, mut records) = mpsc::channel(256);
     let mut tail: Option<TailWatch> = None;
@@ -216,6 +213,13 @@ fn follow_tail(
             }
         },
     }
+}
+
+/// A poll loop's clock: a poll that overruns delays the next one instead of bunching them.
+fn poll_ticker(interval: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker
 }
 
 fn publish(tx: &watch::Sender<SourceState>, result: Result<Reading, String>) {
