@@ -39,7 +39,11 @@ pub async fn run(server: &ServerProcess, plan: &Plan, report: &mut Report) -> an
     let registered_in = registering.elapsed();
     let rss_targets = server.rss_mib()?;
 
+    // Each phase runs once unmeasured first: connections, buffers and caches warm up.
+    let warm_up = Plan { unary_for: Duration::from_millis(500), ..*plan };
+    unary_latencies(&client, &refs, &warm_up).await?;
     let unary = unary_latencies(&client, &refs, plan).await?;
+    health_latencies(&channel, &warm_up).await?;
     let health = health_latencies(&channel, plan).await?;
     for (p, name) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
         let (ours, base) = (percentile(&unary, p), percentile(&health, p));

@@ -222,17 +222,24 @@ fn poll_ticker(interval: Duration) -> tokio::time::Interval {
     ticker
 }
 
+/// Stores a poll's outcome. Subscribers are woken only when it differs from the last one: a
+/// source shared by thousands of targets must not wake them all every second to say "no change".
+/// The reading's time is refreshed either way; targets check staleness on their own tick.
 fn publish(tx: &watch::Sender<SourceState>, result: Result<Reading, String>) {
-    tx.send_modify(|state| match result {
+    tx.send_if_modified(|state| match result {
         Ok(reading) => {
+            let changed = state.error.is_some() || state.last_good.as_ref().is_none_or(|(last, _)| *last != reading);
             state.last_good = Some((reading, Instant::now()));
             state.error = None;
+            changed
         }
         Err(cause) => {
-            if state.error.as_deref() != Some(cause.as_str()) {
+            let changed = state.error.as_deref() != Some(cause.as_str());
+            if changed {
                 warn!(%cause, "source poll failed");
             }
             state.error = Some(cause.into());
+            changed
         }
     });
 }
