@@ -4,6 +4,7 @@
 //! process plays KEDA, the load, an embedded Kafka (librdkafka's mock cluster) and the scraped
 //! endpoints. Every figure is reported next to its baseline, as a ratio, since machines are noisy.
 
+mod kafka_cycle;
 mod load;
 mod report;
 mod server;
@@ -40,6 +41,8 @@ struct Plan {
     callers: usize,
     /// How long each unary phase runs.
     unary_for: Duration,
+    /// Consumer groups (of 10 partitions each) read in one Kafka offsets cycle.
+    kafka_groups: usize,
 }
 
 impl Plan {
@@ -51,9 +54,16 @@ impl Plan {
             sources: 100,
             callers: 64,
             unary_for: Duration::from_secs(15),
+            kafka_groups: 500,
         };
         if args.quick {
-            Plan { wakeups: 100, spread: Duration::from_secs(3), unary_for: Duration::from_secs(2), ..full }
+            Plan {
+                wakeups: 100,
+                spread: Duration::from_secs(3),
+                unary_for: Duration::from_secs(2),
+                kafka_groups: 50,
+                ..full
+            }
         } else {
             full
         }
@@ -72,6 +82,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: {} targets, unary calls and streams", plan.targets);
     let server = server::ServerProcess::start().await?;
     load::run(&server, &plan, &mut report).await?;
+    drop(server);
+    eprintln!("bench: Kafka offsets cycle, {} groups", plan.kafka_groups);
+    kafka_cycle::run(&plan, &mut report).await?;
     report.print();
     if let Some(path) = &args.json {
         std::fs::write(path, report.to_json()?)?;

@@ -1,15 +1,17 @@
 //! The signal hub: one collector task per distinct [`SourceKey`], alive while a target holds it.
+//! Kafka sources of one cluster share one offsets cycle ([`ClusterReader`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::kafka::OffsetsReader;
+use super::kafka::ClusterReader;
 use super::scrape::{self, CounterRate};
 use super::tail::{self, TailRecord, TailWatch};
 use super::{Reading, SourceKey, SourceState, prometheus};
@@ -22,6 +24,8 @@ pub struct Hub {
     settings: CollectorSettings,
     http: reqwest::Client,
     collectors: Mutex<HashMap<SourceKey, Weak<Collector>>>,
+    clusters: Mutex<HashMap<String, Weak<Cluster>>>,
+    next_member: AtomicU64,
 }
 
 /// A running collector. Dropping the last `Arc` stops it.
@@ -29,6 +33,48 @@ pub struct Collector {
     pub key: SourceKey,
     state: watch::Receiver<SourceState>,
     task: JoinHandle<()>,
+    /// A Kafka source's place in its cluster's offsets cycle.
+    _membership: Option<Membership>,
+}
+
+/// One offsets cycle per Kafka cluster, for every Kafka source on it. Stops with its last member.
+struct Cluster {
+    shared: Arc<ClusterShared>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ClusterShared {
+    members: Mutex<Vec<Member>>,
+    /// A new member wants its first reading now, not at the next tick.
+    wake: Notify,
+}
+
+type CycleResult = Option<Result<Arc<[PartitionOffsets]>, String>>;
+
+struct Member {
+    id: u64,
+    source: KafkaSource,
+    cycles: watch::Sender<CycleResult>,
+}
+
+struct Membership {
+    cluster: Arc<Cluster>,
+    id: u64,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if let Ok(mut members) = self.cluster.shared.members.lock() {
+            members.retain(|m| m.id != self.id);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Collector {
@@ -53,7 +99,13 @@ impl Drop for Collector {
 impl Hub {
     pub fn new(settings: CollectorSettings) -> Arc<Self> {
         let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).build().unwrap_or_default();
-        Arc::new(Self { settings, http, collectors: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            settings,
+            http,
+            collectors: Mutex::new(HashMap::new()),
+            clusters: Mutex::new(HashMap::new()),
+            next_member: AtomicU64::new(0),
+        })
     }
 
     /// The collector for `key`, started if no target uses it yet. Must run inside a tokio runtime.
@@ -93,9 +145,39 @@ impl Hub {
                 run_scrape(self.http.clone(), source.clone(), s.scrape_interval.0, s.scrape_window.0, s.timeout.0, tx)
                     .instrument(span),
             ),
-            SourceKey::Kafka(source) => tokio::spawn(run_kafka(source.clone(), s.clone(), tx).instrument(span)),
+            SourceKey::Kafka(source) => {
+                let (cycles_tx, cycles) = watch::channel(None);
+                let membership = self.join_cluster(source, cycles_tx);
+                let task = tokio::spawn(run_kafka(source.clone(), s.tail_fetch_wait.0, cycles, tx).instrument(span));
+                return Collector { key, state: rx, task, _membership: Some(membership) };
+            }
         };
-        Collector { key, state: rx, task }
+        Collector { key, state: rx, task, _membership: None }
+    }
+}
+
+impl Hub {
+    /// Adds `source` to its cluster's offsets cycle, starting the cycle if it is the first.
+    fn join_cluster(&self, source: &KafkaSource, cycles: watch::Sender<CycleResult>) -> Membership {
+        let mut clusters = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        let cluster = match clusters.get(&source.bootstrap_servers).and_then(Weak::upgrade) {
+            Some(running) => running,
+            None => {
+                clusters.retain(|_, c| c.strong_count() > 0);
+                let shared = Arc::new(ClusterShared::default());
+                let span = info_span!("kafka_cluster", bootstrap = %source.bootstrap_servers);
+                let run = run_cluster(source.bootstrap_servers.clone(), self.settings.clone(), shared.clone());
+                let cluster = Arc::new(Cluster { shared, task: tokio::spawn(run.instrument(span)) });
+                clusters.insert(source.bootstrap_servers.clone(), Arc::downgrade(&cluster));
+                cluster
+            }
+        };
+        let id = self.next_member.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut members) = cluster.shared.members.lock() {
+            members.push(Member { id, source: source.clone(), cycles });
+        }
+        cluster.shared.wake.notify_one();
+        Membership { cluster, id }
     }
 }
 
@@ -139,27 +221,74 @@ async fn run_scrape(
     }
 }
 
-async fn run_kafka(source: KafkaSource, settings: CollectorSettings, tx: watch::Sender<SourceState>) {
+/// One offsets cycle for every Kafka source of a cluster, each interval (and when one joins).
+async fn run_cluster(bootstrap_servers: String, settings: CollectorSettings, shared: Arc<ClusterShared>) {
     let mut ticker = poll_ticker(settings.kafka_interval.0);
-    let mut reader: Option<OffsetsReader> = None;
+    let mut reader: Option<ClusterReader> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shared.wake.notified() => {}
+        }
+        let (sources, senders): (Vec<KafkaSource>, Vec<watch::Sender<CycleResult>>) = match shared.members.lock() {
+            Ok(members) => members.iter().map(|m| (m.source.clone(), m.cycles.clone())).unzip(),
+            Err(_) => return,
+        };
+        if sources.is_empty() {
+            continue;
+        }
+        let (bootstrap, timeout) = (bootstrap_servers.clone(), settings.timeout.0);
+        let taken = reader.take();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut reader = match taken.map_or_else(|| ClusterReader::new(&bootstrap, timeout), Ok) {
+                Ok(r) => r,
+                Err(e) => return (None, sources.iter().map(|_| Err(e.to_string())).collect()),
+            };
+            let results: Vec<Result<Arc<[PartitionOffsets]>, String>> =
+                reader.poll(&sources).into_iter().map(|r| r.map(Into::into).map_err(|e| e.to_string())).collect();
+            (Some(reader), results)
+        })
+        .await;
+        let results = match outcome {
+            Ok((kept, results)) => {
+                reader = kept;
+                results
+            }
+            Err(e) => senders.iter().map(|_| Err(format!("offsets cycle ended abnormally: {e}"))).collect(),
+        };
+        for (sender, result) in senders.iter().zip(results) {
+            sender.send_replace(Some(result));
+        }
+    }
+}
+
+/// A Kafka source: publishes its share of each cluster cycle, and runs the tail watch while idle.
+async fn run_kafka(
+    source: KafkaSource,
+    tail_fetch_wait: Duration,
+    mut cycles: watch::Receiver<CycleResult>,
+    tx: watch::Sender<SourceState>,
+) {
     let (records_tx, mut records) = mpsc::channel(256);
     let mut tail: Option<TailWatch> = None;
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                let (kept, result) = poll_offsets(reader.take(), source.clone(), settings.timeout.0).await;
-                reader = kept;
-                if let Ok(partitions) = &result {
-                    tail = follow_tail(tail, &source, partitions, settings.tail_fetch_wait.0, &records_tx);
+            changed = cycles.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-                publish(&tx, result.map(|p| Reading::Offsets(p.into())));
+                let Some(result) = cycles.borrow_and_update().clone() else { continue };
+                if let Ok(partitions) = &result {
+                    tail = follow_tail(tail, &source, partitions, tail_fetch_wait, &records_tx);
+                }
+                publish(&tx, result.map(Reading::Offsets));
             }
             Some(first) = records.recv() => {
                 let mut seen = vec![first];
                 while let Ok(more) = records.try_recv() {
                     seen.push(more);
                 }
-                // The offsets poll takes over from here: there is lag now.
+                // The offsets cycle takes over from here: there is lag now.
                 tail = None;
                 tx.send_modify(|state| {
                     if let Some((Reading::Offsets(partitions), _)) = &mut state.last_good {
@@ -169,27 +298,6 @@ async fn run_kafka(source: KafkaSource, settings: CollectorSettings, tx: watch::
             }
         }
     }
-}
-
-/// One offsets poll on a blocking thread; the reader is kept for the next poll.
-async fn poll_offsets(
-    reader: Option<OffsetsReader>,
-    source: KafkaSource,
-    timeout: Duration,
-) -> (Option<OffsetsReader>, Result<Vec<PartitionOffsets>, String>) {
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut reader = match reader {
-            Some(r) => r,
-            None => match OffsetsReader::new(source, timeout) {
-                Ok(r) => r,
-                Err(e) => return (None, Err(e.to_string())),
-            },
-        };
-        let result = reader.poll().map_err(|e| e.to_string());
-        (Some(reader), result)
-    })
-    .await;
-    outcome.unwrap_or_else(|e| (None, Err(format!("offsets poll ended abnormally: {e}"))))
 }
 
 /// Keeps a tail watch running exactly while the group has caught up on every partition.

@@ -1,19 +1,25 @@
-//! Kafka consumer-group offsets: committed (OffsetFetch) and latest (ListOffsets) per partition.
+//! Kafka consumer-group offsets, read for every watched group of one cluster in one cycle:
+//! one Metadata request, one ListOffsets per partition leader (librdkafka batches the latest-offset
+//! lookup per broker), and one OffsetFetch per group, the groups fetched in parallel.
 //!
 //! Runs on a blocking thread: librdkafka's calls block, each with a timeout. spinscale never joins
-//! the group and never commits; it only reads offsets.
+//! the users' groups and never commits; it only reads offsets.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::engine::PartitionOffsets;
 use crate::target::KafkaSource;
+
+/// How many groups' OffsetFetch requests run at once.
+const PARALLEL_FETCHES: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OffsetsError {
@@ -33,62 +39,135 @@ pub enum OffsetsError {
     Latest(String),
 }
 
-/// A reader of one source's offsets. Remembers commits between polls for `excludePersistentLag`.
-pub struct OffsetsReader {
-    consumer: BaseConsumer,
-    source: KafkaSource,
+type Partition = (Arc<str>, i32);
+
+/// Reads the offsets of every watched source of one cluster. Remembers commits between cycles
+/// for `excludePersistentLag`.
+pub struct ClusterReader {
+    bootstrap_servers: String,
     timeout: Duration,
-    commits_seen: HashMap<(Arc<str>, i32), (Option<i64>, Instant)>,
+    /// Metadata and ListOffsets; never joins a group.
+    cluster: BaseConsumer,
+    /// OffsetFetch needs a client per group id; none of them ever joins its group.
+    groups: HashMap<String, BaseConsumer>,
+    commits_seen: HashMap<(String, Partition), (Option<i64>, Instant)>,
 }
 
-impl OffsetsReader {
-    pub fn new(source: KafkaSource, timeout: Duration) -> Result<Self, OffsetsError> {
-        let consumer = ClientConfig::new()
-            .set("bootstrap.servers", &source.bootstrap_servers)
-            // The group id is needed for OffsetFetch; without subscribe() the client never joins.
-            .set("group.id", &source.consumer_group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("allow.auto.create.topics", "false")
-            .set("client.id", "spinscale")
-            .set("socket.timeout.ms", timeout.as_millis().max(10).to_string())
-            .create()
-            .map_err(|e| OffsetsError::Client(e.to_string()))?;
-        Ok(Self { consumer, source, timeout, commits_seen: HashMap::new() })
+impl ClusterReader {
+    pub fn new(bootstrap_servers: &str, timeout: Duration) -> Result<Self, OffsetsError> {
+        let cluster = client(bootstrap_servers, "spinscale-offsets", timeout)?;
+        Ok(Self {
+            bootstrap_servers: bootstrap_servers.to_string(),
+            timeout,
+            cluster,
+            groups: HashMap::new(),
+            commits_seen: HashMap::new(),
+        })
     }
 
-    /// One poll: the partitions to count, their committed and latest offsets.
-    pub fn poll(&mut self) -> Result<Vec<PartitionOffsets>, OffsetsError> {
+    /// One cycle: each source's partitions with their committed and latest offsets, in order.
+    pub fn poll(&mut self, sources: &[KafkaSource]) -> Vec<Result<Vec<PartitionOffsets>, OffsetsError>> {
         let now = Instant::now();
-        let partitions = self.partitions()?;
-        if partitions.count() == 0 {
-            return Ok(Vec::new());
+        let fail_all = |e: OffsetsError| sources.iter().map(|_| Err(e.clone())).collect();
+        let metadata = match self.cluster.fetch_metadata(None, self.timeout) {
+            Ok(m) => m,
+            Err(e) => return fail_all(OffsetsError::Metadata(kafka_cause(&e))),
+        };
+        if let Err(e) = self.prepare_groups(sources) {
+            return fail_all(e);
         }
-        let committed = self.consumer.committed_offsets(partitions.clone(), self.timeout).map_err(|e| {
-            OffsetsError::Committed { group: self.source.consumer_group.clone(), cause: kafka_cause(&e) }
-        })?;
-        let mut latest_request = TopicPartitionList::new();
-        for e in partitions.elements() {
-            latest_request
-                .add_partition_offset(e.topic(), e.partition(), Offset::End)
-                .map_err(|e| OffsetsError::Latest(kafka_cause(&e)))?;
-        }
-        // A ListOffsets for timestamp -1 (latest), batched per leader broker by librdkafka.
-        let latest = self
-            .consumer
-            .offsets_for_times(latest_request, self.timeout)
-            .map_err(|e| OffsetsError::Latest(kafka_cause(&e)))?;
-        let latest = latest.elements();
-        let latest_by_partition: HashMap<(&str, i32), i64> = latest
+        // What each source counts; an empty `topic` first asks for every partition of the cluster.
+        let wanted: Vec<Result<Vec<Partition>, OffsetsError>> =
+            sources.iter().map(|s| partitions_of(&metadata, s)).collect();
+        let committed = self.fetch_committed(sources, &wanted);
+        let all: BTreeSet<&Partition> = wanted.iter().flatten().flatten().collect();
+        let latest = match self.fetch_latest(&all) {
+            Ok(latest) => latest,
+            Err(e) => return fail_all(e),
+        };
+        let results = sources
             .iter()
-            .filter(|e| e.error().is_ok())
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic(), e.partition()), o)),
-                _ => None,
+            .zip(wanted)
+            .map(|(source, wanted)| {
+                let committed = committed.get(&source.consumer_group).ok_or_else(|| OffsetsError::Committed {
+                    group: source.consumer_group.clone(),
+                    cause: "no answer".into(),
+                })?;
+                let committed = committed.as_ref().map_err(Clone::clone)?;
+                let mut partitions = wanted?;
+                if source.topics.is_empty() {
+                    // The group's topics: those it has committed on.
+                    let topics: BTreeSet<Arc<str>> = partitions
+                        .iter()
+                        .filter(|p| committed.get(*p).is_some_and(Option::is_some))
+                        .map(|p| p.0.clone())
+                        .collect();
+                    partitions.retain(|p| topics.contains(&p.0));
+                }
+                Ok(self.assemble(&source.consumer_group, &partitions, committed, &latest, now))
             })
             .collect();
-        let mut out = Vec::with_capacity(committed.count());
-        for e in committed.elements() {
+        self.commits_seen.retain(|_, (_, seen)| now.saturating_duration_since(*seen) < Duration::from_secs(3600));
+        results
+    }
+
+    /// A client for every group in `sources`; clients of groups no source watches any more go.
+    fn prepare_groups(&mut self, sources: &[KafkaSource]) -> Result<(), OffsetsError> {
+        let watched: BTreeSet<&str> = sources.iter().map(|s| s.consumer_group.as_str()).collect();
+        self.groups.retain(|g, _| watched.contains(g.as_str()));
+        for group in watched {
+            if !self.groups.contains_key(group) {
+                let c = client(&self.bootstrap_servers, group, self.timeout)?;
+                self.groups.insert(group.to_string(), c);
+            }
+        }
+        Ok(())
+    }
+
+    /// OffsetFetch per group, for the union of its sources' partitions, `PARALLEL_FETCHES` at a time.
+    fn fetch_committed(
+        &self,
+        sources: &[KafkaSource],
+        wanted: &[Result<Vec<Partition>, OffsetsError>],
+    ) -> HashMap<String, Result<HashMap<Partition, Option<i64>>, OffsetsError>> {
+        let mut per_group: HashMap<&str, BTreeSet<&Partition>> = HashMap::new();
+        for (source, wanted) in sources.iter().zip(wanted) {
+            per_group.entry(&source.consumer_group).or_default().extend(wanted.iter().flatten());
+        }
+        let jobs: Vec<(&str, BTreeSet<&Partition>)> = per_group.into_iter().collect();
+        let chunk = jobs.len().div_ceil(PARALLEL_FETCHES).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = jobs
+                .chunks(chunk)
+                .map(|jobs| {
+                    scope.spawn(move || {
+                        jobs.iter()
+                            .map(|(group, parts)| (group.to_string(), self.committed(group, parts)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().filter_map(|w| w.join().ok()).flatten().collect()
+        })
+    }
+
+    fn committed(
+        &self,
+        group: &str,
+        partitions: &BTreeSet<&Partition>,
+    ) -> Result<HashMap<Partition, Option<i64>>, OffsetsError> {
+        let failed = |cause: String| OffsetsError::Committed { group: group.to_string(), cause };
+        if partitions.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let client = self.groups.get(group).ok_or_else(|| failed("no client".into()))?;
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        let answer = client.committed_offsets(tpl, self.timeout).map_err(|e| failed(kafka_cause(&e)))?;
+        let mut committed = HashMap::with_capacity(answer.count());
+        for e in answer.elements() {
             if let Err(cause) = e.error() {
                 return Err(OffsetsError::PartitionCommitted {
                     topic: e.topic().into(),
@@ -96,83 +175,112 @@ impl OffsetsReader {
                     cause: kafka_cause(&cause),
                 });
             }
-            let committed = match e.offset() {
+            let offset = match e.offset() {
                 Offset::Offset(o) if o >= 0 => Some(o),
                 _ => None,
             };
-            let topic: Arc<str> = e.topic().into();
-            let since = match self.commits_seen.get(&(topic.clone(), e.partition())) {
-                Some((seen, since)) if *seen == committed => *since,
-                _ => now,
-            };
-            self.commits_seen.insert((topic.clone(), e.partition()), (committed, since));
-            out.push(PartitionOffsets {
-                latest: latest_by_partition.get(&(e.topic(), e.partition())).copied(),
-                topic,
-                partition: e.partition(),
-                committed,
-                committed_unchanged_for: now.saturating_duration_since(since),
-            });
+            committed.insert((Arc::from(e.topic()), e.partition()), offset);
         }
-        Ok(out)
+        Ok(committed)
     }
 
-    /// The partitions to count: of the configured topics (after `partitionLimitation`), or of
-    /// every topic the group has committed offsets for.
-    fn partitions(&self) -> Result<TopicPartitionList, OffsetsError> {
+    /// The log end of every partition: a ListOffsets for "latest", batched per leader by librdkafka.
+    fn fetch_latest(&self, partitions: &BTreeSet<&Partition>) -> Result<HashMap<Partition, i64>, OffsetsError> {
+        if partitions.is_empty() {
+            return Ok(HashMap::new());
+        }
         let mut tpl = TopicPartitionList::new();
-        if self.source.topics.is_empty() {
-            let metadata = self
-                .consumer
-                .fetch_metadata(None, self.timeout)
-                .map_err(|e| OffsetsError::Metadata(kafka_cause(&e)))?;
-            let mut all = TopicPartitionList::new();
-            for topic in metadata.topics().iter().filter(|t| !t.name().starts_with("__")) {
-                for p in topic.partitions() {
-                    all.add_partition(topic.name(), p.id());
-                }
-            }
-            if all.count() == 0 {
-                return Ok(all);
-            }
-            let committed = self.consumer.committed_offsets(all, self.timeout).map_err(|e| {
-                OffsetsError::Committed { group: self.source.consumer_group.clone(), cause: kafka_cause(&e) }
-            })?;
-            let committed = committed.elements();
-            let group_topics: Vec<&str> = committed
-                .iter()
-                .filter(|e| matches!(e.offset(), Offset::Offset(o) if o >= 0))
-                .map(|e| e.topic())
-                .collect();
-            for e in committed.iter().filter(|e| group_topics.contains(&e.topic())) {
-                tpl.add_partition(e.topic(), e.partition());
-            }
-            return Ok(tpl);
+        for (topic, partition) in partitions {
+            tpl.add_partition_offset(topic, *partition, Offset::End)
+                .map_err(|e| OffsetsError::Latest(kafka_cause(&e)))?;
         }
-        for name in &self.source.topics {
-            let metadata = self
-                .consumer
-                .fetch_metadata(Some(name), self.timeout)
-                .map_err(|e| OffsetsError::Metadata(kafka_cause(&e)))?;
-            let topic = metadata.topics().iter().find(|t| t.name() == name);
-            let Some(topic) = topic.filter(|t| t.error().is_none() && !t.partitions().is_empty()) else {
-                return Err(OffsetsError::TopicNotFound(name.clone()));
-            };
-            let mut kept = 0;
-            for p in topic.partitions() {
-                let limited =
-                    self.source.partition_limitation.as_ref().is_some_and(|only| only.binary_search(&p.id()).is_err());
-                if !limited {
-                    tpl.add_partition(name, p.id());
-                    kept += 1;
-                }
-            }
-            if kept == 0 {
-                return Err(OffsetsError::NoPartitions(name.clone()));
-            }
-        }
-        Ok(tpl)
+        let answer =
+            self.cluster.offsets_for_times(tpl, self.timeout).map_err(|e| OffsetsError::Latest(kafka_cause(&e)))?;
+        Ok(answer
+            .elements()
+            .iter()
+            .filter(|e| e.error().is_ok())
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((Arc::from(e.topic()), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
     }
+
+    fn assemble(
+        &mut self,
+        group: &str,
+        partitions: &[Partition],
+        committed: &HashMap<Partition, Option<i64>>,
+        latest: &HashMap<Partition, i64>,
+        now: Instant,
+    ) -> Vec<PartitionOffsets> {
+        partitions
+            .iter()
+            .map(|p| {
+                let offset = committed.get(p).copied().flatten();
+                let key = (group.to_string(), p.clone());
+                let since = match self.commits_seen.get(&key) {
+                    Some((seen, since)) if *seen == offset => *since,
+                    _ => now,
+                };
+                self.commits_seen.insert(key, (offset, since));
+                PartitionOffsets {
+                    topic: p.0.clone(),
+                    partition: p.1,
+                    committed: offset,
+                    committed_unchanged_for: now.saturating_duration_since(since),
+                    latest: latest.get(p).copied(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The partitions `source` counts: of its topics (after `partitionLimitation`), or of every
+/// non-internal topic when it names none (narrowed to the group's topics once commits are known).
+fn partitions_of(metadata: &Metadata, source: &KafkaSource) -> Result<Vec<Partition>, OffsetsError> {
+    if source.topics.is_empty() {
+        return Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| !t.name().starts_with("__") && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(move |p| (Arc::from(t.name()), p.id())))
+            .collect());
+    }
+    let mut partitions = Vec::new();
+    for name in &source.topics {
+        let topic = metadata.topics().iter().find(|t| t.name() == name);
+        let Some(topic) = topic.filter(|t| t.error().is_none() && !t.partitions().is_empty()) else {
+            return Err(OffsetsError::TopicNotFound(name.clone()));
+        };
+        let kept: Vec<Partition> = topic
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .filter(|id| source.partition_limitation.as_ref().is_none_or(|only| only.binary_search(id).is_ok()))
+            .map(|id| (Arc::from(name.as_str()), id))
+            .collect();
+        if kept.is_empty() {
+            return Err(OffsetsError::NoPartitions(name.clone()));
+        }
+        partitions.extend(kept);
+    }
+    Ok(partitions)
+}
+
+fn client(bootstrap_servers: &str, group: &str, timeout: Duration) -> Result<BaseConsumer, OffsetsError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap_servers)
+        // The group id is needed for OffsetFetch; without subscribe() the client never joins.
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("allow.auto.create.topics", "false")
+        .set("client.id", "spinscale")
+        .set("socket.timeout.ms", timeout.as_millis().max(10).to_string())
+        .create()
+        .map_err(|e| OffsetsError::Client(e.to_string()))
 }
 
 fn kafka_cause(e: &KafkaError) -> String {
