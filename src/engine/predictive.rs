@@ -49,7 +49,8 @@ pub struct EngineSettings {
     /// `coldStartWorth` is divided by the target's requests per day raised to this power (0: every cold
     /// start weighs the same; 1: a cold start weighs by the share of the target's requests it delays).
     pub cold_start_worth_exponent: f64,
-    /// A pre-warm starts this fraction before the shortest gap of its window (and `leadTime` and one tick).
+    /// A pre-warm starts at most this fraction before the gaps of its window (and `leadTime` and one tick);
+    /// less when their bin holds gaps of one length (timers).
     pub head_margin: f64,
     /// A window ends this fraction after the longest gap it covers.
     pub tail_margin: f64,
