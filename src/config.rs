@@ -210,7 +210,7 @@ mod tests {
             ("targets:\n  firstReadingWait: 5s\n", "targets.firstReadingWait"),
             ("defaults:\n  lagTreshold: \"5\"\n", "defaults.lagTreshold: is not a trigger key"),
             ("defaults:\n  targetRps: \"0\"\n", "defaults.targetRps: value \"0\""),
-            ("engine:\n  keepAlive: 5h\n", "engine.keepAlive: 18000s is above engine.maxKeepAlive"),
+            ("engine:\n  keepAlive: 7h\n", "engine.keepAlive: 25200s is above engine.maxKeepAlive"),
             ("engine:\n  tailMargins: 0.2\n", "tailMargins"),
         ];
         for (text, wanted) in cases {

@@ -134,6 +134,8 @@ pub struct GapHistogram {
     counts: Vec<u32>,
     /// Sum of the gaps in each bin, seconds (their mean is more exact than the bin's edges).
     sums: Vec<f64>,
+    /// Shortest gap seen in each bin, seconds (a timer's bin holds one gap length: its pre-warm can be exact).
+    mins: Vec<f64>,
     total: u32,
     out_of_range: u32,
 }
@@ -141,16 +143,19 @@ pub struct GapHistogram {
 impl GapHistogram {
     pub fn new(layout: BinLayout) -> Self {
         let n = layout.count();
-        Self { layout, counts: vec![0; n], sums: vec![0.0; n], total: 0, out_of_range: 0 }
+        Self { layout, counts: vec![0; n], sums: vec![0.0; n], mins: vec![f64::INFINITY; n], total: 0, out_of_range: 0 }
     }
 
     /// Records one gap; returns `false` when it is longer than the histogram's range.
     pub fn record(&mut self, gap: Duration, decay_at: u32) -> bool {
         if self.total.saturating_add(self.out_of_range) >= decay_at {
-            for (c, s) in self.counts.iter_mut().zip(self.sums.iter_mut()) {
+            for ((c, s), m) in self.counts.iter_mut().zip(self.sums.iter_mut()).zip(self.mins.iter_mut()) {
                 let mean = if *c > 0 { *s / *c as f64 } else { 0.0 };
                 *c /= 2;
                 *s = mean * *c as f64;
+                if *c == 0 {
+                    *m = f64::INFINITY;
+                }
             }
             self.total = self.counts.iter().sum();
             self.out_of_range /= 2;
@@ -159,6 +164,7 @@ impl GapHistogram {
             Some(i) => {
                 self.counts[i] += 1;
                 self.sums[i] += gap.as_secs_f64();
+                self.mins[i] = self.mins[i].min(gap.as_secs_f64());
                 self.total += 1;
                 true
             }
@@ -206,9 +212,14 @@ impl GapHistogram {
         self.percentile_bin(p).map(|i| self.layout.edges(i).1)
     }
 
-    /// Non-empty bins in order: (count, mean gap in seconds).
-    fn filled(&self) -> impl Iterator<Item = (f64, f64)> + Clone + '_ {
-        self.counts.iter().zip(&self.sums).filter(|(c, _)| **c > 0).map(|(&c, &s)| (c as f64, s / c as f64))
+    /// Non-empty bins in order: (count, mean gap, shortest gap), seconds.
+    fn filled(&self) -> impl Iterator<Item = (f64, f64, f64)> + Clone + '_ {
+        self.counts
+            .iter()
+            .zip(&self.sums)
+            .zip(&self.mins)
+            .filter(|((c, _), _)| **c > 0)
+            .map(|((&c, &s), &m)| (c as f64, s / c as f64, m))
     }
 
     /// Coefficient of variation of the bin counts (the paper's representativeness test).
@@ -356,13 +367,16 @@ impl IdleModel {
         let all = (h.total() + h.out_of_range()) as f64;
         let max_keep = p.max_keep_alive.as_secs_f64();
         let mut best = (0.0, Plan::KeepAlive { until: Duration::ZERO });
-        for (skip, (_, head)) in h.filled().enumerate() {
-            // From the start (bin 0 only), or pre-warmed just before the gaps of bin `skip`.
-            let prewarm = head * (1.0 - p.head_margin) - tick - lead;
+        for (skip, (_, mean, shortest)) in h.filled().enumerate() {
+            // From the start (bin 0 only), or pre-warmed just before the gaps of bin `skip`: `headMargin`
+            // before their mean, or later when they are tightly spread (a timer's gaps are all one
+            // length), but never after the shortest seen less its distance to the mean.
+            let head = (mean * (1.0 - p.head_margin)).max(shortest - (mean - shortest));
+            let prewarm = head - tick - lead;
             let starts = [(skip == 0).then_some(0.0), (prewarm >= p.min_unloaded_ticks * tick).then_some(prewarm)];
             for from in starts.into_iter().flatten() {
                 let (mut hits, mut idle, mut seen) = (0.0, 0.0, 0.0);
-                for (k, (count, gap)) in h.filled().enumerate() {
+                for (k, (count, gap, _)) in h.filled().enumerate() {
                     seen += count;
                     if k < skip {
                         continue;
@@ -479,6 +493,35 @@ mod tests {
         for run in (330..600).step_by(30) {
             assert!(late.contains(&&(run - 1, Reason::PreWarm)), "minute {} should be pre-warmed: {late:?}", run - 1);
             assert!(!held.iter().any(|(m, _)| *m == run - 15), "minute {} should be unloaded", run - 15);
+        }
+    }
+
+    #[test]
+    fn a_timer_is_pre_warmed_exactly_one_tick_before_each_run() {
+        // Gaps of exactly 60 minutes: the bin's shortest gap equals its mean, so no head margin is needed.
+        let mut params = spinscale_like();
+        params.rule = WindowRule::Cost { worth: Duration::from_secs(100 * 3600), per_request: 0.0 };
+        params.head_margin = 0.1;
+        let mut model = IdleModel::new(params);
+        let runs: Vec<u64> = (0..12).map(|k| k * 60).collect();
+        let held = replay(&mut model, &runs, 720);
+        for run in (480..720).step_by(60) {
+            assert!(held.contains(&(run - 1, Reason::PreWarm)), "minute {} should be pre-warmed: {held:?}", run - 1);
+            assert!(!held.iter().any(|(m, _)| *m == run - 2), "minute {} should be unloaded: {held:?}", run - 2);
+        }
+        // With jitter (58 and 62 minutes), the pre-warm starts before the shortest gap and lasts past the longest.
+        let mut params = spinscale_like();
+        params.rule = WindowRule::Cost { worth: Duration::from_secs(100 * 3600), per_request: 0.0 };
+        let mut model = IdleModel::new(params);
+        let mut runs = vec![0];
+        for k in 0..12 {
+            runs.push(runs.last().unwrap() + if k % 2 == 0 { 58 } else { 62 });
+        }
+        let held = replay(&mut model, &runs, runs.last().unwrap() + 1);
+        for pair in runs[8..].windows(2) {
+            let (previous, run) = (pair[0], pair[1]);
+            assert!(held.contains(&(run - 1, Reason::PreWarm)), "minute {} should be pre-warmed: {held:?}", run - 1);
+            assert!(!held.iter().any(|(m, _)| *m == previous + 50), "minute {} should be unloaded", previous + 50);
         }
     }
 

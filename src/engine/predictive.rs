@@ -49,7 +49,8 @@ pub struct EngineSettings {
     /// `coldStartWorth` is divided by the target's requests per day raised to this power (0: every cold
     /// start weighs the same; 1: a cold start weighs by the share of the target's requests it delays).
     pub cold_start_worth_exponent: f64,
-    /// A pre-warm starts this fraction before the shortest gap of its window (and `leadTime` and one tick).
+    /// A pre-warm starts at most this fraction before the gaps of its window (and `leadTime` and one tick);
+    /// less when their bin holds gaps of one length (timers).
     pub head_margin: f64,
     /// A window ends this fraction after the longest gap it covers.
     pub tail_margin: f64,
@@ -74,15 +75,15 @@ impl Default for EngineSettings {
         Self {
             // Tuned on the Azure 100-function sample and NASA July (README, "Predictive activation").
             keep_alive: Dur(Duration::from_secs(600)),
-            max_keep_alive: Dur(Duration::from_secs(4 * 3600)),
+            max_keep_alive: Dur(Duration::from_secs(6 * 3600)),
             histogram_min: Dur(Duration::from_secs(1)),
             histogram_max: Dur(Duration::from_secs(4 * 3600)),
             histogram_bins: 96,
             min_gaps: 5,
-            cold_start_worth: Dur(Duration::from_secs(300 * 3600)),
-            cold_start_worth_exponent: 1.0,
+            cold_start_worth: Dur(Duration::from_secs(1000 * 3600)),
+            cold_start_worth_exponent: 1.2,
             head_margin: 0.10,
-            tail_margin: 0.50,
+            tail_margin: 1.0,
             time_of_day_window: Dur(Duration::from_secs(5 * 60)),
             forecast_activation: 10.0,
             forecast_alpha: 0.5,
@@ -347,9 +348,9 @@ mod tests {
         e.step(at(0), &rps(2.0));
         let d = e.step(at(1), &rps(0.0));
         assert_eq!((d.active, d.reason, d.desired_replicas), (true, Reason::KeepAlive, 0.0));
-        // One request in a quiet first hour: a cold start is worth more than 4 h, so the whole maximum.
-        assert!(e.step(at(239), &rps(0.0)).active, "kept alive as long as a cold start is worth");
-        assert!(!e.step(at(240), &rps(0.0)).active, "but never past maxKeepAlive");
+        // A couple of requests in a quiet first hour: a cold start is worth more than 6 h, so the whole maximum.
+        assert!(e.step(at(359), &rps(0.0)).active, "kept alive as long as a cold start is worth");
+        assert!(!e.step(at(360), &rps(0.0)).active, "but never past maxKeepAlive");
     }
 
     #[test]
