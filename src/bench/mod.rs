@@ -15,6 +15,9 @@ use std::time::Duration;
 
 pub use report::Report;
 
+/// The same rank rule as `simulate`'s.
+use crate::sim::report::percentile;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct BenchArgs {
@@ -91,14 +94,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("\nwrote {}", path.display());
     }
     Ok(())
-}
-
-/// Lower nearest rank: `sorted[floor(p·(n−1))]`.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).floor() as usize]
 }
 
 /// A small deterministic generator (xorshift): the same schedule every run.

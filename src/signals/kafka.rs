@@ -270,17 +270,24 @@ fn partitions_of(metadata: &Metadata, source: &KafkaSource) -> Result<Vec<Partit
 }
 
 fn client(bootstrap_servers: &str, group: &str, timeout: Duration) -> Result<BaseConsumer, OffsetsError> {
-    ClientConfig::new()
+    read_only_config(bootstrap_servers, group)
+        .set("socket.timeout.ms", timeout.as_millis().max(10).to_string())
+        .create()
+        .map_err(|e| OffsetsError::Client(e.to_string()))
+}
+
+/// A consumer that only reads: it never joins `group` (no subscribe), never commits and never
+/// creates topics. librdkafka needs the group id for OffsetFetch and for `assign`.
+pub(super) fn read_only_config(bootstrap_servers: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap_servers)
-        // The group id is needed for OffsetFetch; without subscribe() the client never joins.
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("allow.auto.create.topics", "false")
-        .set("client.id", "spinscale")
-        .set("socket.timeout.ms", timeout.as_millis().max(10).to_string())
-        .create()
-        .map_err(|e| OffsetsError::Client(e.to_string()))
+        .set("client.id", "spinscale");
+    config
 }
 
 fn kafka_cause(e: &KafkaError) -> String {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -44,12 +43,8 @@ impl TailWatch {
         fetch_wait: Duration,
         records: mpsc::Sender<TailRecord>,
     ) -> Result<Self, String> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap_servers)
+        let consumer: BaseConsumer = super::kafka::read_only_config(bootstrap_servers, "spinscale-tail-watch")
             .set("client.id", "spinscale-tail")
-            .set("group.id", "spinscale-tail-watch")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", fetch_wait.as_millis().max(1).to_string())
             .set("fetch.min.bytes", "1")
             .set("socket.nagle.disable", "true")

@@ -36,10 +36,10 @@ pub struct PolicySummary {
     pub series: Vec<SeriesScore>,
 }
 
-/// Lower nearest rank: `sorted[floor(p·(n−1))]`; 0 for no values.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// Lower nearest rank: `sorted[floor(p·(n−1))]`; zero (`T::default()`) for no values.
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return 0.0;
+        return T::default();
     }
     sorted[((p * (sorted.len() - 1) as f64).floor() as usize).min(sorted.len() - 1)]
 }
@@ -152,6 +152,6 @@ mod tests {
         assert_eq!(percentile(&v, 0.5), 0.2);
         assert_eq!(percentile(&v, 0.75), 0.3);
         assert_eq!(percentile(&v, 0.9), 0.3);
-        assert_eq!(percentile(&[], 0.5), 0.0);
+        assert_eq!(percentile::<f64>(&[], 0.5), 0.0);
     }
 }
