@@ -880,8 +880,8 @@ fn print_summary(shared: &Shared, interrupted: bool) {
     println!("  pushes received over StreamIsActive: {}", log.pushes);
     println!("  push latency after the first record of a burst: {}", latency_summary(&log.push_latencies_ms));
     println!(
-        "    (spinscale reads the group's offsets every {} (collectors.kafkaInterval): a push comes 0 to that \
-         long after the first record, plus a few ms, depending on where the burst falls between two reads)",
+        "    (while the group is idle, spinscale's tail watch long-polls the topic, so the first record is seen \
+         at once; otherwise the offsets cycle, every {} (collectors.kafkaInterval), sees it)",
         crate::duration::format(Config::default().collectors.kafka_interval.0)
     );
     println!("  scale events: {}", log.scale_events.len());
