@@ -3,12 +3,14 @@
 //! Every field has a built-in default, so an empty file (or none) is a valid config.
 //! Unknown fields are errors: a typo in a config file must not pass silently.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::target::{InvalidMetadata, Problem};
 use crate::{duration, target};
 
 /// The whole tuning config.
@@ -18,6 +20,10 @@ pub struct Config {
     /// Defaults for trigger metadata keys (canonical names, e.g. `prometheusAddress`, `lagThreshold`).
     #[serde(default)]
     pub defaults: BTreeMap<String, String>,
+    /// Named sets of trigger-key defaults; a trigger picks one with `profile: NAME`. A profile's
+    /// keys override `defaults`; the trigger's own keys override both.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
     pub collectors: CollectorSettings,
     #[serde(default)]
@@ -134,10 +140,47 @@ impl Config {
         Ok(config)
     }
 
+    /// The defaults a trigger's metadata falls back to: `defaults`, overlaid by its `profile`'s keys.
+    pub fn defaults_for(
+        &self,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Cow<'_, BTreeMap<String, String>>, InvalidMetadata> {
+        let Some(name) = metadata.get(target::PROFILE) else {
+            return Ok(Cow::Borrowed(&self.defaults));
+        };
+        match self.profiles.get(name.trim()) {
+            Some(keys) => Ok(Cow::Owned(self.merged_defaults(keys))),
+            None => {
+                let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+                let message = if known.is_empty() {
+                    format!("{name:?} is not a profile: the config defines none")
+                } else {
+                    format!("{name:?} is not a profile: the config defines {}", known.join(", "))
+                };
+                Err(InvalidMetadata { problems: vec![Problem { key: target::PROFILE.into(), message }], hints: vec![] })
+            }
+        }
+    }
+
+    fn merged_defaults(&self, profile: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut merged = self.defaults.clone();
+        merged.extend(profile.iter().map(|(k, v)| (k.clone(), v.clone())));
+        merged
+    }
+
     fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         if let Err(e) = target::check_defaults(&self.defaults) {
             problems.extend(e.problems.iter().map(|p| format!("defaults.{p}")));
+        }
+        for (name, keys) in &self.profiles {
+            if keys.contains_key(target::PROFILE) {
+                problems.push(format!("profiles.{name}.{}: a profile cannot select another profile", target::PROFILE));
+            }
+            if let Err(e) = target::check_defaults(&self.merged_defaults(keys)) {
+                let own = e.problems.iter().filter(|p| keys.contains_key(&p.key));
+                problems.extend(own.map(|p| format!("profiles.{name}.{p}")));
+            }
         }
         let at_least = |name: &str, value: Dur, min: Duration, problems: &mut Vec<String>| {
             if value.0 < min {
@@ -212,10 +255,31 @@ mod tests {
             ("defaults:\n  targetRps: \"0\"\n", "defaults.targetRps: value \"0\""),
             ("engine:\n  keepAlive: 7h\n", "engine.keepAlive: 25200s is above engine.maxKeepAlive"),
             ("engine:\n  tailMargins: 0.2\n", "tailMargins"),
+            ("profiles:\n  batch:\n    lagThreshold: \"-1\"\n", "profiles.batch.lagThreshold: value \"-1\""),
+            ("profiles:\n  batch:\n    lagTreshold: \"5\"\n", "profiles.batch.lagTreshold: is not a trigger key"),
+            ("profiles:\n  batch:\n    profile: web\n", "profiles.batch.profile: a profile cannot select"),
         ];
         for (text, wanted) in cases {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(wanted), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_profile_overlays_the_defaults_and_the_trigger_overlays_both() {
+        let config = Config::parse(
+            "defaults:\n  lagThreshold: \"20\"\n  targetRps: \"5\"\n\
+             profiles:\n  batch:\n    lagThreshold: \"500\"\n",
+        )
+        .unwrap();
+        let meta = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let plain = config.defaults_for(&meta(&[])).unwrap();
+        assert_eq!(plain["lagThreshold"], "20");
+        let batch = config.defaults_for(&meta(&[("profile", "batch")])).unwrap();
+        assert_eq!((batch["lagThreshold"].as_str(), batch["targetRps"].as_str()), ("500", "5"));
+        let unknown = config.defaults_for(&meta(&[("profile", "web")])).unwrap_err().to_string();
+        assert!(unknown.contains("profile: \"web\" is not a profile: the config defines batch"), "{unknown}");
     }
 }

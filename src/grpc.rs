@@ -12,6 +12,7 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::engine::Reason;
 use crate::proto::external_scaler_server::ExternalScaler;
 use crate::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec, MetricValue,
@@ -19,6 +20,7 @@ use crate::proto::{
 };
 use crate::registry::{Registry, SourceProblem, Target, TargetState};
 use crate::target::{InvalidMetadata, MetricName};
+use crate::telemetry::Telemetry;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -85,7 +87,7 @@ impl Scaler {
 
     async fn metrics(&self, request: &GetMetricsRequest) -> Result<MetricValue, CallError> {
         let target = self.target(request.scaled_object_ref.as_ref())?;
-        let metrics = target.spec.metric_targets();
+        let metrics = target.spec().metric_targets();
         let Some((metric, _)) = metrics.iter().find(|(m, _)| m.as_str() == request.metric_name) else {
             let known: Vec<&str> = metrics.iter().map(|(m, _)| m.as_str()).collect();
             return Err(CallError::UnknownMetric {
@@ -113,7 +115,7 @@ fn metric_value(metric: MetricName, value: f64) -> MetricValue {
 
 fn metric_specs(target: &Target) -> GetMetricSpecResponse {
     let metric_specs = target
-        .spec
+        .spec()
         .metric_targets()
         .into_iter()
         .map(|(metric, size)| MetricSpec {
@@ -144,6 +146,7 @@ impl ExternalScaler for Scaler {
         let stream = RisingEdges {
             state: target.watch(),
             was_active: false,
+            telemetry: self.registry.telemetry().clone(),
             shutdown: self.shutdown.clone(),
             _open: target.open_stream(),
         };
@@ -188,6 +191,7 @@ impl ExternalScaler for Scaler {
 struct RisingEdges {
     state: tokio::sync::watch::Receiver<TargetState>,
     was_active: bool,
+    telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
     _open: crate::registry::StreamGuard,
 }
@@ -195,10 +199,18 @@ struct RisingEdges {
 impl RisingEdges {
     async fn next(mut self) -> Option<(Result<IsActiveResponse, Status>, Self)> {
         loop {
-            let active = self.state.borrow_and_update().decision.active;
+            let (active, caused_by_signal, observed_at) = {
+                let state = self.state.borrow_and_update();
+                let reason = state.decision.reason;
+                (state.decision.active, matches!(reason, Reason::Rps | Reason::Lag), state.observed_at)
+            };
             let rising = active && !self.was_active;
             self.was_active = active;
             if rising {
+                self.telemetry.pushes.inc();
+                if let Some(at) = observed_at.filter(|_| caused_by_signal) {
+                    self.telemetry.push_latency.observe(at.elapsed().as_secs_f64());
+                }
                 return Some((Ok(IsActiveResponse { result: true }), self));
             }
             tokio::select! {

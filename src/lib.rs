@@ -9,6 +9,7 @@
 //! - [`engine`]: the pure decision;
 //! - [`registry`]: live targets and their decision channels;
 //! - [`grpc`]: KEDA's `ExternalScaler` service;
+//! - [`telemetry`]: the `/metrics` exporter; [`history`]: the last hour per target;
 //! - [`server`]: wiring and graceful shutdown; [`demo`]: everything embedded;
 //! - [`sim`]: `spinscale simulate`, trace replay through the engine on a virtual clock.
 
@@ -21,11 +22,15 @@ pub mod duration;
 pub mod embedded;
 pub mod engine;
 pub mod grpc;
+pub mod history;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod sim;
+pub mod status;
 pub mod target;
+pub mod telemetry;
 
 /// KEDA's `externalscaler.proto`, generated at build time.
 pub mod proto {

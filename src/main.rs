@@ -1,4 +1,4 @@
-//! The `spinscale` command: `serve`, `demo` and `simulate`.
+//! The `spinscale` command: `serve`, `check-config`, `demo`, `bench` and `simulate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use spinscale::config::Config;
+use spinscale::reload::{self, ConfigSource};
 use spinscale::server::Server;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -25,17 +26,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve KEDA's ExternalScaler gRPC protocol (and /healthz, /readyz over HTTP).
+    /// Serve KEDA's ExternalScaler gRPC protocol (and /healthz, /readyz, /metrics, /status over HTTP).
     Serve {
         /// gRPC address KEDA connects to (the trigger's `scalerAddress`).
         #[arg(long, default_value = "0.0.0.0:9500", env = "SPINSCALE_GRPC_LISTEN")]
         grpc_listen: SocketAddr,
-        /// HTTP address for /healthz and /readyz.
+        /// HTTP address for /healthz, /readyz, /metrics, /status and /status.json.
         #[arg(long, default_value = "0.0.0.0:9501", env = "SPINSCALE_HTTP_LISTEN")]
         http_listen: SocketAddr,
-        /// Tuning file (YAML): trigger defaults, collector and target settings. Built-in defaults without it.
+        /// Tuning file (YAML): trigger defaults, profiles, collector, target and engine settings.
+        /// Re-read while serving: a valid change applies live, an invalid one is logged and ignored.
+        /// Built-in defaults without it.
         #[arg(long, env = "SPINSCALE_CONFIG")]
         config: Option<PathBuf>,
+        /// Read the tuning config from this ConfigMap's `config.yaml` key (NAMESPACE/NAME) and watch
+        /// it through the Kubernetes API (in-cluster credentials or the kubeconfig).
+        #[arg(long, env = "SPINSCALE_CONFIGMAP", conflicts_with = "config", value_parser = parse_configmap)]
+        configmap: Option<(String, String)>,
+    },
+    /// Validate a tuning config file offline; exits non-zero with every reason when it is not valid.
+    CheckConfig {
+        /// The config file (`-` for stdin).
+        file: PathBuf,
     },
     /// Measure activation latency, unary latency and streams at scale, each against a baseline.
     Bench {
@@ -73,11 +85,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { grpc_listen, http_listen, config } => {
+        Command::Serve { grpc_listen, http_listen, config, configmap } => {
             init_logging(cli.log_format, "info");
-            let config = match &config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
+            let (initial, source) = match (config, configmap) {
+                (Some(path), _) => (Config::load(&path)?, Some(ConfigSource::File(path))),
+                (None, Some((namespace, name))) => {
+                    let client = kube::Client::try_default()
+                        .await
+                        .context("--configmap needs Kubernetes credentials (in-cluster or a kubeconfig)")?;
+                    let initial = reload::fetch_configmap(client.clone(), &namespace, &name).await?;
+                    (initial, Some(ConfigSource::ConfigMap { client, namespace, name }))
+                }
+                (None, None) => (Config::default(), None),
             };
             let grpc = TcpListener::bind(grpc_listen)
                 .await
@@ -85,7 +104,10 @@ async fn main() -> anyhow::Result<()> {
             let http = TcpListener::bind(http_listen)
                 .await
                 .with_context(|| format!("cannot listen on --http-listen {http_listen}"))?;
-            let server = Server::start(config, grpc, http).await?;
+            let mut server = Server::start(initial, grpc, http).await?;
+            if let Some(source) = source {
+                server.follow_config(source);
+            }
             let shutdown = server.shutdown_token();
             tokio::spawn(async move {
                 wait_for_signal().await;
@@ -103,6 +125,40 @@ async fn main() -> anyhow::Result<()> {
             spinscale::demo::run(duration).await
         }
         Command::Simulate(args) => Ok(spinscale::sim::run(&args)?),
+        Command::CheckConfig { file } => check_config(&file),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let checked = if file.as_os_str() == "-" {
+        let text = std::io::read_to_string(std::io::stdin()).context("reading the config from stdin")?;
+        Config::parse(&text)
+    } else {
+        Config::load(file)
+    };
+    match checked {
+        Ok(config) => {
+            println!(
+                "{}: valid ({} default keys, {} profiles)",
+                file.display(),
+                config.defaults.len(),
+                config.profiles.len()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn parse_configmap(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
     }
 }
 

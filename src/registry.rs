@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -20,9 +20,11 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::Config;
 use crate::duration;
-use crate::engine::{Decision, Inputs, Now, TargetEngine, lag};
+use crate::engine::{Decision, EngineSettings, Inputs, Now, TargetEngine, lag};
+use crate::history::{History, Sample};
 use crate::signals::{Collector, Hub, Reading, SourceKey, SourceView};
 use crate::target::{InvalidMetadata, TargetSpec};
+use crate::telemetry::Telemetry;
 
 /// Identifies a target: KEDA sends no trigger index, so the metadata tells triggers apart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -45,6 +47,15 @@ pub struct TargetState {
     pub decision: Decision,
     /// The first source without a fresh reading, if any: unary answers are then `UNAVAILABLE`.
     pub problem: Option<SourceProblem>,
+    /// When the newest reading behind this decision arrived: push latency is measured from it.
+    pub observed_at: Option<Instant>,
+}
+
+impl TargetState {
+    /// Same decision and problem: nothing a caller or a stream would see differently.
+    pub fn same_outcome(&self, other: &TargetState) -> bool {
+        self.decision == other.decision && self.problem == other.problem
+    }
 }
 
 /// Why a source has no usable reading.
@@ -71,12 +82,30 @@ impl SourceProblem {
 /// One live target.
 pub struct Target {
     pub key: TargetKey,
-    pub spec: Arc<TargetSpec>,
+    /// What the target's task runs with; replaced in place when the config changes.
+    setup: watch::Sender<Arc<Setup>>,
     state: watch::Receiver<TargetState>,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+/// What a target's task runs with: derived from its metadata and the config of the moment.
+struct Setup {
+    spec: Arc<TargetSpec>,
+    collectors: Vec<Arc<Collector>>,
+    tick: Duration,
+    limits: Limits,
+    engine: EngineSettings,
+}
+
+/// Written by the target's task and by calls; read by the exporter and the status page.
+struct Shared {
     /// Milliseconds since the registry's epoch at the last call about this target.
     last_seen_ms: AtomicU64,
     open_streams: AtomicUsize,
-    task: JoinHandle<()>,
+    /// The engine's latest rate forecast (f64 bits), 0 without `predictive: full`.
+    forecast: AtomicU64,
+    history: Mutex<History>,
 }
 
 impl Drop for Target {
@@ -86,6 +115,11 @@ impl Drop for Target {
 }
 
 impl Target {
+    /// The parsed trigger, as of the current config.
+    pub fn spec(&self) -> Arc<TargetSpec> {
+        self.setup.borrow().spec.clone()
+    }
+
     /// The current state, without waiting.
     pub fn state(&self) -> TargetState {
         self.state.borrow().clone()
@@ -108,12 +142,27 @@ impl Target {
 
     /// Marks a stream open until the guard drops; targets with open streams are never evicted.
     pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
-        self.open_streams.fetch_add(1, Ordering::Relaxed);
+        self.shared.open_streams.fetch_add(1, Ordering::Relaxed);
         StreamGuard(self.clone())
     }
 
     pub fn open_streams(&self) -> usize {
-        self.open_streams.load(Ordering::Relaxed)
+        self.shared.open_streams.load(Ordering::Relaxed)
+    }
+
+    /// The latest rate forecast in requests per second (0 unless `predictive: full`).
+    pub fn forecast(&self) -> f64 {
+        f64::from_bits(self.shared.forecast.load(Ordering::Relaxed))
+    }
+
+    /// The last hour, oldest first.
+    pub fn history(&self) -> Vec<Sample> {
+        self.shared.history.lock().unwrap_or_else(|e| e.into_inner()).samples()
+    }
+
+    /// The sources this target reads, in the order of its signals.
+    pub fn sources(&self) -> Vec<SourceKey> {
+        self.setup.borrow().collectors.iter().map(|c| c.key.clone()).collect()
     }
 }
 
@@ -122,26 +171,60 @@ pub struct StreamGuard(Arc<Target>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.shared.open_streams.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A config that does not fit the live targets; nothing of it was applied.
+#[derive(Debug, thiserror::Error)]
+#[error("the new config does not fit the live targets, so none of it is applied: {}", problems.join("; "))]
+pub struct Rejected {
+    pub problems: Vec<String>,
+}
+
+/// What a config reload changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Live targets whose spec, collectors or engine were replaced.
+    pub targets_changed: usize,
+    pub collectors_restarted: bool,
 }
 
 /// All live targets.
 pub struct Registry {
-    config: Config,
+    config: RwLock<Arc<Config>>,
     hub: Arc<Hub>,
     targets: RwLock<HashMap<TargetKey, Arc<Target>>>,
     epoch: Instant,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Registry {
     pub fn new(config: Config) -> Arc<Self> {
-        let hub = Hub::new(config.collectors.clone());
-        Arc::new(Self { config, hub, targets: RwLock::new(HashMap::new()), epoch: Instant::now() })
+        Arc::new_cyclic(|registry| {
+            let telemetry = Telemetry::new(registry.clone());
+            let hub = Hub::new(config.collectors.clone(), telemetry.clone());
+            Self {
+                config: RwLock::new(Arc::new(config)),
+                hub,
+                targets: RwLock::new(HashMap::new()),
+                epoch: Instant::now(),
+                telemetry,
+            }
+        })
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The config of the moment (it changes on reload).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// How many collectors run (one per distinct source).
@@ -155,6 +238,11 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every live target, in no particular order.
+    pub fn targets(&self) -> Vec<Arc<Target>> {
+        self.targets.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// The target for this trigger, registered (and its collectors started) on first use.
@@ -171,48 +259,110 @@ impl Registry {
         };
         let now_ms = self.now_ms();
         if let Some(target) = self.targets.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            target.last_seen_ms.store(now_ms, Ordering::Relaxed);
+            target.shared.last_seen_ms.store(now_ms, Ordering::Relaxed);
             return Ok(target.clone());
         }
-        let spec = Arc::new(TargetSpec::parse(metadata, &self.config.defaults)?);
+        let parsed_with = self.config();
+        let spec = Arc::new(parse_spec(&parsed_with, metadata)?);
         let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
         if let Some(target) = targets.get(&key) {
             return Ok(target.clone());
         }
+        // Reloads hold the targets' lock, so the config is stable here; one that ran since the parse
+        // above would have missed this target: parse again.
+        let config = self.config();
+        let spec = if Arc::ptr_eq(&config, &parsed_with) { spec } else { Arc::new(parse_spec(&config, metadata)?) };
         for warning in &spec.warnings {
             warn!(target = %key, "{warning}");
         }
-        let target = Arc::new(self.start(key.clone(), spec, now_ms));
-        info!(target = %key, sources = target_sources(&target.spec).len(), "target registered");
+        let setup = self.setup(spec, &config);
+        let target = Arc::new(self.start(key.clone(), setup, now_ms));
+        info!(target = %key, sources = target.sources().len(), "target registered");
         targets.insert(key, target.clone());
         Ok(target)
     }
 
-    fn start(&self, key: TargetKey, spec: Arc<TargetSpec>, now_ms: u64) -> Target {
-        let collectors: Vec<Arc<Collector>> = target_sources(&spec).iter().map(|s| self.hub.subscribe(s)).collect();
-        let limits = Limits {
-            stale_after: self.config.collectors.stale_after.0,
-            persistent_lag_after: self.config.targets.persistent_lag_after.0,
-        };
-        let mut engine = TargetEngine::for_spec(&spec, &self.config.engine);
-        let initial = evaluate(&spec, &mut engine, &collectors, self.epoch, Instant::now(), limits);
+    /// Applies a new config to every live target without dropping their streams, or to none:
+    /// a config under which a live trigger's metadata no longer parses is rejected whole.
+    pub fn reload(&self, new: Config) -> Result<Reloaded, Rejected> {
+        let targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        let mut specs = Vec::with_capacity(targets.len());
+        let mut problems = Vec::new();
+        for (key, target) in targets.iter() {
+            let metadata: HashMap<String, String> = key.metadata.clone().into_iter().collect();
+            match parse_spec(&new, &metadata) {
+                Ok(spec) => specs.push((target, spec)),
+                Err(e) => problems.push(format!("target {key}: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            problems.sort();
+            return Err(Rejected { problems });
+        }
+        let new = Arc::new(new);
+        let old = std::mem::replace(&mut *self.config.write().unwrap_or_else(|e| e.into_inner()), new.clone());
+        let collectors_restarted = old.collectors != new.collectors;
+        if collectors_restarted {
+            self.hub.reconfigure(new.collectors.clone());
+        }
+        let mut targets_changed = 0;
+        for (target, spec) in specs {
+            let unchanged = {
+                let current = target.setup.borrow();
+                !collectors_restarted
+                    && *current.spec == spec
+                    && current.tick == new.targets.tick.0
+                    && current.limits == Limits::of(&new)
+                    && current.engine == new.engine
+            };
+            if !unchanged {
+                target.setup.send_replace(Arc::new(self.setup(Arc::new(spec), &new)));
+                targets_changed += 1;
+            }
+        }
+        Ok(Reloaded { targets_changed, collectors_restarted })
+    }
+
+    fn setup(&self, spec: Arc<TargetSpec>, config: &Config) -> Setup {
+        let collectors = target_sources(&spec).iter().map(|s| self.hub.subscribe(s)).collect();
+        Setup {
+            spec,
+            collectors,
+            tick: config.targets.tick.0,
+            limits: Limits::of(config),
+            engine: config.engine.clone(),
+        }
+    }
+
+    fn start(&self, key: TargetKey, setup: Setup, now_ms: u64) -> Target {
+        let engine = TargetEngine::for_spec(&setup.spec, &setup.engine);
+        let shared = Arc::new(Shared {
+            last_seen_ms: AtomicU64::new(now_ms),
+            open_streams: AtomicUsize::new(0),
+            forecast: AtomicU64::new(0),
+            history: Mutex::new(History::default()),
+        });
+        let mut evaluation = Evaluation { engine, epoch: self.epoch, telemetry: self.telemetry.clone() };
+        let initial = evaluation.evaluate(&setup, Instant::now());
         let (tx, rx) = watch::channel(initial);
+        let (setup_tx, setup_rx) = watch::channel(Arc::new(setup));
         let span = info_span!("target", target = %key);
-        let run = run_target(spec.clone(), engine, collectors, tx, self.config.targets.tick.0, limits, self.epoch);
-        let task = tokio::spawn(run.instrument(span));
-        Target { key, spec, state: rx, last_seen_ms: AtomicU64::new(now_ms), open_streams: AtomicUsize::new(0), task }
+        let task = tokio::spawn(run_target(setup_rx, evaluation, tx, shared.clone()).instrument(span));
+        Target { key, setup: setup_tx, state: rx, shared, task }
     }
 
     /// Drops targets nobody asked about for `targets.idleTimeout` and that have no open stream.
     pub fn evict_idle(&self) -> usize {
-        let idle_ms = self.config.targets.idle_timeout.0.as_millis() as u64;
+        let idle_timeout = self.config().targets.idle_timeout.0;
+        let idle_ms = idle_timeout.as_millis() as u64;
         let now_ms = self.now_ms();
         let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
         let before = targets.len();
         targets.retain(|key, t| {
-            let keep = t.open_streams() > 0 || now_ms.saturating_sub(t.last_seen_ms.load(Ordering::Relaxed)) < idle_ms;
+            let last_seen = t.shared.last_seen_ms.load(Ordering::Relaxed);
+            let keep = t.open_streams() > 0 || now_ms.saturating_sub(last_seen) < idle_ms;
             if !keep {
-                info!(target = %key, "target dropped: not asked about for {}", duration::format(self.config.targets.idle_timeout.0));
+                info!(target = %key, "target dropped: not asked about for {}", duration::format(idle_timeout));
             }
             keep
         });
@@ -221,12 +371,12 @@ impl Registry {
 
     /// Runs [`Self::evict_idle`] periodically until `shutdown`.
     pub async fn run_evictions(self: Arc<Self>, shutdown: CancellationToken) {
-        let every = (self.config.targets.idle_timeout.0 / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
-        let mut ticker = tokio::time::interval(every);
         loop {
+            let every =
+                (self.config().targets.idle_timeout.0 / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => { self.evict_idle(); }
+                _ = tokio::time::sleep(every) => { self.evict_idle(); }
             }
         }
     }
@@ -234,6 +384,10 @@ impl Registry {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
+}
+
+fn parse_spec(config: &Config, metadata: &HashMap<String, String>) -> Result<TargetSpec, InvalidMetadata> {
+    TargetSpec::parse(metadata, &*config.defaults_for(metadata)?)
 }
 
 fn target_sources(spec: &TargetSpec) -> Vec<SourceKey> {
@@ -244,84 +398,125 @@ fn target_sources(spec: &TargetSpec) -> Vec<SourceKey> {
 }
 
 /// The time limits a target's evaluation applies.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Limits {
     stale_after: Duration,
     persistent_lag_after: Duration,
 }
 
-async fn run_target(
-    spec: Arc<TargetSpec>,
-    mut engine: TargetEngine,
-    collectors: Vec<Arc<Collector>>,
-    tx: watch::Sender<TargetState>,
-    tick: Duration,
-    limits: Limits,
-    epoch: Instant,
-) {
-    let mut readings = StreamMap::new();
-    for (i, c) in collectors.iter().enumerate() {
-        readings.insert(i, WatchStream::from_changes(c.subscribe()));
-    }
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        let state = evaluate(&spec, &mut engine, &collectors, epoch, Instant::now(), limits);
-        tx.send_if_modified(|current| {
-            let changed = *current != state;
-            if changed {
-                *current = state;
-            }
-            changed
-        });
-        tokio::select! {
-            _ = ticker.tick() => {}
-            Some(_) = readings.next() => {}
+impl Limits {
+    fn of(config: &Config) -> Self {
+        Self {
+            stale_after: config.collectors.stale_after.0,
+            persistent_lag_after: config.targets.persistent_lag_after.0,
         }
     }
 }
 
-/// Feeds the fresh readings to the engine and names the first source that has none.
-fn evaluate(
-    spec: &TargetSpec,
-    engine: &mut TargetEngine,
-    collectors: &[Arc<Collector>],
-    epoch: Instant,
-    now: Instant,
-    limits: Limits,
-) -> TargetState {
-    let stale_after = limits.stale_after;
-    let mut inputs = Inputs::default();
-    let mut problem: Option<SourceProblem> = None;
-    for c in collectors {
-        let state = c.borrow();
-        let source = || c.key.to_string();
-        let found = match state.view(now, stale_after) {
-            // A query and a scrape both measure the request rate: the higher one never under-scales.
-            SourceView::Fresh(Reading::Rate(rps)) => {
-                inputs.rps = Some(inputs.rps.map_or(*rps, |other| other.max(*rps)));
-                None
+async fn run_target(
+    mut setup_rx: watch::Receiver<Arc<Setup>>,
+    mut evaluation: Evaluation,
+    tx: watch::Sender<TargetState>,
+    shared: Arc<Shared>,
+) {
+    let mut setup = setup_rx.borrow_and_update().clone();
+    'setup: loop {
+        let mut readings = StreamMap::new();
+        for (i, c) in setup.collectors.iter().enumerate() {
+            readings.insert(i, WatchStream::from_changes(c.subscribe()));
+        }
+        let mut ticker = tokio::time::interval(setup.tick);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            let state = evaluation.evaluate(&setup, Instant::now());
+            shared.record(&state, evaluation.engine.forecast());
+            let was_active = tx.borrow().decision.active;
+            if state.decision.active && !was_active && shared.open_streams.load(Ordering::Relaxed) == 0 {
+                evaluation.telemetry.push_failures.inc();
             }
-            SourceView::Fresh(Reading::Offsets(partitions)) => {
-                inputs.lag = Some(lag::summarize(partitions, &spec.lag, limits.persistent_lag_after));
-                None
+            tx.send_if_modified(|current| {
+                let changed = !current.same_outcome(&state);
+                *current = state;
+                changed
+            });
+            tokio::select! {
+                _ = ticker.tick() => {}
+                Some(_) = readings.next() => {}
+                changed = setup_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let next = setup_rx.borrow_and_update().clone();
+                    if next.spec != setup.spec || next.engine != setup.engine {
+                        // A different trigger or engine: the learned history does not carry over.
+                        evaluation.engine = TargetEngine::for_spec(&next.spec, &next.engine);
+                    }
+                    setup = next;
+                    continue 'setup;
+                }
             }
-            SourceView::Pending => Some(SourceProblem::Pending { signal: source() }),
-            SourceView::Failed(cause) => Some(SourceProblem::Failed { signal: source(), cause: cause.to_string() }),
-            SourceView::Stale(age) => Some(SourceProblem::Stale {
-                signal: source(),
-                age: duration::format(age),
-                limit: duration::format(stale_after),
-            }),
-        };
-        if let Some(found) = found
-            && problem.as_ref().is_none_or(|p| found.rank() < p.rank())
-        {
-            problem = Some(found);
         }
     }
-    // The engine measures gaps on the monotonic clock; the time-of-day model and schedules need the wall clock.
-    let wall_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let clock = Now { mono: now.saturating_duration_since(epoch), wall_secs };
-    TargetState { decision: engine.step(clock, &inputs), problem }
+}
+
+/// A target's engine and what evaluating it needs besides the setup.
+struct Evaluation {
+    engine: TargetEngine,
+    epoch: Instant,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Evaluation {
+    /// Feeds the fresh readings to the engine and names the first source that has none.
+    fn evaluate(&mut self, setup: &Setup, now: Instant) -> TargetState {
+        let stale_after = setup.limits.stale_after;
+        let mut inputs = Inputs::default();
+        let mut problem: Option<SourceProblem> = None;
+        let mut observed_at: Option<Instant> = None;
+        for c in &setup.collectors {
+            let state = c.borrow();
+            let source = || c.key.to_string();
+            if let Some((_, at)) = &state.last_good {
+                observed_at = observed_at.max(Some(*at));
+            }
+            let found = match state.view(now, stale_after) {
+                // A query and a scrape both measure the request rate: the higher one never under-scales.
+                SourceView::Fresh(Reading::Rate(rps)) => {
+                    inputs.rps = Some(inputs.rps.map_or(*rps, |other| other.max(*rps)));
+                    None
+                }
+                SourceView::Fresh(Reading::Offsets(partitions)) => {
+                    inputs.lag = Some(lag::summarize(partitions, &setup.spec.lag, setup.limits.persistent_lag_after));
+                    None
+                }
+                SourceView::Pending => Some(SourceProblem::Pending { signal: source() }),
+                SourceView::Failed(cause) => Some(SourceProblem::Failed { signal: source(), cause: cause.to_string() }),
+                SourceView::Stale(age) => Some(SourceProblem::Stale {
+                    signal: source(),
+                    age: duration::format(age),
+                    limit: duration::format(stale_after),
+                }),
+            };
+            if let Some(found) = found
+                && problem.as_ref().is_none_or(|p| found.rank() < p.rank())
+            {
+                problem = Some(found);
+            }
+        }
+        // The engine measures gaps on the monotonic clock; the time-of-day model and schedules need the wall clock.
+        let clock = Now { mono: now.saturating_duration_since(self.epoch), wall_secs: wall_secs() };
+        TargetState { decision: self.engine.step(clock, &inputs), problem, observed_at }
+    }
+}
+
+fn wall_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Shared {
+    fn record(&self, state: &TargetState, forecast: f64) {
+        self.forecast.store(forecast.to_bits(), Ordering::Relaxed);
+        let d = &state.decision;
+        self.history.lock().unwrap_or_else(|e| e.into_inner()).observe(wall_secs(), d.rps, d.lag, forecast, d.active);
+    }
 }

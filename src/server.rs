@@ -1,4 +1,5 @@
-//! Wiring: the gRPC server (ExternalScaler + health) and the HTTP endpoints, with graceful shutdown.
+//! Wiring: the gRPC server (ExternalScaler + health), the HTTP endpoints (`/healthz`, `/readyz`,
+//! `/metrics`, `/status`, `/status.json`) and the live config, with graceful shutdown.
 //!
 //! [`Server::start`] takes bound listeners (tests bind port 0) and returns a handle; shutdown ends
 //! every open stream with status OK, so KEDA reconnects after 2 s instead of a grown backoff.
@@ -7,8 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::Html;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -20,6 +23,9 @@ use crate::config::Config;
 use crate::grpc::Scaler;
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::registry::Registry;
+use crate::reload::{self, ConfigSource};
+use crate::status;
+use crate::telemetry::{self, GrpcMetricsLayer};
 
 /// How long shutdown waits for connections to drain before giving up on them.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -46,8 +52,10 @@ impl Server {
         let scaler = ExternalScalerServer::new(Scaler::new(registry.clone(), shutdown.clone()));
         let grpc_task = tokio::spawn({
             let shutdown = shutdown.clone();
+            let telemetry = registry.telemetry().clone();
             async move {
                 tonic::transport::Server::builder()
+                    .layer(GrpcMetricsLayer(telemetry))
                     .add_service(health_service)
                     .add_service(scaler)
                     .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.cancelled_owned())
@@ -58,8 +66,9 @@ impl Server {
 
         let http_task = tokio::spawn({
             let shutdown = shutdown.clone();
+            let registry = registry.clone();
             async move {
-                axum::serve(http, http_router(shutdown.clone()))
+                axum::serve(http, http_router(registry, shutdown.clone()))
                     .with_graceful_shutdown(shutdown.cancelled_owned())
                     .await?;
                 Ok(())
@@ -76,6 +85,15 @@ impl Server {
         });
         info!(grpc = %grpc_addr, http = %http_addr, "spinscale listening");
         Ok(Self { grpc_addr, http_addr, registry, shutdown, tasks: vec![grpc_task, http_task, evictions] })
+    }
+
+    /// Follows `source` and applies every change to the running server, until shutdown.
+    pub fn follow_config(&mut self, source: ConfigSource) {
+        let run = reload::follow(source, self.registry.clone(), self.shutdown.clone());
+        self.tasks.push(tokio::spawn(async move {
+            run.await;
+            Ok(())
+        }));
     }
 
     /// A token that, when cancelled, shuts the server down.
@@ -106,18 +124,41 @@ impl Server {
     }
 }
 
-fn http_router(shutdown: CancellationToken) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route(
-        "/readyz",
-        get(move || {
-            let draining = shutdown.is_cancelled();
-            async move {
-                if draining {
-                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-                } else {
-                    (StatusCode::OK, "ready\n")
+fn http_router(registry: Arc<Registry>, shutdown: CancellationToken) -> Router {
+    let metrics = {
+        let registry = registry.clone();
+        move || {
+            let body = registry.telemetry().encode();
+            async move { ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], body) }
+        }
+    };
+    let status_json = {
+        let registry = registry.clone();
+        move || {
+            let rows = status::snapshot(&registry);
+            async move { Json(rows) }
+        }
+    };
+    let status_page = move || {
+        let page = status::html(&status::snapshot(&registry));
+        async move { Html(page) }
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let draining = shutdown.is_cancelled();
+                async move {
+                    if draining {
+                        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                    } else {
+                        (StatusCode::OK, "ready\n")
+                    }
                 }
-            }
-        }),
-    )
+            }),
+        )
+        .route("/metrics", get(metrics))
+        .route("/status", get(status_page))
+        .route("/status.json", get(status_json))
 }

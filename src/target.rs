@@ -76,6 +76,9 @@ pub const LEAD_TIME: &str = "leadTime";
 /// Cron expressions of known wake times, `;`-separated (e.g. `0 9 * * 1-5; 30 17 * * *`), UTC.
 pub const SCHEDULE: &str = "schedule";
 
+/// Selects a named set of defaults from the config's `profiles` (handled by the registry, not here).
+pub const PROFILE: &str = "profile";
+
 /// KEDA's names for spinscale keys, so values of KEDA's `prometheus` trigger carry over.
 pub const ALIASES: [(&str, &str); 3] =
     [(PROMETHEUS_ADDRESS, "serverAddress"), (TARGET_RPS, "threshold"), (ACTIVATION_RPS, "activationThreshold")];
@@ -717,7 +720,7 @@ fn misspelling_hints<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
 }
 
 fn known_keys() -> impl Iterator<Item = &'static str> {
-    KEYS.into_iter().chain(PASSTHROUGH_KEYS).chain(ALIASES.into_iter().map(|(_, alias)| alias))
+    KEYS.into_iter().chain(PASSTHROUGH_KEYS).chain([PROFILE]).chain(ALIASES.into_iter().map(|(_, alias)| alias))
 }
 
 #[cfg(test)]

@@ -198,6 +198,8 @@ pub struct TargetEngine {
     schedule: Option<ScheduleState>,
     last_step: Option<Duration>,
     tick: Duration,
+    /// The latest forecast's maximum over the lead time, in requests per second.
+    last_forecast: f64,
 }
 
 impl TargetEngine {
@@ -220,7 +222,13 @@ impl TargetEngine {
             schedule: params.schedule.map(ScheduleState::new),
             last_step: None,
             tick: Duration::from_secs(1),
+            last_forecast: 0.0,
         }
+    }
+
+    /// The rate the forecast expects within the lead time, in requests per second (0 unless `full`).
+    pub fn forecast(&self) -> f64 {
+        self.last_forecast
     }
 
     pub fn idle_model(&self) -> &IdleModel {
@@ -253,6 +261,7 @@ impl TargetEngine {
             self.forecast.observe(d.rps, now.wall_secs);
             let horizon = self.lead_time + self.tick;
             let expected = self.forecast.max_ahead(now.wall_secs, horizon, self.tick);
+            self.last_forecast = if expected.is_finite() { expected.max(0.0) } else { 0.0 };
             let part = expected / self.rate.target_rps;
             if part.is_finite() && part > d.desired_replicas {
                 d.desired_replicas = part;

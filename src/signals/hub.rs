@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -18,10 +19,13 @@ use super::{Reading, SourceKey, SourceState, prometheus};
 use crate::config::CollectorSettings;
 use crate::engine::PartitionOffsets;
 use crate::target::{KafkaSource, PrometheusSource, ScrapeSource};
+use crate::telemetry::Telemetry;
 
 /// Starts, shares and (through [`Collector`]'s drop) stops collectors.
 pub struct Hub {
-    settings: CollectorSettings,
+    /// Replaced on a config reload; collectors started after it use the new values.
+    settings: RwLock<CollectorSettings>,
+    telemetry: Arc<Telemetry>,
     http: reqwest::Client,
     collectors: Mutex<HashMap<SourceKey, Weak<Collector>>>,
     clusters: Mutex<HashMap<String, Weak<Cluster>>>,
@@ -97,10 +101,11 @@ impl Drop for Collector {
 }
 
 impl Hub {
-    pub fn new(settings: CollectorSettings) -> Arc<Self> {
+    pub fn new(settings: CollectorSettings, telemetry: Arc<Telemetry>) -> Arc<Self> {
         let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).build().unwrap_or_default();
         Arc::new(Self {
-            settings,
+            settings: RwLock::new(settings),
+            telemetry,
             http,
             collectors: Mutex::new(HashMap::new()),
             clusters: Mutex::new(HashMap::new()),
@@ -120,6 +125,20 @@ impl Hub {
         collector
     }
 
+    /// New settings: later subscriptions start new collectors (and cluster cycles) with them, while
+    /// the running ones serve their targets until those move over and drop them.
+    pub fn reconfigure(&self, settings: CollectorSettings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        self.collectors.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.clusters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Every running collector that is still registered (for the exporter and the status page).
+    pub fn live(&self) -> Vec<Arc<Collector>> {
+        let collectors = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
+        collectors.values().filter_map(Weak::upgrade).collect()
+    }
+
     /// How many collectors are running.
     pub fn running(&self) -> usize {
         let collectors = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
@@ -129,7 +148,8 @@ impl Hub {
     fn start(&self, key: SourceKey) -> Collector {
         let (tx, rx) = watch::channel(SourceState::default());
         let span = info_span!("collector", source = %key);
-        let s = &self.settings;
+        let s = &self.settings.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let cycle = self.telemetry.source_cycle(key.kind());
         let task = match &key {
             SourceKey::Prometheus(source) => tokio::spawn(
                 run_prometheus(
@@ -137,17 +157,26 @@ impl Hub {
                     source.clone(),
                     s.prometheus_interval.0,
                     source.timeout.unwrap_or(s.timeout.0),
+                    cycle,
                     tx,
                 )
                 .instrument(span),
             ),
             SourceKey::Scrape(source) => tokio::spawn(
-                run_scrape(self.http.clone(), source.clone(), s.scrape_interval.0, s.scrape_window.0, s.timeout.0, tx)
-                    .instrument(span),
+                run_scrape(
+                    self.http.clone(),
+                    source.clone(),
+                    s.scrape_interval.0,
+                    s.scrape_window.0,
+                    s.timeout.0,
+                    cycle,
+                    tx,
+                )
+                .instrument(span),
             ),
             SourceKey::Kafka(source) => {
                 let (cycles_tx, cycles) = watch::channel(None);
-                let membership = self.join_cluster(source, cycles_tx);
+                let membership = self.join_cluster(source, s, cycles_tx);
                 let task = tokio::spawn(run_kafka(source.clone(), s.tail_fetch_wait.0, cycles, tx).instrument(span));
                 return Collector { key, state: rx, task, _membership: Some(membership) };
             }
@@ -158,7 +187,12 @@ impl Hub {
 
 impl Hub {
     /// Adds `source` to its cluster's offsets cycle, starting the cycle if it is the first.
-    fn join_cluster(&self, source: &KafkaSource, cycles: watch::Sender<CycleResult>) -> Membership {
+    fn join_cluster(
+        &self,
+        source: &KafkaSource,
+        settings: &CollectorSettings,
+        cycles: watch::Sender<CycleResult>,
+    ) -> Membership {
         let mut clusters = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
         let cluster = match clusters.get(&source.bootstrap_servers).and_then(Weak::upgrade) {
             Some(running) => running,
@@ -166,7 +200,8 @@ impl Hub {
                 clusters.retain(|_, c| c.strong_count() > 0);
                 let shared = Arc::new(ClusterShared::default());
                 let span = info_span!("kafka_cluster", bootstrap = %source.bootstrap_servers);
-                let run = run_cluster(source.bootstrap_servers.clone(), self.settings.clone(), shared.clone());
+                let cycle = self.telemetry.source_cycle("kafka");
+                let run = run_cluster(source.bootstrap_servers.clone(), settings.clone(), cycle, shared.clone());
                 let cluster = Arc::new(Cluster { shared, task: tokio::spawn(run.instrument(span)) });
                 clusters.insert(source.bootstrap_servers.clone(), Arc::downgrade(&cluster));
                 cluster
@@ -186,12 +221,15 @@ async fn run_prometheus(
     source: PrometheusSource,
     interval: Duration,
     timeout: Duration,
+    cycle: Histogram,
     tx: watch::Sender<SourceState>,
 ) {
     let mut ticker = poll_ticker(interval);
     loop {
         ticker.tick().await;
+        let started = Instant::now();
         let result = prometheus::query(&http, &source, timeout).await;
+        cycle.observe(started.elapsed().as_secs_f64());
         publish(&tx, result.map(Reading::Rate).map_err(|e| e.to_string()));
     }
 }
@@ -202,6 +240,7 @@ async fn run_scrape(
     interval: Duration,
     window: Duration,
     timeout: Duration,
+    cycle: Histogram,
     tx: watch::Sender<SourceState>,
 ) {
     let mut ticker = poll_ticker(interval);
@@ -209,8 +248,11 @@ async fn run_scrape(
     let mut rate = CounterRate::new(window);
     loop {
         ticker.tick().await;
+        let started = Instant::now();
+        let scraped = scrape::scrape(&http, &source, timeout.min(interval)).await;
+        cycle.observe(started.elapsed().as_secs_f64());
         // Timed when the answers are in: the counters' values are "now", not "when asked".
-        match scrape::scrape(&http, &source, timeout.min(interval)).await {
+        match scraped {
             Ok(series) => {
                 if let Some(rps) = rate.observe(origin.elapsed(), series) {
                     publish(&tx, Ok(Reading::Rate(rps)));
@@ -222,7 +264,12 @@ async fn run_scrape(
 }
 
 /// One offsets cycle for every Kafka source of a cluster, each interval (and when one joins).
-async fn run_cluster(bootstrap_servers: String, settings: CollectorSettings, shared: Arc<ClusterShared>) {
+async fn run_cluster(
+    bootstrap_servers: String,
+    settings: CollectorSettings,
+    cycle: Histogram,
+    shared: Arc<ClusterShared>,
+) {
     let mut ticker = poll_ticker(settings.kafka_interval.0);
     let mut reader: Option<ClusterReader> = None;
     loop {
@@ -239,6 +286,7 @@ async fn run_cluster(bootstrap_servers: String, settings: CollectorSettings, sha
         }
         let (bootstrap, timeout) = (bootstrap_servers.clone(), settings.timeout.0);
         let taken = reader.take();
+        let started = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
             let mut reader = match taken.map_or_else(|| ClusterReader::new(&bootstrap, timeout), Ok) {
                 Ok(r) => r,
@@ -249,6 +297,7 @@ async fn run_cluster(bootstrap_servers: String, settings: CollectorSettings, sha
             (Some(reader), results)
         })
         .await;
+        cycle.observe(started.elapsed().as_secs_f64());
         let results = match outcome {
             Ok((kept, results)) => {
                 reader = kept;
@@ -291,8 +340,10 @@ async fn run_kafka(
                 // The offsets cycle takes over from here: there is lag now.
                 tail = None;
                 tx.send_modify(|state| {
-                    if let Some((Reading::Offsets(partitions), _)) = &mut state.last_good {
+                    if let Some((Reading::Offsets(partitions), at)) = &mut state.last_good {
                         *partitions = tail::advanced(partitions, &seen).into();
+                        // The records were seen now: push latency counts from here.
+                        *at = Instant::now();
                     }
                 });
             }
@@ -342,6 +393,7 @@ fn publish(tx: &watch::Sender<SourceState>, result: Result<Reading, String>) {
             changed
         }
         Err(cause) => {
+            state.errors += 1;
             let changed = state.error.as_deref() != Some(cause.as_str());
             if changed {
                 warn!(%cause, "source poll failed");

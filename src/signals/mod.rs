@@ -26,6 +26,17 @@ pub enum SourceKey {
     Kafka(KafkaSource),
 }
 
+impl SourceKey {
+    /// `prometheus`, `scrape` or `kafka`: the `kind` label of the exporter.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            SourceKey::Prometheus(_) => "prometheus",
+            SourceKey::Scrape(_) => "scrape",
+            SourceKey::Kafka(_) => "kafka",
+        }
+    }
+}
+
 impl fmt::Display for SourceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -59,6 +70,8 @@ pub struct SourceState {
     pub last_good: Option<(Reading, Instant)>,
     /// Why the most recent poll failed; `None` when it succeeded (or none has run yet).
     pub error: Option<Arc<str>>,
+    /// Failed polls since the collector started.
+    pub errors: u64,
 }
 
 /// A source's state as a target sees it at one instant.
