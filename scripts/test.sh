@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need, then format, lint and every test.
-# Real components only: the `prometheus` server (Debian package) is required, not skipped.
+# Real components only: the `prometheus` server and `chromium` (Debian packages) are required, not skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v prometheus >/dev/null 2>&1; then
-    echo "--- installing prometheus (Debian package)"
+# Debian packages the tests drive: the Prometheus server, and Chromium for the status page test.
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "--- installing ${missing[*]} (Debian packages)"
     as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 prometheus --version 2>&1 | head -1
 

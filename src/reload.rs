@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{WatchEvent, WatchParams};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::registry::{Registry, Reloaded};
@@ -40,12 +40,12 @@ pub enum ConfigSource {
 
 /// Parses `text` and applies it, counting and logging the outcome. `origin` names the source in logs.
 pub fn apply(registry: &Registry, text: &str, origin: &str) -> Result<Reloaded, String> {
-    let outcome = Config::parse(text).map_err(|e| e.to_string()).and_then(|config| {
-        if *registry.config() == config {
-            return Ok(Reloaded { targets_changed: 0, collectors_restarted: false });
-        }
-        registry.reload(config).map_err(|e| e.to_string())
-    });
+    let config = Config::parse(text).map_err(|e| e.to_string());
+    if config.as_ref().is_ok_and(|c| *registry.config() == *c) {
+        debug!(origin, "config unchanged");
+        return Ok(Reloaded { targets_changed: 0, collectors_restarted: false });
+    }
+    let outcome = config.and_then(|config| registry.reload(config).map_err(|e| e.to_string()));
     match &outcome {
         Ok(r) => {
             registry.telemetry().count_reload(ReloadResult::Success);
