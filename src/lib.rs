@@ -31,6 +31,7 @@ pub mod sim;
 pub mod status;
 pub mod target;
 pub mod telemetry;
+pub mod tls;
 
 /// KEDA's `externalscaler.proto`, generated at build time.
 pub mod proto {

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use spinscale::config::Config;
 use spinscale::reload::{self, ConfigSource};
 use spinscale::server::Server;
+use spinscale::tls::TlsFiles;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -43,6 +44,15 @@ enum Command {
         /// it through the Kubernetes API (in-cluster credentials or the kubeconfig).
         #[arg(long, env = "SPINSCALE_CONFIGMAP", conflicts_with = "config", value_parser = parse_configmap)]
         configmap: Option<(String, String)>,
+        /// Serve gRPC over TLS with this PEM certificate chain (re-read when it changes).
+        #[arg(long, env = "SPINSCALE_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, env = "SPINSCALE_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this PEM CA (mTLS; KEDA's `tlsClientCert`).
+        #[arg(long, env = "SPINSCALE_TLS_CLIENT_CA", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Validate a tuning config file offline; exits non-zero with every reason when it is not valid.
     CheckConfig {
@@ -85,7 +95,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { grpc_listen, http_listen, config, configmap } => {
+        Command::Serve { grpc_listen, http_listen, config, configmap, tls_cert, tls_key, tls_client_ca } => {
             init_logging(cli.log_format, "info");
             let (initial, source) = match (config, configmap) {
                 (Some(path), _) => (Config::load(&path)?, Some(ConfigSource::File(path))),
@@ -104,7 +114,8 @@ async fn main() -> anyhow::Result<()> {
             let http = TcpListener::bind(http_listen)
                 .await
                 .with_context(|| format!("cannot listen on --http-listen {http_listen}"))?;
-            let mut server = Server::start(initial, grpc, http).await?;
+            let tls = tls_cert.zip(tls_key).map(|(cert, key)| TlsFiles { cert, key, client_ca: tls_client_ca });
+            let mut server = Server::start_with(initial, grpc, http, tls).await?;
             if let Some(source) = source {
                 server.follow_config(source);
             }

@@ -26,6 +26,7 @@ use crate::registry::Registry;
 use crate::reload::{self, ConfigSource};
 use crate::status;
 use crate::telemetry::{self, GrpcMetricsLayer};
+use crate::tls::{self, Certificates, TlsFiles};
 
 /// How long shutdown waits for connections to drain before giving up on them.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -40,8 +41,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts serving on already-bound listeners.
+    /// Starts serving plain-text gRPC on already-bound listeners.
     pub async fn start(config: Config, grpc: TcpListener, http: TcpListener) -> anyhow::Result<Self> {
+        Self::start_with(config, grpc, http, None).await
+    }
+
+    /// Starts serving; with `tls`, the gRPC port speaks TLS (mTLS with a client CA) and the
+    /// certificate files are re-read while serving. The HTTP port stays plain (probes, scrapes).
+    pub async fn start_with(
+        config: Config,
+        grpc: TcpListener,
+        http: TcpListener,
+        tls: Option<TlsFiles>,
+    ) -> anyhow::Result<Self> {
+        let certificates = tls.map(Certificates::load).transpose()?;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
         let shutdown = CancellationToken::new();
@@ -50,19 +63,31 @@ impl Server {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<ExternalScalerServer<Scaler>>().await;
         let scaler = ExternalScalerServer::new(Scaler::new(registry.clone(), shutdown.clone()));
-        let grpc_task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            let telemetry = registry.telemetry().clone();
-            async move {
-                tonic::transport::Server::builder()
-                    .layer(GrpcMetricsLayer(telemetry))
-                    .add_service(health_service)
-                    .add_service(scaler)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.cancelled_owned())
-                    .await?;
+        let router = tonic::transport::Server::builder()
+            .layer(GrpcMetricsLayer(registry.telemetry().clone()))
+            .add_service(health_service)
+            .add_service(scaler);
+        let mut tasks = Vec::new();
+        let until_shutdown = shutdown.clone().cancelled_owned();
+        let grpc_task = match certificates {
+            None => tokio::spawn(async move {
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc), until_shutdown).await?;
                 Ok(())
+            }),
+            Some(certificates) => {
+                let follow = certificates.clone().follow(shutdown.clone());
+                tasks.push(tokio::spawn(async move {
+                    follow.await;
+                    Ok(())
+                }));
+                let incoming = tls::incoming(grpc, certificates, shutdown.clone());
+                tokio::spawn(async move {
+                    router.serve_with_incoming_shutdown(incoming, until_shutdown).await?;
+                    Ok(())
+                })
             }
-        });
+        };
+        tasks.push(grpc_task);
 
         let http_task = tokio::spawn({
             let shutdown = shutdown.clone();
@@ -84,7 +109,8 @@ impl Server {
             }
         });
         info!(grpc = %grpc_addr, http = %http_addr, "spinscale listening");
-        Ok(Self { grpc_addr, http_addr, registry, shutdown, tasks: vec![grpc_task, http_task, evictions] })
+        tasks.extend([http_task, evictions]);
+        Ok(Self { grpc_addr, http_addr, registry, shutdown, tasks })
     }
 
     /// Follows `source` and applies every change to the running server, until shutdown.
