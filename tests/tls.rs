@@ -156,6 +156,6 @@ async fn bad_certificate_files_are_named_at_start() {
     let err = start(dir.path(), None).await.err().expect("refused").to_string();
     assert!(err.contains("--tls-cert") && err.contains("tls.crt"), "{err}");
     let missing = TlsFiles { cert: dir.path().join("absent.crt"), key: dir.path().join("tls.key"), client_ca: None };
-    let err = missing.load().err().expect("refused").to_string();
+    let err = missing.load().expect_err("refused").to_string();
     assert!(err.contains("--tls-cert") && err.contains("absent.crt"), "{err}");
 }
