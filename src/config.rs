@@ -31,6 +31,40 @@ pub struct Config {
     /// Knobs of the predictive engine (idle-time model, forecast, schedules).
     #[serde(default)]
     pub engine: crate::engine::EngineSettings,
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+/// Bounds that keep one misbehaving client from taking the server down for every app.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Unary calls in progress at once; one more is refused at once with `RESOURCE_EXHAUSTED`
+    /// (load shedding: KEDA retries at its next poll, and the calls already admitted stay fast).
+    pub max_concurrent_calls: usize,
+    /// A unary call not answered by then ends with `DEADLINE_EXCEEDED`.
+    pub call_timeout: Dur,
+    /// Keys in one trigger's metadata.
+    pub max_metadata_keys: usize,
+    /// Bytes of one trigger's metadata (keys and values).
+    pub max_metadata_bytes: usize,
+    /// Live targets; a new one beyond is refused with `RESOURCE_EXHAUSTED`.
+    pub max_targets: usize,
+    /// Open streams; one more is refused with `RESOURCE_EXHAUSTED`.
+    pub max_streams: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls: 1024,
+            call_timeout: Dur(Duration::from_secs(5)),
+            max_metadata_keys: 64,
+            max_metadata_bytes: 16 * 1024,
+            max_targets: 50_000,
+            max_streams: 100_000,
+        }
+    }
 }
 
 /// How signal sources are polled.
@@ -215,6 +249,25 @@ impl Config {
             ));
         }
         problems.extend(self.engine.problems());
+        let l = &self.limits;
+        for (name, value) in [
+            ("maxConcurrentCalls", l.max_concurrent_calls),
+            ("maxMetadataKeys", l.max_metadata_keys),
+            ("maxMetadataBytes", l.max_metadata_bytes),
+            ("maxTargets", l.max_targets),
+            ("maxStreams", l.max_streams),
+        ] {
+            if value == 0 {
+                problems.push(format!("limits.{name}: must be at least 1"));
+            }
+        }
+        if l.call_timeout.0 <= self.targets.first_reading_wait.0 {
+            problems.push(format!(
+                "limits.callTimeout: {} must be longer than targets.firstReadingWait ({})",
+                duration::format(l.call_timeout.0),
+                duration::format(self.targets.first_reading_wait.0)
+            ));
+        }
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 }
@@ -258,6 +311,11 @@ mod tests {
             ("profiles:\n  batch:\n    lagThreshold: \"-1\"\n", "profiles.batch.lagThreshold: value \"-1\""),
             ("profiles:\n  batch:\n    lagTreshold: \"5\"\n", "profiles.batch.lagTreshold: is not a trigger key"),
             ("profiles:\n  batch:\n    profile: web\n", "profiles.batch.profile: a profile cannot select"),
+            ("limits:\n  maxTargets: 0\n", "limits.maxTargets: must be at least 1"),
+            (
+                "limits:\n  callTimeout: 1s\n",
+                "limits.callTimeout: 1s must be longer than targets.firstReadingWait (2s)",
+            ),
         ];
         for (text, wanted) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

@@ -18,8 +18,8 @@ use crate::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec, MetricValue,
     ScaledObjectRef,
 };
-use crate::registry::{Registry, SourceProblem, Target, TargetState};
-use crate::target::{InvalidMetadata, MetricName};
+use crate::registry::{Refused, Registry, SourceProblem, Target, TargetState};
+use crate::target::MetricName;
 use crate::telemetry::Telemetry;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -35,20 +35,25 @@ pub struct Scaler {
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("{0}")]
-    InvalidMetadata(#[from] InvalidMetadata),
+    Refused(#[from] Refused),
     #[error("scaledObjectRef.{field} is empty")]
     MissingField { field: &'static str },
     #[error("unknown metricName {name:?} for {target}: this trigger reports {known}")]
     UnknownMetric { name: String, target: String, known: String },
     #[error("{target}: signal source unavailable: {problem}")]
     Unavailable { target: String, problem: SourceProblem },
+    #[error("spinscale already holds {limit} open streams (limits.maxStreams); refusing another")]
+    TooManyStreams { limit: usize },
 }
 
 /// The one mapping from errors to gRPC status codes.
 pub fn status_of(error: CallError) -> Status {
     let message = error.to_string();
     match error {
-        CallError::InvalidMetadata(_) | CallError::MissingField { .. } => Status::invalid_argument(message),
+        CallError::Refused(Refused::Full { .. }) | CallError::TooManyStreams { .. } => {
+            Status::resource_exhausted(message)
+        }
+        CallError::Refused(_) | CallError::MissingField { .. } => Status::invalid_argument(message),
         CallError::UnknownMetric { .. } => Status::not_found(message),
         CallError::Unavailable { .. } => Status::unavailable(message),
     }
@@ -68,6 +73,14 @@ impl Scaler {
             return Err(CallError::MissingField { field: "namespace" });
         }
         Ok(self.registry.target(&r.namespace, &r.name, &r.scaler_metadata)?)
+    }
+
+    fn stream_room(&self) -> Result<(), CallError> {
+        let limit = self.registry.config().limits.max_streams;
+        if self.registry.open_streams() >= limit {
+            return Err(CallError::TooManyStreams { limit });
+        }
+        Ok(())
     }
 
     async fn settled(&self, target: &Target) -> TargetState {
@@ -143,6 +156,7 @@ impl ExternalScaler for Scaler {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let target = self.target(Some(request.get_ref())).map_err(status_of)?;
+        self.stream_room().map_err(status_of)?;
         let stream = RisingEdges {
             state: target.watch(),
             was_active: false,
@@ -175,6 +189,7 @@ impl ExternalScaler for Scaler {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
         let target = self.target(Some(request.get_ref())).map_err(status_of)?;
+        self.stream_room().map_err(status_of)?;
         let first = metric_specs(&target);
         let shutdown = self.shutdown.clone();
         let open = target.open_stream();

@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod bench;
 pub mod config;
 pub mod demo;

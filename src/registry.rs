@@ -103,6 +103,8 @@ struct Shared {
     /// Milliseconds since the registry's epoch at the last call about this target.
     last_seen_ms: AtomicU64,
     open_streams: AtomicUsize,
+    /// Open streams of every target (the registry's count).
+    all_streams: Arc<AtomicUsize>,
     /// The engine's latest rate forecast (f64 bits), 0 without `predictive: full`.
     forecast: AtomicU64,
     history: Mutex<History>,
@@ -143,6 +145,7 @@ impl Target {
     /// Marks a stream open until the guard drops; targets with open streams are never evicted.
     pub fn open_stream(self: &Arc<Self>) -> StreamGuard {
         self.shared.open_streams.fetch_add(1, Ordering::Relaxed);
+        self.shared.all_streams.fetch_add(1, Ordering::Relaxed);
         StreamGuard(self.clone())
     }
 
@@ -172,7 +175,21 @@ pub struct StreamGuard(Arc<Target>);
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.shared.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.shared.all_streams.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Why a call's target was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("{0}")]
+    InvalidMetadata(#[from] InvalidMetadata),
+    /// The metadata is larger than `limits.*` allows: bad input, not load.
+    #[error("scalerMetadata has {actual} {what}, more than the {limit} allowed (limits.{setting})")]
+    MetadataTooLarge { what: &'static str, actual: usize, limit: usize, setting: &'static str },
+    /// The server holds as many as `limits.*` allows.
+    #[error("spinscale already holds {limit} {what} (limits.{setting}); refusing another")]
+    Full { what: &'static str, limit: usize, setting: &'static str },
 }
 
 /// A config that does not fit the live targets; nothing of it was applied.
@@ -197,6 +214,7 @@ pub struct Registry {
     targets: RwLock<HashMap<TargetKey, Arc<Target>>>,
     epoch: Instant,
     telemetry: Arc<Telemetry>,
+    open_streams: Arc<AtomicUsize>,
 }
 
 impl Registry {
@@ -210,6 +228,7 @@ impl Registry {
                 targets: RwLock::new(HashMap::new()),
                 epoch: Instant::now(),
                 telemetry,
+                open_streams: Arc::default(),
             }
         })
     }
@@ -240,6 +259,11 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Open streams across all targets.
+    pub fn open_streams(&self) -> usize {
+        self.open_streams.load(Ordering::Relaxed)
+    }
+
     /// Every live target, in no particular order.
     pub fn targets(&self) -> Vec<Arc<Target>> {
         self.targets.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
@@ -251,7 +275,25 @@ impl Registry {
         namespace: &str,
         name: &str,
         metadata: &HashMap<String, String>,
-    ) -> Result<Arc<Target>, InvalidMetadata> {
+    ) -> Result<Arc<Target>, Refused> {
+        let limits = self.config().limits.clone();
+        if metadata.len() > limits.max_metadata_keys {
+            return Err(Refused::MetadataTooLarge {
+                what: "keys",
+                actual: metadata.len(),
+                limit: limits.max_metadata_keys,
+                setting: "maxMetadataKeys",
+            });
+        }
+        let bytes: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > limits.max_metadata_bytes {
+            return Err(Refused::MetadataTooLarge {
+                what: "bytes",
+                actual: bytes,
+                limit: limits.max_metadata_bytes,
+                setting: "maxMetadataBytes",
+            });
+        }
         let key = TargetKey {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -267,6 +309,9 @@ impl Registry {
         let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
         if let Some(target) = targets.get(&key) {
             return Ok(target.clone());
+        }
+        if targets.len() >= limits.max_targets {
+            return Err(Refused::Full { what: "targets", limit: limits.max_targets, setting: "maxTargets" });
         }
         // Reloads hold the targets' lock, so the config is stable here; one that ran since the parse
         // above would have missed this target: parse again.
@@ -339,6 +384,7 @@ impl Registry {
         let shared = Arc::new(Shared {
             last_seen_ms: AtomicU64::new(now_ms),
             open_streams: AtomicUsize::new(0),
+            all_streams: self.open_streams.clone(),
             forecast: AtomicU64::new(0),
             history: Mutex::new(History::default()),
         });

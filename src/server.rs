@@ -19,6 +19,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::admission::AdmissionLayer;
 use crate::config::Config;
 use crate::grpc::Scaler;
 use crate::proto::external_scaler_server::ExternalScalerServer;
@@ -65,6 +66,7 @@ impl Server {
         let scaler = ExternalScalerServer::new(Scaler::new(registry.clone(), shutdown.clone()));
         let router = tonic::transport::Server::builder()
             .layer(GrpcMetricsLayer(registry.telemetry().clone()))
+            .layer(AdmissionLayer::new(registry.clone()))
             .add_service(health_service)
             .add_service(scaler);
         let mut tasks = Vec::new();

@@ -35,7 +35,7 @@ impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(registry) = self.registry.upgrade() else { return Ok(()) };
         let targets = registry.targets();
-        let streams: usize = targets.iter().map(|t| t.open_streams()).sum();
+        let streams = registry.open_streams();
         gauge(&mut encoder, "spinscale_targets", "Live targets (triggers KEDA asks about)", targets.len() as f64)?;
         gauge(
             &mut encoder,
