@@ -103,6 +103,10 @@ impl Default for CollectorSettings {
     }
 }
 
+/// The longest `targets.backfill`: a week of one point a minute is 10,080 points, within one
+/// Prometheus `query_range` (at most 11,000 points).
+pub const MAX_BACKFILL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How targets are evaluated and forgotten.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -115,6 +119,9 @@ pub struct TargetSettings {
     pub first_reading_wait: Dur,
     /// Under `excludePersistentLag`, a commit unchanged this long is persistent (KEDA's default poll).
     pub persistent_lag_after: Dur,
+    /// A new predictive target with a Prometheus query learns this much of its past from
+    /// `query_range` (one point a minute), so keep-alive and forecasts survive a restart. 0 disables.
+    pub backfill: Dur,
 }
 
 impl Default for TargetSettings {
@@ -125,6 +132,7 @@ impl Default for TargetSettings {
             idle_timeout: Dur(Duration::from_secs(600)),
             first_reading_wait: Dur(Duration::from_secs(2)),
             persistent_lag_after: Dur(Duration::from_secs(30)),
+            backfill: Dur(Duration::from_secs(24 * 3600)),
         }
     }
 }
@@ -240,6 +248,13 @@ impl Config {
                 "collectors.staleAfter: {} must be longer than the slowest collector interval ({})",
                 duration::format(c.stale_after.0),
                 duration::format(slowest)
+            ));
+        }
+        if self.targets.backfill.0 > MAX_BACKFILL {
+            problems.push(format!(
+                "targets.backfill: {} is above the maximum {}",
+                duration::format(self.targets.backfill.0),
+                duration::format(MAX_BACKFILL)
             ));
         }
         if self.targets.first_reading_wait.0 > Duration::from_secs(2) {

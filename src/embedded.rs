@@ -89,8 +89,32 @@ impl PrometheusProcess {
     /// Starts Prometheus on a free loopback port, scraping `targets` every `scrape_interval`,
     /// and waits until it is ready.
     pub async fn start(targets: &[SocketAddr], scrape_interval: Duration) -> anyhow::Result<Self> {
+        Self::start_with_history(targets, scrape_interval, None).await
+    }
+
+    /// As [`Self::start`], holding `history` (OpenMetrics text with timestamps, ending in `# EOF`)
+    /// from before it started: written into its storage with `promtool tsdb create-blocks-from`.
+    pub async fn start_with_history(
+        targets: &[SocketAddr],
+        scrape_interval: Duration,
+        history: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let binary = Self::binary().context("no `prometheus` binary on PATH (Debian: apt-get install prometheus)")?;
         let dir = tempfile::tempdir()?;
+        if let Some(history) = history {
+            let promtool = binary.with_file_name("promtool");
+            let input = dir.path().join("history.om");
+            std::fs::write(&input, history)?;
+            let out = Command::new(&promtool)
+                .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg(&input)
+                .arg(dir.path().join("data"))
+                .output()
+                .with_context(|| format!("cannot run {}", promtool.display()))?;
+            if !out.status.success() {
+                bail!("promtool could not import the history: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
         let interval = format!("{}ms", scrape_interval.as_millis());
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(

@@ -5,7 +5,9 @@
 //! on a `watch` channel; calls and streams only read that channel.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,8 +24,9 @@ use crate::config::Config;
 use crate::duration;
 use crate::engine::{Decision, EngineSettings, Inputs, Now, TargetEngine, lag};
 use crate::history::{History, Sample};
+use crate::signals::prometheus::{self, QueryError};
 use crate::signals::{Collector, Hub, Reading, SourceKey, SourceView};
-use crate::target::{InvalidMetadata, TargetSpec};
+use crate::target::{InvalidMetadata, PredictiveMode, TargetSpec};
 use crate::telemetry::Telemetry;
 
 /// Identifies a target: KEDA sends no trigger index, so the metadata tells triggers apart.
@@ -96,6 +99,8 @@ struct Setup {
     tick: Duration,
     limits: Limits,
     engine: EngineSettings,
+    /// How much of the past to learn from Prometheus when the engine starts.
+    backfill: Duration,
 }
 
 /// Written by the target's task and by calls; read by the exporter and the status page.
@@ -107,6 +112,8 @@ struct Shared {
     all_streams: Arc<AtomicUsize>,
     /// The engine's latest rate forecast (f64 bits), 0 without `predictive: full`.
     forecast: AtomicU64,
+    /// Idle gaps the engine's idle-time model holds.
+    learned_gaps: AtomicU32,
     history: Mutex<History>,
 }
 
@@ -156,6 +163,11 @@ impl Target {
     /// The latest rate forecast in requests per second (0 unless `predictive: full`).
     pub fn forecast(&self) -> f64 {
         f64::from_bits(self.shared.forecast.load(Ordering::Relaxed))
+    }
+
+    /// Idle gaps the engine has learned (from the backfilled past and since).
+    pub fn learned_gaps(&self) -> u32 {
+        self.shared.learned_gaps.load(Ordering::Relaxed)
     }
 
     /// The last hour, oldest first.
@@ -376,6 +388,7 @@ impl Registry {
             tick: config.targets.tick.0,
             limits: Limits::of(config),
             engine: config.engine.clone(),
+            backfill: config.targets.backfill.0,
         }
     }
 
@@ -386,6 +399,7 @@ impl Registry {
             open_streams: AtomicUsize::new(0),
             all_streams: self.open_streams.clone(),
             forecast: AtomicU64::new(0),
+            learned_gaps: AtomicU32::new(0),
             history: Mutex::new(History::default()),
         });
         let mut evaluation = Evaluation { engine, epoch: self.epoch, telemetry: self.telemetry.clone() };
@@ -393,7 +407,8 @@ impl Registry {
         let (tx, rx) = watch::channel(initial);
         let (setup_tx, setup_rx) = watch::channel(Arc::new(setup));
         let span = info_span!("target", target = %key);
-        let task = tokio::spawn(run_target(setup_rx, evaluation, tx, shared.clone()).instrument(span));
+        let http = self.hub.http().clone();
+        let task = tokio::spawn(run_target(setup_rx, evaluation, tx, shared.clone(), http).instrument(span));
         Target { key, setup: setup_tx, state: rx, shared, task }
     }
 
@@ -464,8 +479,10 @@ async fn run_target(
     mut evaluation: Evaluation,
     tx: watch::Sender<TargetState>,
     shared: Arc<Shared>,
+    http: reqwest::Client,
 ) {
     let mut setup = setup_rx.borrow_and_update().clone();
+    let mut backfill = backfill(&setup, &http);
     'setup: loop {
         let mut readings = StreamMap::new();
         for (i, c) in setup.collectors.iter().enumerate() {
@@ -475,7 +492,7 @@ async fn run_target(
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             let state = evaluation.evaluate(&setup, Instant::now());
-            shared.record(&state, evaluation.engine.forecast());
+            shared.record(&state, &evaluation.engine);
             let was_active = tx.borrow().decision.active;
             if state.decision.active && !was_active && shared.open_streams.load(Ordering::Relaxed) == 0 {
                 evaluation.telemetry.push_failures.inc();
@@ -488,6 +505,16 @@ async fn run_target(
             tokio::select! {
                 _ = ticker.tick() => {}
                 Some(_) = readings.next() => {}
+                Some(past) = async { Some(backfill.as_mut()?.await) }, if backfill.is_some() => {
+                    backfill = None;
+                    match past {
+                        Ok(points) => {
+                            let learned = evaluation.learn_past(&setup, &points);
+                            info!(points = points.len(), gaps = learned, "learned the past from Prometheus");
+                        }
+                        Err(e) => warn!("no backfill from Prometheus ({e}); the engine learns from now on"),
+                    }
+                }
                 changed = setup_rx.changed() => {
                     if changed.is_err() {
                         return;
@@ -496,6 +523,7 @@ async fn run_target(
                     if next.spec != setup.spec || next.engine != setup.engine {
                         // A different trigger or engine: the learned history does not carry over.
                         evaluation.engine = TargetEngine::for_spec(&next.spec, &next.engine);
+                        backfill = self::backfill(&next, &http);
                     }
                     setup = next;
                     continue 'setup;
@@ -503,6 +531,23 @@ async fn run_target(
             }
         }
     }
+}
+
+/// Engine time starts this long before the registry's epoch, so the backfilled past has room.
+const ENGINE_ORIGIN: Duration = Duration::from_secs(8 * 24 * 3600);
+
+type Backfill = Option<Pin<Box<dyn Future<Output = Result<Vec<(f64, f64)>, QueryError>> + Send>>>;
+
+/// The query for a predictive target's past, when it has a Prometheus query and backfill is on.
+fn backfill(setup: &Setup, http: &reqwest::Client) -> Backfill {
+    let source = setup.spec.prometheus.clone()?;
+    if setup.spec.predictive.mode == PredictiveMode::Off || setup.backfill.is_zero() {
+        return None;
+    }
+    let (http, end) = (http.clone(), wall_secs());
+    let start = end - setup.backfill.as_secs_f64();
+    let timeout = source.timeout.unwrap_or(Duration::from_secs(10)).max(Duration::from_secs(10));
+    Some(Box::pin(async move { prometheus::query_range(&http, &source, start, end, 60.0, timeout).await }))
 }
 
 /// A target's engine and what evaluating it needs besides the setup.
@@ -513,6 +558,24 @@ struct Evaluation {
 }
 
 impl Evaluation {
+    fn mono(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.epoch) + ENGINE_ORIGIN
+    }
+
+    /// Starts the engine over from `points` (`(unix seconds, requests/s)`, oldest first): the
+    /// target's past as Prometheus recorded it. Returns the idle gaps learned.
+    fn learn_past(&mut self, setup: &Setup, points: &[(f64, f64)]) -> u32 {
+        let mut engine = TargetEngine::for_spec(&setup.spec, &setup.engine);
+        let (mono, wall) = (self.mono(Instant::now()), wall_secs());
+        for &(at, rps) in points {
+            let ago = Duration::from_secs_f64((wall - at).max(0.0));
+            let Some(then) = mono.checked_sub(ago) else { continue };
+            engine.step(Now { mono: then, wall_secs: at }, &Inputs { rps: Some(rps), lag: None });
+        }
+        self.engine = engine;
+        self.engine.idle_model().histogram().total()
+    }
+
     /// Feeds the fresh readings to the engine and names the first source that has none.
     fn evaluate(&mut self, setup: &Setup, now: Instant) -> TargetState {
         let stale_after = setup.limits.stale_after;
@@ -550,7 +613,7 @@ impl Evaluation {
             }
         }
         // The engine measures gaps on the monotonic clock; the time-of-day model and schedules need the wall clock.
-        let clock = Now { mono: now.saturating_duration_since(self.epoch), wall_secs: wall_secs() };
+        let clock = Now { mono: self.mono(now), wall_secs: wall_secs() };
         TargetState { decision: self.engine.step(clock, &inputs), problem, observed_at }
     }
 }
@@ -560,8 +623,10 @@ fn wall_secs() -> f64 {
 }
 
 impl Shared {
-    fn record(&self, state: &TargetState, forecast: f64) {
+    fn record(&self, state: &TargetState, engine: &TargetEngine) {
+        let forecast = engine.forecast();
         self.forecast.store(forecast.to_bits(), Ordering::Relaxed);
+        self.learned_gaps.store(engine.idle_model().histogram().total(), Ordering::Relaxed);
         let d = &state.decision;
         self.history.lock().unwrap_or_else(|e| e.into_inner()).observe(wall_secs(), d.rps, d.lag, forecast, d.active);
     }

@@ -20,6 +20,8 @@ pub struct TargetStatus {
     pub rps: f64,
     pub lag: f64,
     pub forecast: f64,
+    /// Idle gaps the engine has learned (the backfilled past included).
+    pub learned_gaps: u32,
     pub open_streams: usize,
     /// Why unary calls answer `UNAVAILABLE`, if they do.
     pub problem: Option<String>,
@@ -91,6 +93,7 @@ pub fn snapshot(registry: &Registry) -> Vec<TargetStatus> {
                 rps: d.rps,
                 lag: d.lag,
                 forecast: t.forecast(),
+                learned_gaps: t.learned_gaps(),
                 open_streams: t.open_streams(),
                 problem: state.problem.as_ref().map(ToString::to_string),
                 sources,
@@ -155,8 +158,11 @@ pub fn html(rows: &[TargetStatus]) -> String {
         for w in &r.warnings {
             let _ = write!(out, "<br><small>⚠ {}</small>", escape(w));
         }
-        let _ =
-            write!(out, "</td><td>{:.2} rps<br>lag {:.0}<br>forecast {:.2} rps</td><td><ul>", r.rps, r.lag, r.forecast);
+        let _ = write!(
+            out,
+            "</td><td>{:.2} rps<br>lag {:.0}<br>forecast {:.2} rps<br><small>{} idle gaps learned</small></td><td><ul>",
+            r.rps, r.lag, r.forecast, r.learned_gaps
+        );
         for s in &r.sources {
             let age = s.reading_age_seconds.map_or(String::new(), |a| format!(", {a:.1} s old"));
             let _ = write!(

@@ -139,6 +139,11 @@ impl Hub {
         collectors.values().filter_map(Weak::upgrade).collect()
     }
 
+    /// The HTTP client the collectors share (connection pools included).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// How many collectors are running.
     pub fn running(&self) -> usize {
         let collectors = self.collectors.lock().unwrap_or_else(|e| e.into_inner());

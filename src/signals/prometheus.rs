@@ -32,12 +32,41 @@ pub enum QueryError {
 
 /// Runs `source`'s query once and reads the value under KEDA's rules.
 pub async fn query(http: &reqwest::Client, source: &PrometheusSource, timeout: Duration) -> Result<f64, QueryError> {
+    let body = get(http, source, "query", &[], timeout).await?;
+    interpret(&body, source.ignore_null_values)
+}
+
+/// The query's values over `[start, end]` (Unix seconds) every `step` seconds, for a restarted
+/// server to learn the past: `(time, value)` pairs, non-finite and negative points left out.
+pub async fn query_range(
+    http: &reqwest::Client,
+    source: &PrometheusSource,
+    start: f64,
+    end: f64,
+    step: f64,
+    timeout: Duration,
+) -> Result<Vec<(f64, f64)>, QueryError> {
+    let (start, end, step) = (format!("{start:.3}"), format!("{end:.3}"), format!("{step}"));
+    let range = [("start", start.as_str()), ("end", end.as_str()), ("step", step.as_str())];
+    let body = get(http, source, "query_range", &range, timeout).await?;
+    interpret_range(&body)
+}
+
+/// One GET of the HTTP API with the source's query, parameters and headers.
+async fn get(
+    http: &reqwest::Client,
+    source: &PrometheusSource,
+    endpoint: &str,
+    extra: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<bytes::Bytes, QueryError> {
     let mut params: Vec<(&str, &str)> = vec![("query", source.query.as_str())];
     if let Some(ns) = &source.namespace {
         params.push(("namespace", ns));
     }
     params.extend(source.query_parameters.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let mut request = http.get(format!("{}/api/v1/query", source.address)).query(&params).timeout(timeout);
+    params.extend_from_slice(extra);
+    let mut request = http.get(format!("{}/api/v1/{endpoint}", source.address)).query(&params).timeout(timeout);
     for (k, v) in &source.headers {
         request = request.header(k, v);
     }
@@ -51,7 +80,30 @@ pub async fn query(http: &reqwest::Client, source: &PrometheusSource, timeout: D
         let text = String::from_utf8_lossy(&body);
         return Err(QueryError::Status { status: status.as_u16(), body: text.chars().take(200).collect() });
     }
-    interpret(&body, source.ignore_null_values)
+    Ok(body)
+}
+
+/// Reads a `query_range` answer: one series (or none), its points as `(time, value)`.
+pub fn interpret_range(body: &[u8]) -> Result<Vec<(f64, f64)>, QueryError> {
+    let doc: Value = serde_json::from_slice(body).map_err(|e| QueryError::Body(e.to_string()))?;
+    if doc["status"] != "success" {
+        let error = doc["error"].as_str().unwrap_or("no error message");
+        return Err(QueryError::Query(error.to_string()));
+    }
+    let series = match &doc["data"]["result"] {
+        Value::Array(series) => series,
+        _ => return Err(QueryError::Body("data.result is missing or not a list".into())),
+    };
+    let values = match series.as_slice() {
+        [] => return Ok(Vec::new()),
+        [one] => one["values"].as_array().ok_or(QueryError::NoValue)?,
+        many => return Err(QueryError::MultipleSeries(many.len())),
+    };
+    let points = values.iter().filter_map(|point| match point.as_array().map(Vec::as_slice) {
+        Some([Value::Number(t), Value::String(v)]) => Some((t.as_f64()?, v.parse::<f64>().ok()?)),
+        _ => None,
+    });
+    Ok(points.filter(|(t, v)| t.is_finite() && v.is_finite() && *v >= 0.0).collect())
 }
 
 /// KEDA's result table: empty → 0 or error; more than one series → error; NaN/±Inf → 0 or error.
@@ -140,5 +192,18 @@ mod tests {
             let err = interpret(body.as_bytes(), true).unwrap_err();
             assert!(matches!(err, QueryError::Body(_) | QueryError::NoValue), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn a_range_keeps_the_usable_points_of_its_one_series() {
+        let body = br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[
+            [1700000000,"1.5"],[1700000060,"NaN"],[1700000120,"-2"],[1700000180,"+Inf"],[1700000240,"0"],[1700000300,"x"]]}]}}"#;
+        assert_eq!(interpret_range(body).unwrap(), vec![(1_700_000_000.0, 1.5), (1_700_000_240.0, 0.0)]);
+        let empty = br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+        assert_eq!(interpret_range(empty).unwrap(), vec![]);
+        let two = br#"{"status":"success","data":{"resultType":"matrix","result":[{"values":[]},{"values":[]}]}}"#;
+        assert_eq!(interpret_range(two).unwrap_err(), QueryError::MultipleSeries(2));
+        let failed = br#"{"status":"error","errorType":"bad_data","error":"exceeded maximum resolution"}"#;
+        assert_eq!(interpret_range(failed).unwrap_err(), QueryError::Query("exceeded maximum resolution".into()));
     }
 }
