@@ -70,6 +70,10 @@ enum Command {
         /// Also write every figure to this file as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Only the overload figures: a 10× flood of unary calls with and without load shedding,
+        /// and server memory across stream open/cancel cycles.
+        #[arg(long)]
+        overload: bool,
     },
     /// Run everything embedded (server, Kafka, load, a KEDA-like client) and print a live timeline.
     Demo {
@@ -127,9 +131,9 @@ async fn main() -> anyhow::Result<()> {
             });
             server.wait().await
         }
-        Command::Bench { quick, poll, json } => {
+        Command::Bench { quick, poll, json, overload } => {
             init_logging(cli.log_format, "error");
-            spinscale::bench::run(spinscale::bench::BenchArgs { quick, poll, json }).await
+            spinscale::bench::run(spinscale::bench::BenchArgs { quick, poll, json, overload }).await
         }
         Command::Demo { duration } => {
             init_logging(cli.log_format, "warn");

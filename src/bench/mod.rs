@@ -6,6 +6,7 @@
 
 mod kafka_cycle;
 mod load;
+mod overload;
 mod report;
 mod server;
 mod wakeup;
@@ -27,6 +28,9 @@ pub struct BenchArgs {
     pub poll: Duration,
     /// Also write the figures here as JSON.
     pub json: Option<PathBuf>,
+    /// Only the overload measurements: a 10× flood with and without load shedding, and server
+    /// memory across stream open/cancel cycles.
+    pub overload: bool,
 }
 
 /// The sizes of one run.
@@ -77,6 +81,11 @@ impl Plan {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::of(&args);
     let mut report = Report::new(&args);
+    if args.overload {
+        eprintln!("bench: overload");
+        overload::run(&overload::OverloadPlan::of(args.quick), &mut report).await?;
+        return finish(&report, &args);
+    }
     eprintln!("bench: wake-ups ({} Kafka, {} scrape; about {:?})", plan.wakeups, plan.wakeups, plan.spread + args.poll);
     let server = server::ServerProcess::start().await?;
     wakeup::run(&server, &plan, args.poll, &mut report).await?;
@@ -88,6 +97,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     drop(server);
     eprintln!("bench: Kafka offsets cycle, {} groups", plan.kafka_groups);
     kafka_cycle::run(&plan, &mut report).await?;
+    finish(&report, &args)
+}
+
+fn finish(report: &Report, args: &BenchArgs) -> anyhow::Result<()> {
     report.print();
     if let Some(path) = &args.json {
         std::fs::write(path, report.to_json()?)?;

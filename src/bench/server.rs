@@ -12,7 +12,7 @@ use crate::proto::external_scaler_client::ExternalScalerClient;
 /// Collector settings of the run: the defaults, but for the tail watch's fetch wait, since
 /// librdkafka's mock broker answers a waiting fetch only when the wait ends (a real broker answers
 /// as soon as a record arrives).
-const CONFIG: &str = "collectors:\n  tailFetchWait: 20ms\n";
+pub const CONFIG: &str = "collectors:\n  tailFetchWait: 20ms\n";
 
 pub struct ServerProcess {
     child: Child,
@@ -22,9 +22,14 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(CONFIG).await
+    }
+
+    /// The server with this config file.
+    pub async fn start_with(config_text: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("config.yaml");
-        std::fs::write(&config, CONFIG)?;
+        std::fs::write(&config, config_text)?;
         let (grpc, http) = (free_port()?, free_port()?);
         let child = Command::new(std::env::current_exe()?)
             .args(["serve", "--grpc-listen", &format!("127.0.0.1:{grpc}")])
