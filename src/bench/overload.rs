@@ -202,10 +202,10 @@ async fn stream_churn(
 ) -> anyhow::Result<(f64, f64)> {
     let cycle = |n: usize| {
         let mut tasks = JoinSet::new();
-        for c in 0..CONNECTIONS {
-            let (mut client, target) = (clients[c].clone(), target.clone());
+        for client in clients {
+            let (mut client, target) = (client.clone(), target.clone());
             tasks.spawn(async move {
-                for _ in 0..n / CONNECTIONS {
+                for _ in 0..n / CONNECTIONS.max(1) {
                     let stream = client.stream_is_active(target.clone()).await?;
                     drop(stream);
                 }
