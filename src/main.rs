@@ -57,6 +57,14 @@ enum Command {
     },
     /// Replay a trace through the engine and baseline policies on a virtual clock, and compare them.
     Simulate(spinscale::sim::SimulateArgs),
+    /// Rewrite ScaledObjects with KEDA's prometheus/kafka triggers (and their SpinApps) for spinscale.
+    Convert {
+        /// Multi-document YAML file, or `-` for standard input. The result goes to standard output.
+        input: String,
+        /// The `scalerAddress` written into the spinscale triggers.
+        #[arg(long)]
+        scaler_address: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
             spinscale::demo::run(duration).await
         }
         Command::Simulate(args) => Ok(spinscale::sim::run(&args)?),
+        Command::Convert { input, scaler_address } => spinscale::convert::run(&input, scaler_address),
     }
 }
 
