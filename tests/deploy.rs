@@ -469,8 +469,11 @@ fn the_service_monitor_scrapes_metrics_on_the_http_port() {
     let svc = service(&bundle);
     let selector = monitor.spec.selector.match_labels.clone().expect("matchLabels");
     assert!(labels_match(&selector, svc.metadata.labels.as_ref().expect("Service labels")));
-    let names = monitor.spec.namespace_selector.as_ref().and_then(|n| n.match_names.clone()).unwrap_or_default();
-    assert_eq!(names, [NAMESPACE]);
+    // Without a namespaceSelector a ServiceMonitor selects Services of its own namespace.
+    if let Some(names) = monitor.spec.namespace_selector.as_ref().and_then(|n| n.match_names.as_ref()) {
+        assert!(names.iter().any(|n| Some(n) == svc.metadata.namespace.as_ref()), "{names:?}");
+    }
+    assert_eq!(monitor.metadata.namespace, svc.metadata.namespace);
     let endpoint = one(&monitor.spec.endpoints, "endpoint");
     let port = endpoint.port.as_deref().expect("endpoint port");
     assert_eq!(port, "http");
