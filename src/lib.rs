@@ -11,13 +11,15 @@
 //! - [`grpc`]: KEDA's `ExternalScaler` service;
 //! - [`telemetry`]: the `/metrics` exporter; [`history`]: the last hour per target;
 //! - [`server`]: wiring and graceful shutdown; [`demo`]: everything embedded;
-//! - [`sim`]: `spinscale simulate`, trace replay through the engine on a virtual clock.
+//! - [`sim`]: `spinscale simulate`, trace replay through the engine on a virtual clock;
+//! - [`convert`]: `spinscale convert`, KEDA prometheus/kafka manifests rewritten for spinscale.
 
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod bench;
 pub mod config;
+pub mod convert;
 pub mod demo;
 pub mod duration;
 pub mod embedded;

@@ -83,6 +83,14 @@ enum Command {
     },
     /// Replay a trace through the engine and baseline policies on a virtual clock, and compare them.
     Simulate(spinscale::sim::SimulateArgs),
+    /// Rewrite ScaledObjects with KEDA's prometheus/kafka triggers (and their SpinApps) for spinscale.
+    Convert {
+        /// Multi-document YAML file, or `-` for standard input. The result goes to standard output.
+        input: String,
+        /// The `scalerAddress` written into the spinscale triggers.
+        #[arg(long)]
+        scaler_address: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -141,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => Ok(spinscale::sim::run(&args)?),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Convert { input, scaler_address } => spinscale::convert::run(&input, scaler_address),
     }
 }
 

@@ -1,0 +1,318 @@
+//! `spinscale convert`: manifests written for KEDA's `prometheus` and `kafka` scalers and a SpinApp
+//! target (which cannot work, KEDA.md §8) rewritten into the working spinscale setup.
+//!
+//! - A ScaledObject's `prometheus` and `kafka` triggers are folded into one `external-push` trigger
+//!   to spinscale carrying the same values under spinscale's keys ([`keda`]).
+//! - A `scaleTargetRef` to a SpinApp points at the SpinApp's Deployment instead (same name).
+//! - A SpinApp gets the current API group, and, when it is autoscaled, `enableAutoscaling: true`
+//!   and no `replicas` ([`spinkube`]).
+//! - Every other document passes through as written.
+//!
+//! Each change is explained by a `# spinscale convert: ...` comment on its document and returned as
+//! a [`Note`]. The conversion is a pure function of the text; [`run`] is the command around it.
+
+mod documents;
+mod keda;
+mod spinkube;
+
+use std::fmt;
+use std::io::Read;
+
+use anyhow::Context;
+use serde_yaml_ng::{Mapping, Value};
+
+use documents::Chunk;
+
+/// Where KEDA reaches spinscale when installed from `deploy/base`.
+pub const DEFAULT_SCALER_ADDRESS: &str = "spinscale.spinscale.svc.cluster.local:9500";
+
+/// The prefix of every comment the conversion writes.
+pub const COMMENT_PREFIX: &str = "# spinscale convert: ";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The `scalerAddress` written into every spinscale trigger (`host:port`).
+    pub scaler_address: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { scaler_address: DEFAULT_SCALER_ADDRESS.to_string() }
+    }
+}
+
+/// The converted manifests and what was changed, or left alone, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Converted {
+    /// Multi-document YAML; the notes are comments on their documents.
+    pub yaml: String,
+    pub notes: Vec<Note>,
+}
+
+/// One change or warning, on one document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// e.g. `document 2 (ScaledObject webhook-handler-scaler, line 17)`.
+    pub document: String,
+    pub message: String,
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.document, self.message)
+    }
+}
+
+/// Input that cannot be converted, naming the document and the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConvertError {
+    pub document: String,
+    /// A path such as `spec.triggers[1].metadata.lagThreshold`; empty when the whole document is at fault.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.document, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.document, self.field, self.message)
+        }
+    }
+}
+
+/// One document's name in notes and errors; builds errors that carry it.
+#[derive(Clone, Debug)]
+pub(crate) struct DocRef {
+    label: String,
+}
+
+impl DocRef {
+    pub(crate) fn error(&self, field: impl Into<String>, message: impl Into<String>) -> ConvertError {
+        ConvertError { document: self.label.clone(), field: field.into(), message: message.into() }
+    }
+}
+
+/// One document: its text, its value, its name.
+struct Document {
+    chunk: Chunk,
+    value: Value,
+    doc: DocRef,
+}
+
+/// What a converter did to one document.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// The object was rewritten (otherwise its text is kept as written).
+    pub changed: bool,
+    pub notes: Vec<String>,
+}
+
+/// A Kubernetes object: a namespace (if written) and a name, for matching ScaledObjects to SpinApps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ObjectKey {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Same name, and the same namespace unless one of them leaves it to `kubectl -n`.
+    pub fn matches(&self, other: &ObjectKey) -> bool {
+        self.name == other.name
+            && (self.namespace.is_none() || other.namespace.is_none() || self.namespace == other.namespace)
+    }
+}
+
+/// Converts multi-document YAML. Documents that need no change keep their text (comments included).
+pub fn convert(text: &str, options: &Options) -> Result<Converted, ConvertError> {
+    let mut docs = Vec::new();
+    let mut number = 0;
+    for chunk in documents::split(text) {
+        if chunk.is_blank() {
+            continue;
+        }
+        let value = documents::parse(&chunk)?;
+        let label = match value.as_mapping() {
+            _ if value.is_null() => format!("comments at line {}", chunk.first_line),
+            Some(object) => {
+                number += 1;
+                label(number, object, chunk.content_line())
+            }
+            None => {
+                number += 1;
+                format!("document {number} (line {})", chunk.content_line())
+            }
+        };
+        docs.push(Document { chunk, value, doc: DocRef { label } });
+    }
+
+    let objects = || docs.iter().filter_map(|d| d.value.as_mapping());
+    let scaled_spin_apps: Vec<ObjectKey> = objects().filter_map(keda::spin_app_target).collect();
+    let spin_apps: Vec<ObjectKey> = objects().filter(|o| spinkube::is_spin_app(o)).filter_map(object_key).collect();
+
+    let mut notes = Vec::new();
+    let mut out = Vec::with_capacity(docs.len());
+    for mut doc in docs {
+        let is_null = doc.value.is_null();
+        let outcome = match doc.value.as_mapping_mut() {
+            None if is_null => Outcome::default(),
+            None => return Err(doc.doc.error("", "is not a Kubernetes object (a mapping with apiVersion and kind)")),
+            Some(object) => convert_object(object, &doc.doc, &doc.chunk, options, &scaled_spin_apps, &spin_apps)?,
+        };
+        notes.extend(
+            outcome.notes.iter().map(|message| Note { document: doc.doc.label.clone(), message: message.clone() }),
+        );
+        let body = if outcome.changed { Some(&doc.value) } else { None };
+        out.push(documents::emit(&doc.chunk, &outcome.notes, body, &doc.doc)?);
+    }
+    Ok(Converted { yaml: out.join("---\n"), notes })
+}
+
+fn convert_object(
+    object: &mut Mapping,
+    doc: &DocRef,
+    chunk: &Chunk,
+    options: &Options,
+    scaled_spin_apps: &[ObjectKey],
+    spin_apps: &[ObjectKey],
+) -> Result<Outcome, ConvertError> {
+    let key = object_key(object);
+    if keda::is_scaled_object(object) {
+        keda::convert_scaled_object(object, doc, options, spin_apps)
+    } else if spinkube::is_spin_app(object) {
+        let scaled = key.as_ref().is_some_and(|k| scaled_spin_apps.iter().any(|t| t.matches(k)));
+        spinkube::convert_spin_app(object, doc, scaled)
+    } else if str_at(object, "kind") == Some("Service") {
+        spinkube::convert_service(object, doc, key.as_ref(), spin_apps)
+    } else {
+        let mut outcome = Outcome::default();
+        if str_at(object, "kind").is_none() {
+            outcome.notes.push("has no `kind`; passed through as written".into());
+        }
+        if chunk.text.contains(spinkube::OLD_GROUP) {
+            outcome.notes.push(format!(
+                "mentions {}, SpinKube's API group until 2024 (now {}); left as written, check it",
+                spinkube::OLD_GROUP,
+                spinkube::GROUP
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
+/// `document N (Kind name, line L)`.
+fn label(number: usize, object: &Mapping, line: usize) -> String {
+    let kind = str_at(object, "kind").unwrap_or("object without kind");
+    match object.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str) {
+        Some(name) => format!("document {number} ({kind} {name}, line {line})"),
+        None => format!("document {number} ({kind}, line {line})"),
+    }
+}
+
+fn object_key(object: &Mapping) -> Option<ObjectKey> {
+    let metadata = object.get("metadata")?;
+    Some(ObjectKey {
+        namespace: metadata.get("namespace").and_then(Value::as_str).map(String::from),
+        name: metadata.get("name").and_then(Value::as_str)?.to_string(),
+    })
+}
+
+fn str_at<'a>(map: &'a Mapping, key: &str) -> Option<&'a str> {
+    map.get(key).and_then(Value::as_str)
+}
+
+/// A short rendering of a YAML value for messages.
+fn show(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(t) => format!("a value tagged {}", t.tag),
+    }
+}
+
+/// `spinscale convert FILE|-`: converted YAML on stdout, every note on stderr.
+pub fn run(input: &str, scaler_address: Option<String>) -> anyhow::Result<()> {
+    let scaler_address = scaler_address.unwrap_or_else(|| DEFAULT_SCALER_ADDRESS.to_string());
+    let port = scaler_address.rsplit_once(':').map(|(host, port)| (host.is_empty(), port.parse::<u16>()));
+    if !matches!(port, Some((false, Ok(_)))) {
+        anyhow::bail!("--scaler-address {scaler_address:?} is not host:port (e.g. {DEFAULT_SCALER_ADDRESS})");
+    }
+    let text = if input == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(input).with_context(|| format!("cannot read {input}"))?
+    };
+    let shown = if input == "-" { "<stdin>" } else { input };
+    let converted = convert(&text, &Options { scaler_address }).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    for note in &converted.notes {
+        eprintln!("spinscale convert: {shown}: {note}");
+    }
+    print!("{}", converted.yaml);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INPUT: &str = "# leading comment document\n---\napiVersion: v1\nkind: ConfigMap # as written\nmetadata: {name: c}\n\
+                         data: {note: see core.spinoperator.dev}\n---\napiVersion: core.spinoperator.dev/v1alpha1\n\
+                         kind: SpinApp\nmetadata: {name: a}\nspec: {image: i, replicas: 0}\n";
+
+    #[test]
+    fn untouched_documents_keep_their_text_and_changed_ones_carry_their_notes() {
+        let converted = convert(INPUT, &Options::default()).expect("converts");
+        let docs: Vec<&str> = converted.yaml.split("---\n").collect();
+        assert_eq!(docs.len(), 3, "{}", converted.yaml);
+        assert_eq!(docs[0], "# leading comment document\n");
+        assert!(
+            docs[1].ends_with(
+                "kind: ConfigMap # as written\nmetadata: {name: c}\ndata: {note: see core.spinoperator.dev}\n"
+            )
+        );
+        assert!(docs[1].starts_with(COMMENT_PREFIX), "{}", docs[1]);
+        let body: Vec<&str> = docs[2].lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(body.contains(&"  enableAutoscaling: true"), "{}", docs[2]);
+        assert!(!body.iter().any(|l| l.contains("replicas")), "{}", docs[2]);
+
+        let documents: Vec<&str> = converted.notes.iter().map(|n| n.document.as_str()).collect();
+        assert_eq!(documents[0], "document 1 (ConfigMap c, line 3)");
+        assert!(documents[1..].iter().all(|d| *d == "document 2 (SpinApp a, line 8)"), "{documents:?}");
+        let comments = converted.yaml.lines().filter(|l| l.starts_with(COMMENT_PREFIX)).count();
+        assert_eq!(comments, converted.notes.len(), "every note is a comment too");
+    }
+
+    #[test]
+    fn the_output_parses_back_as_the_same_number_of_documents() {
+        let converted = convert(INPUT, &Options::default()).expect("converts");
+        let values: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&converted.yaml)
+            .map(|d| <Value as serde::Deserialize>::deserialize(d).expect("valid YAML"))
+            .filter(|v| !v.is_null())
+            .collect();
+        assert_eq!(values.len(), 2);
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_an_error() {
+        let err = convert("a: 1\n---\njust words\n", &Options::default()).expect_err("a scalar");
+        assert_eq!(err.document, "document 2 (line 3)");
+        assert!(err.to_string().contains("not a Kubernetes object"), "{err}");
+        let err = convert("a: [1\n", &Options::default()).expect_err("not YAML");
+        assert!(err.to_string().starts_with("document at line 1: not valid YAML"), "{err}");
+    }
+
+    #[test]
+    fn object_keys_match_when_a_namespace_is_left_open() {
+        let key = |ns: Option<&str>| ObjectKey { namespace: ns.map(String::from), name: "a".into() };
+        assert!(key(None).matches(&key(Some("x"))));
+        assert!(key(Some("x")).matches(&key(Some("x"))));
+        assert!(!key(Some("x")).matches(&key(Some("y"))));
+    }
+}

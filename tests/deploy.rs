@@ -1,0 +1,756 @@
+//! The deploy kit (`deploy/`): every YAML file parsed into typed objects (built-in kinds through
+//! k8s-openapi and back, so unknown or misspelt fields fail; custom resources into structs that deny
+//! unknown fields), the kustomizations resolved without kubectl, and the references between the
+//! objects checked: selectors, port names, RBAC, the config mount, the example's scaler address.
+
+mod manifests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use manifests::{Kustomization, PrometheusRule, ScaledObject, ServiceMonitor, SpinApp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use spinscale::config::Config;
+use spinscale::target::TargetSpec;
+
+const NAMESPACE: &str = "spinscale";
+
+/// The exporter's metric names (histograms also expose `_bucket`, `_sum` and `_count`).
+const METRICS: [&str; 17] = [
+    "spinscale_source_up",
+    "spinscale_source_reading_age_seconds",
+    "spinscale_push_failures_total",
+    "spinscale_config_reload_total",
+    "spinscale_build_info",
+    "spinscale_targets",
+    "spinscale_open_streams",
+    "spinscale_target_active",
+    "spinscale_target_desired_replicas",
+    "spinscale_target_signal",
+    "spinscale_target_forecast",
+    "spinscale_pushes_total",
+    "spinscale_push_latency_seconds",
+    "spinscale_source_errors_total",
+    "spinscale_source_cycle_seconds",
+    "spinscale_grpc_requests_total",
+    "spinscale_grpc_request_duration_seconds",
+];
+const HISTOGRAMS: [&str; 3] =
+    ["spinscale_push_latency_seconds", "spinscale_source_cycle_seconds", "spinscale_grpc_request_duration_seconds"];
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// Everything one kustomization renders, typed, plus the files its generators read.
+#[derive(Default)]
+struct Bundle {
+    namespaces: Vec<Namespace>,
+    service_accounts: Vec<ServiceAccount>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
+    deployments: Vec<Deployment>,
+    services: Vec<Service>,
+    config_maps: Vec<ConfigMap>,
+    disruption_budgets: Vec<PodDisruptionBudget>,
+    spin_apps: Vec<SpinApp>,
+    scaled_objects: Vec<ScaledObject>,
+    service_monitors: Vec<ServiceMonitor>,
+    prometheus_rules: Vec<PrometheusRule>,
+    /// Every file the kustomization names (resources and generator inputs), relative to its directory.
+    listed: BTreeSet<String>,
+}
+
+impl Bundle {
+    /// Resolves `dir/kustomization.yaml` as kustomize would (resources and ConfigMap generators).
+    fn load(dir: &Path) -> Self {
+        let path = dir.join("kustomization.yaml");
+        let text = read(&path);
+        let docs = manifests::documents(&text, &path.display().to_string());
+        assert_eq!(docs.len(), 1, "{}: one Kustomization", path.display());
+        let kustomization: Kustomization = manifests::typed(&docs[0], &path.display().to_string());
+        assert_eq!(
+            (kustomization.api_version.as_str(), kustomization.kind.as_str()),
+            ("kustomize.config.k8s.io/v1beta1", "Kustomization")
+        );
+        let mut bundle = Bundle::default();
+        for resource in &kustomization.resources {
+            let file = dir.join(resource);
+            assert!(file.is_file(), "{}: resource {resource} is not a file here", path.display());
+            bundle.listed.insert(resource.clone());
+            let origin = file.display().to_string();
+            let docs = manifests::documents(&read(&file), &origin);
+            assert!(!docs.is_empty(), "{origin}: no object");
+            for (i, doc) in docs.iter().enumerate() {
+                bundle.add(doc, &format!("{origin} document {}", i + 1));
+            }
+        }
+        for generator in &kustomization.config_map_generator {
+            let options = generator.options.clone();
+            let mut data = BTreeMap::new();
+            for file in &generator.files {
+                bundle.listed.insert(file.clone());
+                data.insert(file.clone(), read(&dir.join(file)));
+            }
+            let suffix = !options.as_ref().and_then(|o| o.disable_name_suffix_hash).unwrap_or(false);
+            assert!(
+                !suffix,
+                "{}: ConfigMap {} needs disableNameSuffixHash (watched by name)",
+                path.display(),
+                generator.name
+            );
+            bundle.config_maps.push(ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(generator.name.clone()),
+                    namespace: generator.namespace.clone(),
+                    labels: options.and_then(|o| o.labels),
+                    ..ObjectMeta::default()
+                },
+                data: Some(data),
+                ..ConfigMap::default()
+            });
+        }
+        bundle
+    }
+
+    fn add(&mut self, doc: &serde_json::Value, origin: &str) {
+        match manifests::type_of(doc) {
+            ("v1", "Namespace") => self.namespaces.push(built_in(doc, origin)),
+            ("v1", "ServiceAccount") => self.service_accounts.push(built_in(doc, origin)),
+            ("v1", "Service") => self.services.push(built_in(doc, origin)),
+            ("v1", "ConfigMap") => self.config_maps.push(built_in(doc, origin)),
+            ("apps/v1", "Deployment") => self.deployments.push(built_in(doc, origin)),
+            ("rbac.authorization.k8s.io/v1", "Role") => self.roles.push(built_in(doc, origin)),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => self.role_bindings.push(built_in(doc, origin)),
+            ("policy/v1", "PodDisruptionBudget") => self.disruption_budgets.push(built_in(doc, origin)),
+            ("core.spinkube.dev/v1alpha1", "SpinApp") => self.spin_apps.push(manifests::typed(doc, origin)),
+            ("keda.sh/v1alpha1", "ScaledObject") => self.scaled_objects.push(manifests::typed(doc, origin)),
+            ("monitoring.coreos.com/v1", "ServiceMonitor") => self.service_monitors.push(manifests::typed(doc, origin)),
+            ("monitoring.coreos.com/v1", "PrometheusRule") => self.prometheus_rules.push(manifests::typed(doc, origin)),
+            (api_version, kind) => panic!("{origin}: {api_version} {kind} is not a kind this test knows"),
+        }
+    }
+
+    /// Every object's `metadata`, with its kind.
+    fn metas(&self) -> Vec<(&'static str, &ObjectMeta)> {
+        let mut all: Vec<(&'static str, &ObjectMeta)> = Vec::new();
+        all.extend(self.namespaces.iter().map(|o| ("Namespace", &o.metadata)));
+        all.extend(self.service_accounts.iter().map(|o| ("ServiceAccount", &o.metadata)));
+        all.extend(self.roles.iter().map(|o| ("Role", &o.metadata)));
+        all.extend(self.role_bindings.iter().map(|o| ("RoleBinding", &o.metadata)));
+        all.extend(self.deployments.iter().map(|o| ("Deployment", &o.metadata)));
+        all.extend(self.services.iter().map(|o| ("Service", &o.metadata)));
+        all.extend(self.config_maps.iter().map(|o| ("ConfigMap", &o.metadata)));
+        all.extend(self.disruption_budgets.iter().map(|o| ("PodDisruptionBudget", &o.metadata)));
+        all.extend(self.spin_apps.iter().map(|o| ("SpinApp", &o.metadata)));
+        all.extend(self.scaled_objects.iter().map(|o| ("ScaledObject", &o.metadata)));
+        all.extend(self.service_monitors.iter().map(|o| ("ServiceMonitor", &o.metadata)));
+        all.extend(self.prometheus_rules.iter().map(|o| ("PrometheusRule", &o.metadata)));
+        all
+    }
+
+    fn config_map(&self, name: &str) -> &ConfigMap {
+        self.config_maps
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no ConfigMap {name}"))
+    }
+}
+
+fn base() -> Bundle {
+    Bundle::load(&deploy_dir().join("base"))
+}
+
+fn examples() -> Bundle {
+    Bundle::load(&deploy_dir().join("examples"))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Deserializes a built-in kind with k8s-openapi and checks it serializes back to the same JSON.
+/// k8s-openapi skips fields it does not know, so this is what catches a misspelt field.
+fn built_in<T: DeserializeOwned + Serialize>(doc: &serde_json::Value, origin: &str) -> T {
+    let typed: T = manifests::typed(doc, origin);
+    let back = serde_json::to_value(&typed).unwrap_or_else(|e| panic!("{origin}: {e}"));
+    if let Some(difference) = first_difference(doc, &back, "") {
+        panic!("{origin}: does not round-trip through k8s-openapi (unknown field or wrong form?): {difference}");
+    }
+    typed
+}
+
+/// The first path where `written` and `typed` differ, if any.
+fn first_difference(written: &serde_json::Value, typed: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match (written, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter().find_map(|k| match (a.get(k), b.get(k)) {
+                (Some(x), Some(y)) => first_difference(x, y, &format!("{path}.{k}")),
+                (Some(_), None) => Some(format!("{path}.{k} is not a field of this kind")),
+                (None, _) => Some(format!("{path}.{k} appeared")),
+            })
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            a.iter().zip(b).enumerate().find_map(|(i, (x, y))| first_difference(x, y, &format!("{path}[{i}]")))
+        }
+        _ if written == typed => None,
+        _ => Some(format!("{path}: written {written}, read back {typed}")),
+    }
+}
+
+fn one<'a, T>(items: &'a [T], what: &str) -> &'a T {
+    assert_eq!(items.len(), 1, "expected exactly one {what}");
+    &items[0]
+}
+
+fn pod_spec(deployment: &Deployment) -> &PodSpec {
+    deployment.spec.template.spec.as_ref().expect("Deployment has a pod template spec")
+}
+
+fn container(deployment: &Deployment) -> &Container {
+    one(&pod_spec(deployment).containers, "container")
+}
+
+fn container_port(container: &Container, name: &str) -> i32 {
+    container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(name))
+        .map(|p| p.container_port)
+        .unwrap_or_else(|| panic!("container {} has no port named {name}", container.name))
+}
+
+fn named_port(port: &IntOrString) -> &str {
+    match port {
+        IntOrString::String(name) => name,
+        IntOrString::Int(n) => panic!("port {n} is given by number; use the container's port name"),
+    }
+}
+
+fn service(bundle: &Bundle) -> &Service {
+    one(&bundle.services, "Service")
+}
+
+fn service_port(service: &Service, name: &str) -> i32 {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(name)))
+        .map(|p| p.port)
+        .unwrap_or_else(|| panic!("Service has no port named {name}"))
+}
+
+fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+// === files and kustomizations ===
+
+#[test]
+fn every_file_under_deploy_is_listed_in_its_kustomization_and_parses() {
+    let root = deploy_dir();
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(&root).expect("deploy/ exists") {
+        let path = entry.expect("readable entry").path();
+        if path.is_dir() {
+            dirs.push(path);
+        } else {
+            assert_eq!(path.file_name().and_then(|n| n.to_str()), Some("README.md"), "stray file {}", path.display());
+        }
+    }
+    dirs.sort();
+    let names: Vec<String> =
+        dirs.iter().filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(String::from)).collect();
+    assert_eq!(names, ["base", "examples"]);
+    for dir in &dirs {
+        let bundle = Bundle::load(dir);
+        for entry in std::fs::read_dir(dir).expect("readable dir") {
+            let path = entry.expect("readable entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).expect("utf-8 file name").to_string();
+            assert!(path.is_file(), "{}: no subdirectories expected", path.display());
+            if name == "kustomization.yaml" || name == "README.md" {
+                continue;
+            }
+            assert!(bundle.listed.contains(&name), "{} is not listed in its kustomization.yaml", path.display());
+        }
+    }
+}
+
+#[test]
+fn the_base_has_every_part_of_the_kit_in_the_spinscale_namespace() {
+    let bundle = base();
+    assert_eq!(one(&bundle.namespaces, "Namespace").metadata.name.as_deref(), Some(NAMESPACE));
+    for (kind, meta) in bundle.metas() {
+        let name = meta.name.as_deref().unwrap_or_else(|| panic!("a {kind} has no name"));
+        if kind != "Namespace" {
+            assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE), "{kind} {name}");
+        }
+    }
+    let kinds: BTreeSet<&str> = bundle.metas().into_iter().map(|(kind, _)| kind).collect();
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "ServiceMonitor",
+        "PrometheusRule",
+    ] {
+        assert!(kinds.contains(kind), "the base has no {kind}");
+    }
+}
+
+// === Deployment ===
+
+#[test]
+fn the_deployment_runs_serve_with_the_mounted_config_and_is_locked_down() {
+    let bundle = base();
+    let deployment = one(&bundle.deployments, "Deployment");
+    let pod = pod_spec(deployment);
+    let c = container(deployment);
+    assert_eq!(c.image.as_deref(), Some("ghcr.io/spinscale/spinscale:0.1.0"));
+    assert_eq!(container_port(c, "grpc"), 9500);
+    assert_eq!(container_port(c, "http"), 9501);
+    let args = c.args.clone().expect("args");
+    assert_eq!(args, ["serve", "--config", "/etc/spinscale/config.yaml"]);
+
+    let grace = pod.termination_grace_period_seconds.expect("terminationGracePeriodSeconds");
+    assert!(grace > 5, "grace period {grace}s must exceed spinscale's 5 s drain");
+
+    let resources = c.resources.as_ref().expect("resources");
+    for (what, list) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+        let list = list.as_ref().unwrap_or_else(|| panic!("no resource {what}"));
+        assert!(list.contains_key("cpu") && list.contains_key("memory"), "{what}: {list:?}");
+    }
+
+    let pod_security = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert!(pod_security.run_as_user.is_some_and(|uid| uid > 0), "a non-root uid");
+    let seccomp = pod_security.seccomp_profile.as_ref().expect("seccompProfile");
+    assert_eq!(seccomp.type_, "RuntimeDefault");
+    let security = c.security_context.as_ref().expect("container securityContext");
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    let dropped = security.capabilities.as_ref().and_then(|c| c.drop.clone()).unwrap_or_default();
+    assert_eq!(dropped, ["ALL"]);
+    assert!(security.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_none(), "no capability added");
+}
+
+#[test]
+fn probes_use_the_http_port_and_health_paths() {
+    let bundle = base();
+    let c = container(one(&bundle.deployments, "Deployment"));
+    for (probe, path) in [(&c.liveness_probe, "/healthz"), (&c.readiness_probe, "/readyz")] {
+        let get =
+            probe.as_ref().and_then(|p| p.http_get.as_ref()).unwrap_or_else(|| panic!("{path}: no httpGet probe"));
+        assert_eq!(get.path.as_deref(), Some(path));
+        let port = named_port(&get.port);
+        assert_eq!(port, "http");
+        container_port(c, port);
+    }
+}
+
+#[test]
+fn the_config_volume_is_the_configmap_mounted_as_a_directory_where_config_points() {
+    let bundle = base();
+    let deployment = one(&bundle.deployments, "Deployment");
+    let c = container(deployment);
+    let args = c.args.clone().unwrap_or_default();
+    let at = args.iter().position(|a| a == "--config").expect("--config flag");
+    let config_path = Path::new(&args[at + 1]);
+    let (dir, file) = (config_path.parent().expect("a directory"), config_path.file_name().expect("a file name"));
+
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| Path::new(&m.mount_path) == dir)
+        .unwrap_or_else(|| panic!("nothing is mounted at {}", dir.display()));
+    assert!(mount.sub_path.is_none() && mount.sub_path_expr.is_none(), "a subPath mount never sees updates");
+    assert_eq!(mount.read_only, Some(true));
+    let volume = pod_spec(deployment)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap_or_else(|| panic!("no volume {}", mount.name));
+    let source = volume.config_map.as_ref().expect("a configMap volume");
+    assert!(source.items.is_none(), "all keys projected, so the file name is the key");
+    let config_map = bundle.config_map(&source.name);
+    assert_eq!(config_map.metadata.name.as_deref(), Some("spinscale-config"));
+    let key = file.to_str().expect("utf-8");
+    let text = config_map.data.as_ref().and_then(|d| d.get(key)).unwrap_or_else(|| panic!("no key {key}"));
+    Config::parse(text).expect("the mounted config is valid");
+}
+
+#[test]
+fn config_yaml_writes_out_every_knob_with_its_built_in_default() {
+    let bundle = base();
+    let text = bundle.config_map("spinscale-config").data.as_ref().and_then(|d| d.get("config.yaml")).cloned();
+    let text = text.expect("config.yaml in spinscale-config");
+    assert_eq!(Config::parse(&text).expect("config.yaml is valid"), Config::default());
+
+    let written: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let keys_at = |section: Option<&str>| -> BTreeSet<String> {
+        let node = match section {
+            None => Some(&written),
+            Some(s) => written.get(s),
+        };
+        node.and_then(|n| n.as_mapping())
+            .map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    // The config's own parser names every field it accepts when it meets one it does not.
+    let top = accepted_fields("");
+    assert!(top.contains("collectors") && top.contains("engine"), "{top:?}");
+    assert_eq!(keys_at(None), top, "top-level sections");
+    for section in ["collectors", "targets", "engine"] {
+        let accepted = accepted_fields(section);
+        assert!(accepted.len() >= 4, "{section}: {accepted:?}");
+        assert_eq!(keys_at(Some(section)), accepted, "{section}: every knob written out");
+    }
+}
+
+/// The fields `Config::parse` accepts in `section` (top level when empty), from its unknown-field error.
+fn accepted_fields(section: &str) -> BTreeSet<String> {
+    let probe = if section.is_empty() { "zzProbe: 1\n".to_string() } else { format!("{section}:\n  zzProbe: 1\n") };
+    let message = Config::parse(&probe).expect_err("an unknown field is an error").to_string();
+    let expected = message.split_once("expected").map(|(_, rest)| rest).unwrap_or_else(|| panic!("{message}"));
+    expected.split('`').skip(1).step_by(2).map(String::from).collect()
+}
+
+// === Service, monitoring ===
+
+#[test]
+fn the_headless_service_selects_the_deployment_pods_by_their_port_names() {
+    let bundle = base();
+    let deployment = one(&bundle.deployments, "Deployment");
+    let svc = service(&bundle);
+    let spec = svc.spec.as_ref().expect("Service spec");
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"), "headless, so KEDA's client sees every pod");
+    let pod_labels = deployment.spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).expect("pod labels");
+    assert_eq!(pod_labels.get("app.kubernetes.io/name").map(String::as_str), Some("spinscale"));
+    let selector = spec.selector.clone().expect("Service selector");
+    assert!(labels_match(&selector, &pod_labels), "Service selector {selector:?} vs pod labels {pod_labels:?}");
+    let deployment_selector = deployment.spec.selector.match_labels.clone().expect("Deployment matchLabels");
+    assert!(labels_match(&deployment_selector, &pod_labels));
+
+    let c = container(deployment);
+    let ports = spec.ports.clone().expect("Service ports");
+    for (name, number) in [("grpc", 9500), ("http", 9501)] {
+        let port = ports.iter().find(|p| p.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("port {name}"));
+        assert_eq!(port.port, number);
+        let target = named_port(port.target_port.as_ref().expect("targetPort"));
+        assert_eq!(container_port(c, target), number, "{name}");
+    }
+
+    let budget = one(&bundle.disruption_budgets, "PodDisruptionBudget");
+    let budget_selector = budget.spec.as_ref().and_then(|s| s.selector.as_ref()).and_then(|s| s.match_labels.clone());
+    assert!(labels_match(&budget_selector.expect("PDB selector"), &pod_labels));
+}
+
+#[test]
+fn the_service_monitor_scrapes_metrics_on_the_http_port() {
+    let bundle = base();
+    let monitor = one(&bundle.service_monitors, "ServiceMonitor");
+    let svc = service(&bundle);
+    let selector = monitor.spec.selector.match_labels.clone().expect("matchLabels");
+    assert!(labels_match(&selector, svc.metadata.labels.as_ref().expect("Service labels")));
+    // Without a namespaceSelector a ServiceMonitor selects Services of its own namespace.
+    if let Some(names) = monitor.spec.namespace_selector.as_ref().and_then(|n| n.match_names.as_ref()) {
+        assert!(names.iter().any(|n| Some(n) == svc.metadata.namespace.as_ref()), "{names:?}");
+    }
+    assert_eq!(monitor.metadata.namespace, svc.metadata.namespace);
+    let endpoint = one(&monitor.spec.endpoints, "endpoint");
+    let port = endpoint.port.as_deref().expect("endpoint port");
+    assert_eq!(port, "http");
+    service_port(svc, port);
+    container_port(container(one(&bundle.deployments, "Deployment")), port);
+    assert_eq!(endpoint.path.as_deref(), Some("/metrics"));
+}
+
+#[test]
+fn the_prometheus_rule_alerts_on_spinscale_metrics() {
+    let bundle = base();
+    let rule = one(&bundle.prometheus_rules, "PrometheusRule");
+    let rules: Vec<&manifests::Rule> = rule.spec.groups.iter().flat_map(|g| &g.rules).collect();
+    for r in &rules {
+        let names = metric_names(&r.expr);
+        assert!(!names.is_empty(), "{}: no metric", r.expr);
+        for name in names {
+            assert!(is_spinscale_metric(&name), "{}: {name} is not a spinscale metric", r.expr);
+        }
+    }
+    let wanted = [
+        ("SpinscaleSourceDown", "spinscale_source_up", Some("2m")),
+        ("SpinscaleSignalStale", "spinscale_source_reading_age_seconds", Some("2m")),
+        ("SpinscalePushesFailing", "spinscale_push_failures_total", None),
+        ("SpinscaleConfigRejected", "spinscale_config_reload_total", None),
+    ];
+    for (alert, metric, for_) in wanted {
+        let r = rules.iter().find(|r| r.alert.as_deref() == Some(alert)).unwrap_or_else(|| panic!("no {alert}"));
+        assert_eq!(metric_names(&r.expr), [metric], "{alert}");
+        if for_.is_some() {
+            assert_eq!(r.for_.as_deref(), for_, "{alert}");
+        }
+        let annotations = r.annotations.clone().unwrap_or_default();
+        assert!(annotations.contains_key("summary"), "{alert}: a summary");
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_is_valid_json_on_spinscale_metrics() {
+    let bundle = base();
+    let config_map = bundle.config_map("spinscale-grafana-dashboard");
+    let labels = config_map.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("grafana_dashboard").map(String::as_str), Some("1"));
+    let text = config_map.data.as_ref().and_then(|d| d.get("grafana-dashboard.json")).expect("dashboard file");
+    let dashboard: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+    assert!(dashboard["uid"].is_string() && dashboard["title"].is_string());
+
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    let mut exprs = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().expect("every panel has a title");
+        assert!(ids.insert(panel["id"].as_u64().expect("numeric id")), "{title}: duplicate id");
+        assert!(panel["gridPos"]["w"].is_u64() && panel["gridPos"]["h"].is_u64(), "{title}: gridPos");
+        if panel["type"] == "row" {
+            continue;
+        }
+        let targets = panel["targets"].as_array().filter(|t| !t.is_empty());
+        for target in targets.unwrap_or_else(|| panic!("{title}: no query")) {
+            exprs.push((title.to_string(), target["expr"].as_str().expect("expr").to_string()));
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().expect("templating") {
+        if let Some(query) = variable["query"]["query"].as_str() {
+            let inner = query.strip_prefix("label_values(").and_then(|q| q.rsplit_once(',')).map(|(m, _)| m);
+            exprs.push((format!("variable {}", variable["name"]), inner.expect("label_values(metric, label)").into()));
+        }
+    }
+    let mut used = BTreeSet::new();
+    for (title, expr) in &exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "{title}: {expr}: no metric");
+        for name in names {
+            assert!(is_spinscale_metric(&name), "{title}: {expr}: {name} is not a spinscale metric");
+            used.insert(name);
+        }
+    }
+    assert!(used.len() >= 12, "the dashboard shows most of the exporter: {used:?}");
+}
+
+// === RBAC ===
+
+#[test]
+fn the_role_binding_lets_the_deployment_service_account_read_configmaps() {
+    let bundle = base();
+    let account =
+        pod_spec(one(&bundle.deployments, "Deployment")).service_account_name.clone().expect("serviceAccountName");
+    let sa = one(&bundle.service_accounts, "ServiceAccount");
+    assert_eq!(sa.metadata.name.as_deref(), Some(account.as_str()));
+
+    let binding = one(&bundle.role_bindings, "RoleBinding");
+    let subject = one(binding.subjects.as_deref().unwrap_or_default(), "subject");
+    assert_eq!((subject.kind.as_str(), subject.name.as_str()), ("ServiceAccount", account.as_str()));
+    assert_eq!(subject.namespace, sa.metadata.namespace);
+    assert_eq!(
+        (binding.role_ref.api_group.as_deref(), binding.role_ref.kind.as_str()),
+        (Some("rbac.authorization.k8s.io"), "Role")
+    );
+
+    let role = one(&bundle.roles, "Role");
+    assert_eq!(role.metadata.name.as_deref(), Some(binding.role_ref.name.as_str()));
+    assert_eq!(role.metadata.namespace, binding.metadata.namespace);
+    let grants: BTreeSet<&str> = role
+        .rules
+        .iter()
+        .flatten()
+        .filter(|r| r.api_groups.iter().flatten().any(|g| g.is_empty()))
+        .filter(|r| r.resources.iter().flatten().any(|res| res == "configmaps"))
+        .flat_map(|r| r.verbs.iter().map(String::as_str))
+        .collect();
+    assert_eq!(grants, BTreeSet::from(["get", "list", "watch"]));
+}
+
+// === the example ===
+
+#[test]
+fn the_example_scaled_object_reaches_spinscale_and_scales_the_spinapp_deployment() {
+    let kit = base();
+    let example = examples();
+    let app = one(&example.spin_apps, "SpinApp");
+    let scaled = one(&example.scaled_objects, "ScaledObject");
+
+    assert_eq!(app.spec.enable_autoscaling, Some(true));
+    assert_eq!(app.spec.replicas, None, "replicas and autoscaling are exclusive");
+    assert_eq!(app.spec.executor, "containerd-shim-spin");
+
+    let target = &scaled.spec.scale_target_ref;
+    assert_eq!(target.api_version.as_deref(), Some("apps/v1"));
+    assert_eq!(target.kind.as_deref(), Some("Deployment"));
+    assert_eq!(
+        Some(target.name.as_str()),
+        app.metadata.name.as_deref(),
+        "the Deployment the operator names after the SpinApp"
+    );
+    assert_eq!(scaled.metadata.namespace, app.metadata.namespace);
+    let spec = &scaled.spec;
+    assert_eq!((spec.min_replica_count, spec.max_replica_count, spec.cooldown_period), (Some(0), Some(50), Some(30)));
+
+    let trigger = one(&spec.triggers, "trigger");
+    assert_eq!(trigger.type_, "external-push");
+    let address = trigger.metadata.get("scalerAddress").expect("scalerAddress");
+    let (host, port) = address.rsplit_once(':').expect("host:port");
+    let svc = service(&kit);
+    let expected_host = format!(
+        "{}.{}.svc.cluster.local",
+        svc.metadata.name.as_deref().unwrap_or_default(),
+        svc.metadata.namespace.as_deref().unwrap_or_default()
+    );
+    assert_eq!(host, expected_host);
+    assert_eq!(port.parse::<i32>().ok(), Some(service_port(svc, "grpc")));
+
+    // spinscale's own parser accepts it (scalerAddress is KEDA's and is passed over quietly),
+    // with the defaults of the shipped config.
+    let config = Config::parse(
+        kit.config_map("spinscale-config").data.as_ref().and_then(|d| d.get("config.yaml")).expect("config.yaml"),
+    )
+    .expect("valid config");
+    let metadata: HashMap<String, String> = trigger.metadata.clone().into_iter().collect();
+    let parsed = TargetSpec::parse(&metadata, &config.defaults).expect("spinscale accepts the example trigger");
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    let prometheus = parsed.prometheus.expect("a Prometheus source");
+    assert_eq!(prometheus.address, "http://prometheus.monitoring:9090");
+    let kafka = parsed.kafka.expect("a Kafka source");
+    assert_eq!(
+        (kafka.consumer_group.as_str(), kafka.topics.as_slice()),
+        ("webhook-handler", &["events".to_string()][..])
+    );
+    assert_eq!((parsed.rate.target_rps, parsed.lag.lag_threshold), (10.0, 5.0));
+}
+
+// === PromQL metric names ===
+
+fn is_spinscale_metric(name: &str) -> bool {
+    METRICS.contains(&name)
+        || HISTOGRAMS
+            .iter()
+            .any(|h| name.strip_prefix(h).is_some_and(|suffix| ["_bucket", "_sum", "_count"].contains(&suffix)))
+}
+
+/// The metric names a PromQL expression selects: identifiers outside strings, label matchers and
+/// range selectors that are not functions, aggregations, keywords or grouping labels.
+fn metric_names(expr: &str) -> Vec<String> {
+    const AGGREGATIONS: [&str; 14] = [
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+        "limitk",
+        "limit_ratio",
+    ];
+    const KEYWORDS: [&str; 6] = ["bool", "and", "or", "unless", "offset", "atan2"];
+    const GROUPING: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+
+    // Blank out strings, `{...}` matchers and `[...]` ranges.
+    let mut plain = String::with_capacity(expr.len());
+    let (mut quote, mut depth) = (None, 0usize);
+    for c in expr.chars() {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'' | '`') => quote = Some(c),
+            (None, '{' | '[') => depth += 1,
+            (None, '}' | ']') => depth = depth.saturating_sub(1),
+            _ if depth == 0 => {
+                plain.push(c);
+                continue;
+            }
+            _ => {}
+        }
+        plain.push(' ');
+    }
+
+    let chars: Vec<char> = plain.chars().collect();
+    let next_non_space = |from: usize| chars[from..].iter().find(|c| !c.is_whitespace()).copied();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_ascii_digit() || c == '$' || c == '.' {
+            // Numbers, durations and dashboard variables.
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "._$".contains(chars[i])) {
+                i += 1;
+            }
+            continue;
+        }
+        if !(c.is_ascii_alphabetic() || c == '_' || c == ':') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        if GROUPING.contains(&word.as_str()) {
+            if next_non_space(i) == Some('(') {
+                i += chars[i..].iter().position(|&c| c == ')').map_or(chars.len() - i, |p| p + 1);
+            }
+        } else if !(AGGREGATIONS.contains(&word.as_str())
+            || KEYWORDS.contains(&word.as_str())
+            || next_non_space(i) == Some('('))
+        {
+            names.push(word);
+        }
+    }
+    names
+}
+
+#[test]
+fn metric_names_finds_selected_metrics_only() {
+    let cases: [(&str, &[&str]); 7] = [
+        ("spinscale_source_up == 0", &["spinscale_source_up"]),
+        (
+            "histogram_quantile(0.99, sum by (le, method) (rate(spinscale_grpc_request_duration_seconds_bucket[5m])))",
+            &["spinscale_grpc_request_duration_seconds_bucket"],
+        ),
+        (
+            r#"increase(spinscale_config_reload_total{result="rejected", x=~"a{1}"}[10m]) > 0"#,
+            &["spinscale_config_reload_total"],
+        ),
+        ("sum(rate(a_total[$__rate_interval])) / ignoring(kind) group_left sum(b) without (pod)", &["a_total", "b"]),
+        ("count(up == 0) or vector(0)", &["up"]),
+        ("max(x offset 5m) > bool 1.5e3", &["x"]),
+        (r#"label_replace(y, "dst", "$1", "src", "(.*)")"#, &["y"]),
+    ];
+    for (expr, want) in cases {
+        assert_eq!(metric_names(expr), want, "{expr}");
+    }
+    assert!(is_spinscale_metric("spinscale_push_latency_seconds_bucket"));
+    assert!(!is_spinscale_metric("spinscale_targets_bucket"));
+    assert!(!is_spinscale_metric("up"));
+}
