@@ -1,0 +1,152 @@
+//! End to end on a real Kafka broker process: the `tansu` broker (in-memory storage) on loopback.
+//! produce → lag → activation pushed → a real consumer group catches up and commits → inactive;
+//! then the broker is killed → UNAVAILABLE naming the source.
+//!
+//! Runs where `tansu` is installed (`tests/tansu.sh` installs it:
+//! `cargo install tansu --locked --features dynostore`); elsewhere it skips with the reason,
+//! unless `SPINSCALE_REQUIRE_TANSU` is set.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use spinscale::config::Config;
+use spinscale::embedded::free_port;
+use support::{connect, kafka_meta, poll_until, so_ref, start_server};
+
+struct Tansu {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Tansu {
+    fn binary() -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os("SPINSCALE_TANSU_BIN") {
+            return Some(PathBuf::from(path)).filter(|p| p.is_file());
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
+        std::env::split_paths(&path).chain(home).map(|dir| dir.join("tansu")).find(|p| p.is_file())
+    }
+
+    async fn start(binary: &PathBuf) -> Self {
+        let port = free_port().expect("port");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(&bootstrap).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "tansu did not listen within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, bootstrap }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_broker_lag_wakes_the_app_and_a_real_consumer_puts_it_back_to_sleep() {
+    let Some(binary) = Tansu::binary() else {
+        assert!(
+            std::env::var_os("SPINSCALE_REQUIRE_TANSU").is_none(),
+            "tansu is required: cargo install tansu --locked --features dynostore"
+        );
+        eprintln!("SKIPPED: no `tansu` broker (cargo install tansu --locked --features dynostore, or tests/tansu.sh)");
+        return;
+    };
+    let mut broker = Tansu::start(&binary).await;
+    let client = |extra: &[(&str, &str)]| {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &broker.bootstrap);
+        for (k, v) in extra {
+            config.set(*k, *v);
+        }
+        config
+    };
+    let admin: AdminClient<DefaultClientContext> = client(&[]).create().expect("admin");
+    let topic = NewTopic::new("orders", 2, TopicReplication::Fixed(1));
+    let created = admin.create_topics([&topic], &AdminOptions::new()).await.expect("CreateTopics");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let server = start_server(
+        Config::parse("collectors:\n  kafkaInterval: 200ms\n  timeout: 2s\n  staleAfter: 5s\ntargets:\n  tick: 100ms\n")
+            .expect("config"),
+    )
+    .await;
+    let mut keda = connect(&server).await;
+    let mut meta = kafka_meta(&broker.bootstrap, "billing", "orders");
+    meta.extend([("offsetResetPolicy", "earliest"), ("lagThreshold", "5")]);
+    let r = so_ref("orders", &meta);
+    let idle = poll_until(&mut keda, &r, Duration::from_secs(10), |p| p.is_ok()).await.expect("first poll");
+    assert!(!idle.active, "an empty topic is idle: {idle:?}");
+    let mut stream = keda.stream_is_active(r.clone()).await.expect("stream").into_inner();
+
+    // One record per request: tansu's ListOffsets is exact for those (DEPS.md §5).
+    let producer: FutureProducer = client(&[("linger.ms", "0")]).create().expect("producer");
+    let produced = Instant::now();
+    for i in 0..20 {
+        let key = format!("order-{i}");
+        let record = FutureRecord::to("orders").partition(i % 2).key(&key).payload("{}");
+        producer.send(record, Duration::from_secs(5)).await.map_err(|(e, _)| e).expect("produce");
+    }
+    let pushed = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+    assert!(matches!(pushed, Ok(Ok(Some(ref m))) if m.result), "true pushed: {pushed:?}");
+    println!("20 records on tansu → true pushed after {} ms", produced.elapsed().as_millis());
+    let busy = poll_until(&mut keda, &r, Duration::from_secs(5), |p| {
+        p.as_ref().is_ok_and(|p| p.active && p.values["spinscale-replicas"] == 20.0 / 5.0)
+    })
+    .await
+    .expect("lag 20");
+    assert!(busy.active);
+
+    // The app's real consumer group reads everything and commits.
+    let consumer: StreamConsumer = client(&[
+        ("group.id", "billing"),
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("session.timeout.ms", "6000"),
+    ])
+    .create()
+    .expect("consumer");
+    consumer.subscribe(&["orders"]).expect("subscribe");
+    for _ in 0..20 {
+        let message = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await;
+        message.expect("a record within 20 s").expect("record");
+    }
+    consumer.commit_consumer_state(CommitMode::Sync).expect("commit");
+    let caught_up = poll_until(&mut keda, &r, Duration::from_secs(10), |p| p.as_ref().is_ok_and(|p| !p.active))
+        .await
+        .expect("caught up");
+    assert_eq!(caught_up.values["spinscale-replicas"], 0.0);
+
+    // The broker process dies: UNAVAILABLE naming the source, never a silent "inactive".
+    broker.kill();
+    let down = poll_until(&mut keda, &r, Duration::from_secs(10), |p| p.is_err()).await;
+    let status = down.expect_err("unavailable");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains(&broker.bootstrap), "{status:?}");
+    server.shutdown().await.expect("shutdown");
+}
