@@ -5,6 +5,7 @@
 
 pub mod hub;
 pub mod kafka;
+pub mod kafka_security;
 pub mod prometheus;
 pub mod scrape;
 pub mod tail;
