@@ -804,7 +804,8 @@ async fn kafka_group_without_commits_follows_keda_offset_reset_rules() {
     let control = control(&client, &other).await;
     let bootstrap = kafka.bootstrap();
     // (extra metadata, replicas at lagThreshold 10, active)
-    let cases: [(&[(&str, &str)], f64, bool); 3] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], f64, bool);
+    let cases: [Case; 3] = [
         (&[], 0.2, true),
         (&[("offsetResetPolicy", "earliest")], 3.0, true),
         (&[("scaleToZeroOnInvalidOffset", "true")], 0.0, false),
