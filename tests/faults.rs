@@ -20,9 +20,9 @@
 //! | scrape endpoint down, restarted on the same port | `UNAVAILABLE` "… Connection refused" | next scrape |
 //! | scrape endpoint HTTP 500 | `UNAVAILABLE` "… HTTP 500" | next scrape |
 //! | scrape endpoint 200 with a body that is not an exposition | `UNAVAILABLE` "… not a Prometheus exposition" | next scrape |
-//! | Kafka broker down (`broker_down`/`broker_up`) | `UNAVAILABLE` "… metadata request failed …" | next offsets cycle |
+//! | Kafka broker down (`broker_down`/`broker_up`) | the last good answer while fresh, then `UNAVAILABLE` "… metadata request failed …" | next offsets cycle |
 //! | one broker of three down | `UNAVAILABLE` "… latest offset of t/0 failed" for partitions it leads; other topics of the cluster unaffected | next cycle |
-//! | Kafka broker slow (10 s round trip, timeout 1 s) | `UNAVAILABLE` "… Timed out" | next cycle |
+//! | Kafka broker slow (10 s round trip, timeout 1 s) | the last good answer while fresh, then `UNAVAILABLE` "… Timed out" | next cycle |
 //! | broker reports the topic unknown (injected metadata error) | `UNAVAILABLE` "topic … does not exist" | next cycle |
 //! | broker refuses ListOffsets (TOPIC_AUTHORIZATION_FAILED, injected) | `UNAVAILABLE` "… latest offset of t/0 failed …" | next cycle |
 //! | group without commits | KEDA rule: `latest` 1 per partition, `earliest` the whole log, `scaleToZeroOnInvalidOffset` 0 | – |
