@@ -74,6 +74,8 @@ pub struct PrometheusProcess {
     pub address: String,
     child: Child,
     dir: tempfile::TempDir,
+    binary: PathBuf,
+    port: u16,
 }
 
 impl PrometheusProcess {
@@ -122,21 +124,20 @@ impl PrometheusProcess {
              scrape_configs:\n  - job_name: spinscale-embedded\n    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config)?;
+        std::fs::write(dir.path().join("prometheus.yml"), config)?;
         let port = free_port()?;
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
-        let child = Command::new(&binary)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let mut process = Self { address: format!("http://127.0.0.1:{port}"), child, dir };
+        let child = spawn(&binary, dir.path(), port)?;
+        let mut process = Self { address: format!("http://127.0.0.1:{port}"), child, dir, binary, port };
         process.wait_ready(Duration::from_secs(20)).await?;
         Ok(process)
+    }
+
+    /// Starts a stopped server again on the same port, with the same config and data (as a restart
+    /// after an outage would), and waits until it is ready.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.child = spawn(&self.binary, self.dir.path(), self.port)?;
+        self.wait_ready(Duration::from_secs(20)).await
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
@@ -167,6 +168,19 @@ impl Drop for PrometheusProcess {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs `binary` with the config in `dir`, its data in `dir/data`, its log in `dir/prometheus.log`.
+fn spawn(binary: &std::path::Path, dir: &std::path::Path, port: u16) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(dir.join("prometheus.log"))?;
+    Command::new(binary)
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))
 }
 
 fn gzipped(bytes: &[u8]) -> Vec<u8> {

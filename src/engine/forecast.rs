@@ -95,6 +95,11 @@ impl Forecaster {
         self.slot_n = 0;
     }
 
+    /// Elements held in its buffers: the daily profile and which of its slots are filled.
+    pub fn footprint(&self) -> usize {
+        self.profile.len() + self.profile_seen.len()
+    }
+
     /// Whether a full day of history exists, so the daily profile is used.
     pub fn has_day(&self, wall_secs: f64) -> bool {
         self.started.is_some_and(|s| wall_secs - s >= DAY_SECS)

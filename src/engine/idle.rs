@@ -185,6 +185,11 @@ impl GapHistogram {
         self.out_of_range
     }
 
+    /// Elements held in its buffers: three per bin, fixed when it is built.
+    pub fn footprint(&self) -> usize {
+        self.counts.len() + self.sums.len() + self.mins.len()
+    }
+
     /// The bin holding percentile `p` (0..=1) of all gaps, `None` when it lies above the range.
     fn percentile_bin(&self, p: f64) -> Option<usize> {
         let all = self.total + self.out_of_range;
@@ -281,6 +286,11 @@ impl IdleModel {
 
     pub fn histogram(&self) -> &GapHistogram {
         &self.histogram
+    }
+
+    /// Elements held in its buffers: the histogram's and the time-of-day ring's.
+    pub fn footprint(&self) -> usize {
+        self.histogram.footprint() + self.wakes.len()
     }
 
     /// A reading with activity at `now` (`day_secs`: its wall-clock time of day; `requests`: about how

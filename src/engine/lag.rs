@@ -71,7 +71,7 @@ fn partition_lag(p: &PartitionOffsets, rules: &LagRules, persistent_after: Durat
             return (l, l);
         }
         (None, OffsetResetPolicy::Earliest) => {
-            let l = invalid_lag(p.latest.unwrap_or(0) as f64);
+            let l = invalid_lag(p.latest.unwrap_or(0).max(0) as f64);
             return (l, l);
         }
         (Some(_), _) => {}
@@ -79,7 +79,7 @@ fn partition_lag(p: &PartitionOffsets, rules: &LagRules, persistent_after: Durat
     let (Some(committed), Some(latest)) = (p.committed, p.latest) else {
         return (0.0, 0.0);
     };
-    let l = (latest - committed).max(0) as f64;
+    let l = latest.saturating_sub(committed).max(0) as f64;
     if rules.exclude_persistent_lag && p.committed_unchanged_for >= persistent_after { (0.0, l) } else { (l, l) }
 }
 
@@ -229,6 +229,20 @@ mod tests {
                 1,
             ),
             (
+                "offsets far apart do not overflow (found by tests/properties.rs)",
+                vec![
+                    part(0, Some(-5_969_378_880_195_359_522), Some(3_253_993_156_659_416_286)),
+                    part(1, None, Some(-4)),
+                ],
+                rules(|r| {
+                    r.offset_reset_policy = OffsetResetPolicy::Earliest;
+                    r.allow_idle_consumers = true
+                }),
+                i64::MAX as f64,
+                i64::MAX as f64,
+                1,
+            ),
+            (
                 "ensureEvenDistribution rounds up to a divisor of 6 partitions",
                 (0..6).map(|i| part(i, Some(0), Some(if i == 0 { 25 } else { 0 }))).collect(),
                 rules(|r| r.ensure_even_distribution = true),
@@ -251,6 +265,22 @@ mod tests {
             assert_eq!(s.lag_with_persistent, with_persistent, "{what}: lag with persistent");
             assert_eq!(s.partitions_with_lag, with_lag, "{what}: partitions with lag");
             assert_eq!(s.partitions, partitions.len(), "{what}: partitions");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 256, failure_persistence: None, ..Default::default() })]
+
+        /// KEDA's rule, read back: the smallest divisor of the partition count that covers the lag,
+        /// or the partition count itself.
+        #[test]
+        fn even_factor_is_the_smallest_covering_divisor(lag in 0.0f64..1e6, partitions in 1usize..64, threshold in 0.5f64..100.0) {
+            let f = even_factor(lag, partitions, threshold);
+            proptest::prop_assert!(partitions.is_multiple_of(f), "{f} does not divide {partitions}");
+            proptest::prop_assert!(f as f64 * threshold >= lag || f == partitions);
+            for smaller in (1..f).filter(|d| partitions.is_multiple_of(*d)) {
+                proptest::prop_assert!((smaller as f64) * threshold < lag, "{smaller} already covers {lag}");
+            }
         }
     }
 }

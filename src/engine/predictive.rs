@@ -235,6 +235,13 @@ impl TargetEngine {
         &self.idle
     }
 
+    /// Elements held in this target's buffers (idle histogram, time-of-day ring, daily profile). All
+    /// are sized when the engine is built, so this stays the same however many steps it takes: the
+    /// per-target memory bound that lets 10,000 targets fit (DESIGN.md §5).
+    pub fn footprint(&self) -> usize {
+        self.idle.footprint() + self.forecast.footprint()
+    }
+
     /// Decides at `now` from the current readings. Never inactive while a signal is above its
     /// activation threshold.
     pub fn step(&mut self, now: Now, inputs: &Inputs) -> Decision {

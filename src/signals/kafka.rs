@@ -1,11 +1,12 @@
 //! Kafka consumer-group offsets, read for every watched group of one cluster in one cycle:
-//! one Metadata request, one ListOffsets per partition leader (librdkafka batches the latest-offset
-//! lookup per broker), and one OffsetFetch per group, the groups fetched in parallel.
+//! one Metadata request, one ListOffsets per partition leader (the leaders asked in parallel, so a
+//! broker that is down fails only the partitions it leads), and one OffsetFetch per group, the
+//! groups fetched in parallel.
 //!
 //! Runs on a blocking thread: librdkafka's calls block, each with a timeout. spinscale never joins
 //! the users' groups and never commits; it only reads offsets.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,9 @@ use crate::target::KafkaSource;
 
 /// How many groups' OffsetFetch requests run at once.
 const PARALLEL_FETCHES: usize = 32;
+/// The longest wait between reconnects to a broker that is down, so a broker that is back is read
+/// again within about one offsets cycle.
+const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OffsetsError {
@@ -35,8 +39,8 @@ pub enum OffsetsError {
     Committed { group: String, cause: String },
     #[error("committed offset of {topic}/{partition} failed: {cause}")]
     PartitionCommitted { topic: String, partition: i32, cause: String },
-    #[error("fetching latest offsets failed: {0}")]
-    Latest(String),
+    #[error("fetching the latest offset of {partition} failed: {cause}")]
+    Latest { partition: String, cause: String },
 }
 
 type Partition = (Arc<str>, i32);
@@ -69,9 +73,14 @@ impl ClusterReader {
     pub fn poll(&mut self, sources: &[KafkaSource]) -> Vec<Result<Vec<PartitionOffsets>, OffsetsError>> {
         let now = Instant::now();
         let fail_all = |e: OffsetsError| sources.iter().map(|_| Err(e.clone())).collect();
+        // Any broker can answer Metadata. A request that went to a broker just lost fails the whole
+        // cycle, every source of the cluster with it: ask once more, librdkafka then picks another.
         let metadata = match self.cluster.fetch_metadata(None, self.timeout) {
             Ok(m) => m,
-            Err(e) => return fail_all(OffsetsError::Metadata(kafka_cause(&e))),
+            Err(_) => match self.cluster.fetch_metadata(None, self.timeout) {
+                Ok(m) => m,
+                Err(e) => return fail_all(OffsetsError::Metadata(kafka_cause(&e))),
+            },
         };
         if let Err(e) = self.prepare_groups(sources) {
             return fail_all(e);
@@ -81,10 +90,7 @@ impl ClusterReader {
             sources.iter().map(|s| partitions_of(&metadata, s)).collect();
         let committed = self.fetch_committed(sources, &wanted);
         let all: BTreeSet<&Partition> = wanted.iter().flatten().flatten().collect();
-        let latest = match self.fetch_latest(&all) {
-            Ok(latest) => latest,
-            Err(e) => return fail_all(e),
-        };
+        let latest = self.fetch_latest(&metadata, &all);
         let results = sources
             .iter()
             .zip(wanted)
@@ -103,6 +109,14 @@ impl ClusterReader {
                         .map(|p| p.0.clone())
                         .collect();
                     partitions.retain(|p| topics.contains(&p.0));
+                }
+                // An error is not a missing partition (KEDA's lag 0): it would read as a silent 0.
+                let failed = partitions.iter().find_map(|p| match latest.get(p) {
+                    Some(Err(cause)) => Some((p, cause)),
+                    _ => None,
+                });
+                if let Some((p, cause)) = failed {
+                    return Err(OffsetsError::Latest { partition: format!("{}/{}", p.0, p.1), cause: cause.clone() });
                 }
                 Ok(self.assemble(&source.consumer_group, &partitions, committed, &latest, now))
             })
@@ -184,27 +198,62 @@ impl ClusterReader {
         Ok(committed)
     }
 
-    /// The log end of every partition: a ListOffsets for "latest", batched per leader by librdkafka.
-    fn fetch_latest(&self, partitions: &BTreeSet<&Partition>) -> Result<HashMap<Partition, i64>, OffsetsError> {
-        if partitions.is_empty() {
-            return Ok(HashMap::new());
+    /// The log end of every partition, or why it is unknown; partitions missing from the answers
+    /// are left out. One ListOffsets per leader (from `metadata`), the leaders asked in parallel:
+    /// librdkafka fails a whole lookup when one leader times out, and answers a partition whose
+    /// leader is down with an error of its own, so a broker that is down fails only what it leads.
+    fn fetch_latest(
+        &self,
+        metadata: &Metadata,
+        partitions: &BTreeSet<&Partition>,
+    ) -> HashMap<Partition, Result<i64, String>> {
+        let leaders: HashMap<(&str, i32), i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(move |p| ((t.name(), p.id()), p.leader())))
+            .collect();
+        let mut per_leader: BTreeMap<i32, Vec<&Partition>> = BTreeMap::new();
+        for p in partitions {
+            per_leader.entry(leaders.get(&(&*p.0, p.1)).copied().unwrap_or(-1)).or_default().push(p);
         }
+        if per_leader.len() <= 1 {
+            return per_leader.values().flat_map(|group| self.latest_of(group)).collect();
+        }
+        std::thread::scope(|scope| {
+            let workers: Vec<_> =
+                per_leader.values().map(|group| (group, scope.spawn(move || self.latest_of(group)))).collect();
+            workers
+                .into_iter()
+                .flat_map(|(group, worker)| {
+                    worker.join().unwrap_or_else(|_| failed(group, "the ListOffsets worker panicked"))
+                })
+                .collect()
+        })
+    }
+
+    /// One ListOffsets lookup for "latest": each partition's offset, or the cause of its error.
+    fn latest_of(&self, partitions: &[&Partition]) -> Vec<(Partition, Result<i64, String>)> {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition) in partitions {
-            tpl.add_partition_offset(topic, *partition, Offset::End)
-                .map_err(|e| OffsetsError::Latest(kafka_cause(&e)))?;
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::End) {
+                return failed(partitions, &kafka_cause(&e));
+            }
         }
-        let answer =
-            self.cluster.offsets_for_times(tpl, self.timeout).map_err(|e| OffsetsError::Latest(kafka_cause(&e)))?;
-        Ok(answer
-            .elements()
-            .iter()
-            .filter(|e| e.error().is_ok())
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((Arc::from(e.topic()), e.partition()), o)),
-                _ => None,
-            })
-            .collect())
+        match self.cluster.offsets_for_times(tpl, self.timeout) {
+            Err(e) => failed(partitions, &kafka_cause(&e)),
+            Ok(answer) => answer
+                .elements()
+                .iter()
+                .filter_map(|e| {
+                    let key = (Arc::from(e.topic()), e.partition());
+                    match (e.error(), e.offset()) {
+                        (Err(cause), _) => Some((key, Err(kafka_cause(&cause)))),
+                        (Ok(()), Offset::Offset(o)) => Some((key, Ok(o))),
+                        (Ok(()), _) => None,
+                    }
+                })
+                .collect(),
+        }
     }
 
     fn assemble(
@@ -212,7 +261,7 @@ impl ClusterReader {
         group: &str,
         partitions: &[Partition],
         committed: &HashMap<Partition, Option<i64>>,
-        latest: &HashMap<Partition, i64>,
+        latest: &HashMap<Partition, Result<i64, String>>,
         now: Instant,
     ) -> Vec<PartitionOffsets> {
         partitions
@@ -230,7 +279,7 @@ impl ClusterReader {
                     partition: p.1,
                     committed: offset,
                     committed_unchanged_for: now.saturating_duration_since(since),
-                    latest: latest.get(p).copied(),
+                    latest: latest.get(p).and_then(|l| l.as_ref().ok()).copied(),
                 }
             })
             .collect()
@@ -269,6 +318,11 @@ fn partitions_of(metadata: &Metadata, source: &KafkaSource) -> Result<Vec<Partit
     Ok(partitions)
 }
 
+/// Every partition of `partitions` failed with `cause`.
+fn failed(partitions: &[&Partition], cause: &str) -> Vec<(Partition, Result<i64, String>)> {
+    partitions.iter().map(|p| ((*p).clone(), Err(cause.to_string()))).collect()
+}
+
 fn client(bootstrap_servers: &str, group: &str, timeout: Duration) -> Result<BaseConsumer, OffsetsError> {
     read_only_config(bootstrap_servers, group)
         .set("socket.timeout.ms", timeout.as_millis().max(10).to_string())
@@ -286,6 +340,9 @@ pub(super) fn read_only_config(bootstrap_servers: &str, group: &str) -> ClientCo
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("allow.auto.create.topics", "false")
+        // librdkafka's default grows to 10 s while a broker is down: a broker that is back would
+        // stay unread for up to that long. A few connections retried each second cost nothing.
+        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .set("client.id", "spinscale");
     config
 }
@@ -294,5 +351,75 @@ fn kafka_cause(e: &KafkaError) -> String {
     match e.rdkafka_error_code() {
         Some(code) => format!("{e} ({code:?})"),
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::CommitMode;
+    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+
+    fn source(bootstrap: &str, topic: &str) -> KafkaSource {
+        KafkaSource {
+            bootstrap_servers: bootstrap.to_string(),
+            consumer_group: "g".into(),
+            topics: vec![topic.to_string()],
+            partition_limitation: None,
+        }
+    }
+
+    /// Found by `tests/faults.rs`: a partition whose leader was down read as missing (lag 0, a
+    /// silent "inactive"), and the first lookup after it went down failed every source of the cluster.
+    #[test]
+    fn a_broker_that_is_down_fails_only_the_partitions_it_leads() {
+        let mock = MockCluster::new(3).unwrap();
+        let bootstrap = mock.bootstrap_servers();
+        for (topic, leader) in [("a", 1), ("b", 2)] {
+            mock.create_topic(topic, 1, 1).unwrap();
+            mock.partition_leader(topic, 0, Some(leader)).unwrap();
+        }
+        mock.coordinator(MockCoordinator::Group("g".into()), 3).unwrap();
+        let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+        for topic in ["a", "b"] {
+            for _ in 0..5 {
+                producer.send(BaseRecord::<(), _>::to(topic).partition(0).payload("x")).map_err(|(e, _)| e).unwrap();
+            }
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let committer: BaseConsumer = read_only_config(&bootstrap, "g").create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("a", 0, Offset::Offset(1)).unwrap();
+        tpl.add_partition_offset("b", 0, Offset::Offset(2)).unwrap();
+        committer.commit(&tpl, CommitMode::Sync).unwrap();
+
+        let mut reader = ClusterReader::new(&bootstrap, Duration::from_millis(500)).unwrap();
+        let sources = [source(&bootstrap, "a"), source(&bootstrap, "b")];
+        let healthy = reader.poll(&sources);
+        assert_eq!(healthy[0].as_ref().unwrap()[0].latest, Some(5));
+        mock.broker_down(1).unwrap();
+        for _ in 0..3 {
+            let [a, b] = <[_; 2]>::try_from(reader.poll(&sources)).unwrap();
+            match a {
+                Err(OffsetsError::Latest { partition, .. }) => assert_eq!(partition, "a/0"),
+                other => panic!("a partition whose leader is down is an error, not lag 0: {other:?}"),
+            }
+            let b = b.expect("a topic led by a healthy broker still counts");
+            assert_eq!((b[0].committed, b[0].latest), (Some(2), Some(5)));
+        }
+        // In one lookup with a healthy partition, librdkafka answers the other with an error of its
+        // own: that is kept as an error, not dropped as "missing".
+        let (a0, b0): (Partition, Partition) = (("a".into(), 0), ("b".into(), 0));
+        let started = Instant::now();
+        let answer = loop {
+            let answer: HashMap<Partition, Result<i64, String>> = reader.latest_of(&[&a0, &b0]).into_iter().collect();
+            if answer.get(&b0) == Some(&Ok(5)) || started.elapsed() > Duration::from_secs(5) {
+                break answer;
+            }
+        };
+        assert_eq!(answer.get(&b0), Some(&Ok(5)), "{answer:?}");
+        assert!(matches!(answer.get(&a0), Some(Err(_))), "{answer:?}");
     }
 }

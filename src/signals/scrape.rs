@@ -20,17 +20,29 @@ pub enum ScrapeError {
     Status { url: String, status: u16 },
     #[error("{url}: metric {metric:?} is a {kind}, not a counter")]
     NotACounter { url: String, metric: String, kind: &'static str },
+    #[error("{url}: the body is not a Prometheus exposition (no line of it is a sample); it starts {start:?}")]
+    NotAnExposition { url: String, start: String },
+}
+
+/// Why an exposition body gave no counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Lines that are not comments, and not one of them a sample: an error page, JSON, a sign-in
+    /// form behind an auth proxy. Read as "no series", it would be a silent rate of 0.
+    NotAnExposition,
+    /// The metric is a gauge, histogram or summary.
+    NotACounter(&'static str),
 }
 
 /// The counter value of every matching series in one exposition body (text format or OpenMetrics),
-/// keyed by its sorted label set.
-pub fn matching_series(
-    body: &str,
-    metric: &str,
-    labels: &[(String, String)],
-) -> Result<Vec<(String, f64)>, &'static str> {
+/// keyed by its sorted label set. A body that holds no sample at all but other text is refused;
+/// a blank or comments-only body is a valid exposition without series.
+pub fn matching_series(body: &str, metric: &str, labels: &[(String, String)]) -> Result<Vec<(String, f64)>, BodyError> {
     let lines = body.lines().map(|l| Ok(l.to_string()));
-    let scrape = Scrape::parse(lines).map_err(|_| "unreadable exposition")?;
+    let scrape = Scrape::parse(lines).map_err(|_| BodyError::NotAnExposition)?;
+    if scrape.samples.is_empty() && body.lines().map(str::trim).any(|l| !l.is_empty() && !l.starts_with('#')) {
+        return Err(BodyError::NotAnExposition);
+    }
     let open_metrics_name = format!("{metric}_total");
     let mut series = Vec::new();
     for sample in scrape.samples {
@@ -42,9 +54,9 @@ pub fn matching_series(
         }
         let value = match sample.value {
             Value::Counter(v) | Value::Untyped(v) => v,
-            Value::Gauge(_) => return Err("gauge"),
-            Value::Histogram(_) => return Err("histogram"),
-            Value::Summary(_) => return Err("summary"),
+            Value::Gauge(_) => return Err(BodyError::NotACounter("gauge")),
+            Value::Histogram(_) => return Err(BodyError::NotACounter("histogram")),
+            Value::Summary(_) => return Err(BodyError::NotACounter("summary")),
         };
         if value.is_finite() {
             series.push((sample.labels.to_string(), value));
@@ -63,8 +75,15 @@ pub async fn scrape(
     let bodies = futures_util::future::join_all(fetches).await;
     let mut all = HashMap::new();
     for (url, body) in source.urls.iter().zip(bodies) {
-        let series = matching_series(&body?, &source.metric, &source.labels)
-            .map_err(|kind| ScrapeError::NotACounter { url: url.clone(), metric: source.metric.clone(), kind })?;
+        let body = body?;
+        let series = matching_series(&body, &source.metric, &source.labels).map_err(|e| match e {
+            BodyError::NotACounter(kind) => {
+                ScrapeError::NotACounter { url: url.clone(), metric: source.metric.clone(), kind }
+            }
+            BodyError::NotAnExposition => {
+                ScrapeError::NotAnExposition { url: url.clone(), start: body.trim_start().chars().take(60).collect() }
+            }
+        })?;
         for (labels, value) in series {
             *all.entry(format!("{url}{{{labels}}}")).or_insert(0.0) += value;
         }
@@ -164,7 +183,27 @@ mod tests {
 
     #[test]
     fn a_gauge_is_refused_by_kind() {
-        assert_eq!(matching_series("# TYPE queue gauge\nqueue 3\n", "queue", &[]), Err("gauge"));
+        assert_eq!(
+            matching_series("# TYPE queue gauge\nqueue 3\n", "queue", &[]),
+            Err(BodyError::NotACounter("gauge"))
+        );
+    }
+
+    /// Found by `tests/faults.rs`: a sign-in page answered with 200 read as "no series", a rate of 0.
+    #[test]
+    fn a_body_without_a_single_sample_is_not_an_exposition() {
+        for body in [
+            "<html>\n<body><form action=\"/login\">Sign in</form></body>\n</html>\n",
+            "{\"status\": \"ok\"}",
+            "Service Unavailable",
+            "requests_total lots\n",
+        ] {
+            assert_eq!(matching_series(body, "requests_total", &[]), Err(BodyError::NotAnExposition), "{body}");
+        }
+        // An exposition without the metric (not counted yet), without samples, or empty, is no series.
+        for body in ["# TYPE requests_total counter\nother_total 3\n", "# TYPE requests_total counter\n", "", "\n"] {
+            assert_eq!(matching_series(body, "requests_total", &[]), Ok(vec![]), "{body:?}");
+        }
     }
 
     #[test]

@@ -113,7 +113,12 @@ pub struct Kafka {
 
 impl Kafka {
     pub fn new(topics: &[(&str, i32)]) -> Self {
-        let mock = MockCluster::new(1).expect("mock cluster");
+        Self::with_brokers(1, topics)
+    }
+
+    /// A cluster of `brokers` brokers (ids 1..=brokers) holding `topics`.
+    pub fn with_brokers(brokers: i32, topics: &[(&str, i32)]) -> Self {
+        let mock = MockCluster::new(brokers).expect("mock cluster");
         for (topic, partitions) in topics {
             mock.create_topic(topic, *partitions, 1).expect("create topic");
         }
