@@ -119,9 +119,11 @@ impl KafkaConnection {
         if let Some(path) = &self.password_file {
             config.set("sasl.password", read_secret("passwordFile", path)?);
         }
-        for (key, path) in
-            [("ssl.ca.location", &self.ca_file), ("ssl.certificate.location", &self.cert_file), ("ssl.key.location", &self.key_file)]
-        {
+        for (key, path) in [
+            ("ssl.ca.location", &self.ca_file),
+            ("ssl.certificate.location", &self.cert_file),
+            ("ssl.key.location", &self.key_file),
+        ] {
             if let Some(path) = path {
                 config.set(key, path.display().to_string());
             }
@@ -148,7 +150,10 @@ mod tests {
     #[test]
     fn sasl_needs_a_mechanism_and_both_files_and_tls_files_need_tls() {
         let problems = parse("securityProtocol: SASL_SSL\n").problems("prod");
-        assert!(problems.iter().any(|p| p.starts_with("kafkaConnections.prod.saslMechanism: is required")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("kafkaConnections.prod.saslMechanism: is required")),
+            "{problems:?}"
+        );
         assert!(problems.iter().any(|p| p.starts_with("kafkaConnections.prod.passwordFile: is required")));
         let problems = parse("securityProtocol: PLAINTEXT\ncaFile: /etc/ssl/ca.pem\n").problems("dev");
         assert!(problems.iter().any(|p| p.contains("dev.securityProtocol: TLS files need SSL")), "{problems:?}");
@@ -175,7 +180,10 @@ mod tests {
         connection.apply(&mut config).unwrap();
         assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
-        assert_eq!((config.get("sasl.username"), config.get("sasl.password")), (Some("svc-spinscale"), Some("s3cr3t-Pa55")));
+        assert_eq!(
+            (config.get("sasl.username"), config.get("sasl.password")),
+            (Some("svc-spinscale"), Some("s3cr3t-Pa55"))
+        );
         assert!(!format!("{connection:?}").contains("s3cr3t"), "Debug shows paths only");
         let missing = KafkaConnection { password_file: Some(dir.path().join("gone")), ..connection };
         let err = missing.apply(&mut ClientConfig::new()).unwrap_err();
