@@ -613,8 +613,12 @@ impl Evaluation {
             }
         }
         // The engine measures gaps on the monotonic clock; the time-of-day model and schedules need the wall clock.
-        let clock = Now { mono: self.mono(now), wall_secs: wall_secs() };
-        TargetState { decision: self.engine.step(clock, &inputs), problem, observed_at }
+        let decision = match &problem {
+            // Without every signal the engine would learn the outage as quiet: decide, don't learn.
+            Some(_) => self.engine.reactive(&inputs),
+            None => self.engine.step(Now { mono: self.mono(now), wall_secs: wall_secs() }, &inputs),
+        };
+        TargetState { decision, problem, observed_at }
     }
 }
 

@@ -242,6 +242,12 @@ impl TargetEngine {
         self.idle.footprint() + self.forecast.footprint()
     }
 
+    /// The reactive decision alone, learning nothing: for moments when a source has no usable
+    /// reading, so an outage is not learned as an idle gap or a drop in the rate.
+    pub fn reactive(&self, inputs: &Inputs) -> Decision {
+        decide(&self.rate, &self.lag, inputs)
+    }
+
     /// Decides at `now` from the current readings. Never inactive while a signal is above its
     /// activation threshold.
     pub fn step(&mut self, now: Now, inputs: &Inputs) -> Decision {
@@ -420,5 +426,20 @@ mod tests {
         let problems = bad.problems().join("; ");
         assert!(problems.contains("engine.headMargin: 0.95 is not in [0, 0.9]"), "{problems}");
         assert!(problems.contains("engine.histogramBins: 2"), "{problems}");
+    }
+
+    #[test]
+    fn reactive_decisions_during_an_outage_teach_the_engine_nothing() {
+        let mut e = engine(PredictiveMode::Full, None);
+        for m in 0..30 {
+            e.step(at(m), &rps(if m % 10 == 0 { 5.0 } else { 0.0 }));
+        }
+        let (gaps, forecast) = (e.idle_model().histogram().total(), e.forecast());
+        for _ in 0..100 {
+            let d = e.reactive(&Inputs { rps: None, lag: None });
+            assert!(!d.active);
+        }
+        assert!(e.reactive(&rps(3.0)).active, "the reactive floor still holds");
+        assert_eq!((e.idle_model().histogram().total(), e.forecast()), (gaps, forecast));
     }
 }
