@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::signals::kafka_security::KafkaConnection;
 use crate::target::{InvalidMetadata, Problem};
 use crate::{duration, target};
 
@@ -33,6 +34,9 @@ pub struct Config {
     pub engine: crate::engine::EngineSettings,
     #[serde(default)]
     pub limits: LimitSettings,
+    /// Named Kafka connections (TLS, SASL; secrets in files), picked by `kafkaConnection: NAME`.
+    #[serde(default)]
+    pub kafka_connections: BTreeMap<String, KafkaConnection>,
 }
 
 /// Bounds that keep one misbehaving client from taking the server down for every app.
@@ -204,6 +208,27 @@ impl Config {
         }
     }
 
+    /// Fills in the settings of the Kafka connection a trigger names.
+    pub fn resolve_connection(&self, spec: &mut target::TargetSpec) -> Result<(), InvalidMetadata> {
+        let Some(kafka) = &mut spec.kafka else { return Ok(()) };
+        let Some(name) = &kafka.connection else { return Ok(()) };
+        match self.kafka_connections.get(name) {
+            Some(connection) => {
+                kafka.security = Some(connection.clone());
+                Ok(())
+            }
+            None => {
+                let known: Vec<&str> = self.kafka_connections.keys().map(String::as_str).collect();
+                let defined = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+                let message = format!("{name:?} is not a connection: the config's kafkaConnections defines {defined}");
+                Err(InvalidMetadata {
+                    problems: vec![Problem { key: target::KAFKA_CONNECTION.into(), message }],
+                    hints: vec![],
+                })
+            }
+        }
+    }
+
     fn merged_defaults(&self, profile: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut merged = self.defaults.clone();
         merged.extend(profile.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -264,6 +289,9 @@ impl Config {
             ));
         }
         problems.extend(self.engine.problems());
+        for (name, connection) in &self.kafka_connections {
+            problems.extend(connection.problems(name));
+        }
         let l = &self.limits;
         for (name, value) in [
             ("maxConcurrentCalls", l.max_concurrent_calls),

@@ -448,7 +448,9 @@ impl Registry {
 }
 
 fn parse_spec(config: &Config, metadata: &HashMap<String, String>) -> Result<TargetSpec, InvalidMetadata> {
-    TargetSpec::parse(metadata, &*config.defaults_for(metadata)?)
+    let mut spec = TargetSpec::parse(metadata, &*config.defaults_for(metadata)?)?;
+    config.resolve_connection(&mut spec)?;
+    Ok(spec)
 }
 
 fn target_sources(spec: &TargetSpec) -> Vec<SourceKey> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::duration;
 use crate::engine::schedule::Schedule;
+use crate::signals::kafka_security::KafkaConnection;
 
 // === keys ===
 
@@ -63,9 +64,12 @@ pub const LIMIT_TO_PARTITIONS_WITH_LAG: &str = "limitToPartitionsWithLag";
 pub const SCALE_TO_ZERO_ON_INVALID_OFFSET: &str = "scaleToZeroOnInvalidOffset";
 /// Round the lag up to a replica count that divides the partitions evenly; needs `topic`.
 pub const ENSURE_EVEN_DISTRIBUTION: &str = "ensureEvenDistributionOfPartitions";
-/// Kafka TLS (`enable`/`disable`); only `disable` is supported by this version.
+/// A named connection of the config's `kafkaConnections` (TLS, SASL, secrets in files).
+pub const KAFKA_CONNECTION: &str = "kafkaConnection";
+/// KEDA's Kafka TLS switch; credentials cannot travel in metadata, so only `disable` (without a
+/// `kafkaConnection`, which decides instead).
 pub const KAFKA_TLS: &str = "tls";
-/// Kafka SASL mechanism; only `none` is supported by this version.
+/// KEDA's Kafka SASL mechanism; as `tls`: only `none` without a `kafkaConnection`.
 pub const KAFKA_SASL: &str = "sasl";
 /// `combined` (one metric: desired replicas) or `separate` (one metric per signal).
 pub const METRICS: &str = "metrics";
@@ -87,7 +91,7 @@ pub const ALIASES: [(&str, &str); 3] =
 const PASSTHROUGH_KEYS: [&str; 5] = [SCALER_ADDRESS, "enableTLS", "unsafeSsl", "metricName", "metricType"];
 
 /// Every key spinscale reads, for defaults validation and misspelling hints.
-pub const KEYS: [&str; 30] = [
+pub const KEYS: [&str; 31] = [
     PROMETHEUS_ADDRESS,
     SCRAPE_URL,
     SCRAPE_METRIC,
@@ -112,6 +116,7 @@ pub const KEYS: [&str; 30] = [
     LIMIT_TO_PARTITIONS_WITH_LAG,
     SCALE_TO_ZERO_ON_INVALID_OFFSET,
     ENSURE_EVEN_DISTRIBUTION,
+    KAFKA_CONNECTION,
     KAFKA_TLS,
     KAFKA_SASL,
     METRICS,
@@ -181,6 +186,10 @@ pub struct KafkaSource {
     pub topics: Vec<String>,
     /// Partitions to keep (sorted, deduplicated); `None` = all.
     pub partition_limitation: Option<Vec<i32>>,
+    /// `kafkaConnection`: the name of the config's connection to use.
+    pub connection: Option<String>,
+    /// That connection's settings, filled in by the registry from the config.
+    pub security: Option<KafkaConnection>,
 }
 
 /// Request-rate rules.
@@ -486,13 +495,18 @@ impl Reader<'_> {
             .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
             .unwrap_or_default();
         let mut partition_limitation = self.partition_limitation();
+        let connection = self.text(KAFKA_CONNECTION);
         for (key, value) in [(KAFKA_TLS, "disable"), (KAFKA_SASL, "none")] {
             if let Some(v) = self.text(key)
                 && v != value
+                && connection.is_none()
             {
                 self.problem(
                     key,
-                    format!("value {v:?} is not supported by this version of spinscale (allowed: {value})"),
+                    format!(
+                        "value {v:?} needs credentials, which KEDA does not pass to external scalers: \
+                         name a connection of spinscale's config with `{KAFKA_CONNECTION}` instead"
+                    ),
                 );
             }
         }
@@ -510,7 +524,14 @@ impl Reader<'_> {
                 if topics.is_empty() && partition_limitation.take().is_some() {
                     self.warnings.push(format!("{PARTITION_LIMITATION} is ignored without `topic` (as in KEDA)"));
                 }
-                Some(KafkaSource { bootstrap_servers, consumer_group, topics, partition_limitation })
+                Some(KafkaSource {
+                    bootstrap_servers,
+                    consumer_group,
+                    topics,
+                    partition_limitation,
+                    connection,
+                    security: None,
+                })
             }
         }
     }
@@ -779,7 +800,7 @@ mod tests {
             ("timeout", "0", "greater than 0"),
             ("partitionLimitation", "3-1", "range"),
             ("customHeaders", "X-Org", "key=value"),
-            ("tls", "enable", "not supported"),
+            ("tls", "enable", "needs credentials"),
             ("serverAddress", "prometheus:9090", "http://"),
             ("predictive", "always", "off, idle, full"),
             ("leadTime", "3", "duration"),

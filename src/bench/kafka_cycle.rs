@@ -31,6 +31,8 @@ pub async fn run(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
             consumer_group: format!("cycle-group-{i}"),
             topics: vec![format!("cycle-{i}")],
             partition_limitation: None,
+            connection: None,
+            security: None,
         })
         .collect();
     let (batched, alone) = tokio::task::spawn_blocking(move || measure(&sources)).await??;
@@ -58,7 +60,7 @@ pub async fn run(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
 /// source at a time (each its own Metadata, ListOffsets and OffsetFetch), as unbatched readers would.
 fn measure(sources: &[KafkaSource]) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let bootstrap = &sources[0].bootstrap_servers;
-    let mut reader = ClusterReader::new(bootstrap, Duration::from_secs(10))?;
+    let mut reader = ClusterReader::new(bootstrap, None, Duration::from_secs(10))?;
     warm_up(&mut reader, sources)?;
     let mut batched = Vec::with_capacity(CYCLES);
     for _ in 0..CYCLES {

@@ -425,15 +425,21 @@ fn build_trigger(
     }
     for member in members {
         if member.has_authentication_ref {
+            let instead = match member.source {
+                Source::Prometheus => {
+                    "spinscale reads no Prometheus credentials in this version; Prometheus must \
+                                       answer without them"
+                }
+                Source::Kafka => {
+                    "describe the Kafka credentials as a connection in spinscale's config \
+                                  (kafkaConnections, secrets in mounted files) and add `kafkaConnection: NAME` to \
+                                  the trigger"
+                }
+            };
             notes.push(format!(
                 "{}: dropped: KEDA does not pass TriggerAuthentication parameters to external scalers \
-                 (keda#2571) and spinscale reads no credentials in this version; the {} source must be reachable \
-                 without them",
+                 (keda#2571); {instead}",
                 member.field("authenticationRef"),
-                match member.source {
-                    Source::Prometheus => "Prometheus",
-                    Source::Kafka => "Kafka",
-                }
             ));
         }
         for field in &member.other_fields {
@@ -670,7 +676,7 @@ spec:
             (
                 SEED_SO.replace("topic: events", "topic: events\n        tls: enable"),
                 "spec.triggers[2].metadata.tls",
-                "not supported",
+                "needs credentials",
             ),
             (
                 SEED_SO.replace("bootstrapServers: kafka:9092", "bootstrapServersFromEnv: KAFKA"),

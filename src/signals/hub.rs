@@ -13,6 +13,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::kafka::ClusterReader;
+use super::kafka_security::KafkaConnection;
 use super::scrape::{self, CounterRate};
 use super::tail::{self, TailRecord, TailWatch};
 use super::{Reading, SourceKey, SourceState, prometheus};
@@ -28,7 +29,7 @@ pub struct Hub {
     telemetry: Arc<Telemetry>,
     http: reqwest::Client,
     collectors: Mutex<HashMap<SourceKey, Weak<Collector>>>,
-    clusters: Mutex<HashMap<String, Weak<Cluster>>>,
+    clusters: Mutex<HashMap<ClusterAddress, Weak<Cluster>>>,
     next_member: AtomicU64,
 }
 
@@ -53,6 +54,9 @@ struct ClusterShared {
     /// A new member wants its first reading now, not at the next tick.
     wake: Notify,
 }
+
+/// A cluster is its bootstrap servers and how spinscale connects to them.
+type ClusterAddress = (String, Option<KafkaConnection>);
 
 type CycleResult = Option<Result<Arc<[PartitionOffsets]>, String>>;
 
@@ -199,16 +203,17 @@ impl Hub {
         cycles: watch::Sender<CycleResult>,
     ) -> Membership {
         let mut clusters = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
-        let cluster = match clusters.get(&source.bootstrap_servers).and_then(Weak::upgrade) {
+        let address = (source.bootstrap_servers.clone(), source.security.clone());
+        let cluster = match clusters.get(&address).and_then(Weak::upgrade) {
             Some(running) => running,
             None => {
                 clusters.retain(|_, c| c.strong_count() > 0);
                 let shared = Arc::new(ClusterShared::default());
                 let span = info_span!("kafka_cluster", bootstrap = %source.bootstrap_servers);
                 let cycle = self.telemetry.source_cycle("kafka");
-                let run = run_cluster(source.bootstrap_servers.clone(), settings.clone(), cycle, shared.clone());
+                let run = run_cluster(address.clone(), settings.clone(), cycle, shared.clone());
                 let cluster = Arc::new(Cluster { shared, task: tokio::spawn(run.instrument(span)) });
-                clusters.insert(source.bootstrap_servers.clone(), Arc::downgrade(&cluster));
+                clusters.insert(address, Arc::downgrade(&cluster));
                 cluster
             }
         };
@@ -270,7 +275,7 @@ async fn run_scrape(
 
 /// One offsets cycle for every Kafka source of a cluster, each interval (and when one joins).
 async fn run_cluster(
-    bootstrap_servers: String,
+    (bootstrap_servers, security): ClusterAddress,
     settings: CollectorSettings,
     cycle: Histogram,
     shared: Arc<ClusterShared>,
@@ -289,11 +294,12 @@ async fn run_cluster(
         if sources.is_empty() {
             continue;
         }
-        let (bootstrap, timeout) = (bootstrap_servers.clone(), settings.timeout.0);
+        let (bootstrap, security, timeout) = (bootstrap_servers.clone(), security.clone(), settings.timeout.0);
         let taken = reader.take();
         let started = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
-            let mut reader = match taken.map_or_else(|| ClusterReader::new(&bootstrap, timeout), Ok) {
+            let mut reader = match taken.map_or_else(|| ClusterReader::new(&bootstrap, security.as_ref(), timeout), Ok)
+            {
                 Ok(r) => r,
                 Err(e) => return (None, sources.iter().map(|_| Err(e.to_string())).collect()),
             };
@@ -369,7 +375,13 @@ fn follow_tail(
         |t: &TailWatch| t.from.len() == ends.len() && t.from.iter().zip(&ends).all(|(a, b)| (&a.0, a.1) == (&b.0, b.1));
     match tail {
         Some(running) if same_partitions(&running) => Some(running),
-        _ => match TailWatch::start(&source.bootstrap_servers, ends, fetch_wait, records.clone()) {
+        _ => match TailWatch::start(
+            &source.bootstrap_servers,
+            source.security.as_ref(),
+            ends,
+            fetch_wait,
+            records.clone(),
+        ) {
             Ok(started) => Some(started),
             Err(e) => {
                 warn!(cause = %e, "tail watch not started; activation waits for the offsets poll");

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+
+use super::kafka_security::KafkaConnection;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
@@ -49,6 +51,7 @@ type Partition = (Arc<str>, i32);
 /// for `excludePersistentLag`.
 pub struct ClusterReader {
     bootstrap_servers: String,
+    security: Option<KafkaConnection>,
     timeout: Duration,
     /// Metadata and ListOffsets; never joins a group.
     cluster: BaseConsumer,
@@ -58,10 +61,15 @@ pub struct ClusterReader {
 }
 
 impl ClusterReader {
-    pub fn new(bootstrap_servers: &str, timeout: Duration) -> Result<Self, OffsetsError> {
-        let cluster = client(bootstrap_servers, "spinscale-offsets", timeout)?;
+    pub fn new(
+        bootstrap_servers: &str,
+        security: Option<&KafkaConnection>,
+        timeout: Duration,
+    ) -> Result<Self, OffsetsError> {
+        let cluster = client(bootstrap_servers, security, "spinscale-offsets", timeout)?;
         Ok(Self {
             bootstrap_servers: bootstrap_servers.to_string(),
+            security: security.cloned(),
             timeout,
             cluster,
             groups: HashMap::new(),
@@ -131,7 +139,7 @@ impl ClusterReader {
         self.groups.retain(|g, _| watched.contains(g.as_str()));
         for group in watched {
             if !self.groups.contains_key(group) {
-                let c = client(&self.bootstrap_servers, group, self.timeout)?;
+                let c = client(&self.bootstrap_servers, self.security.as_ref(), group, self.timeout)?;
                 self.groups.insert(group.to_string(), c);
             }
         }
@@ -323,16 +331,27 @@ fn failed(partitions: &[&Partition], cause: &str) -> Vec<(Partition, Result<i64,
     partitions.iter().map(|p| ((*p).clone(), Err(cause.to_string()))).collect()
 }
 
-fn client(bootstrap_servers: &str, group: &str, timeout: Duration) -> Result<BaseConsumer, OffsetsError> {
-    read_only_config(bootstrap_servers, group)
+fn client(
+    bootstrap_servers: &str,
+    security: Option<&KafkaConnection>,
+    group: &str,
+    timeout: Duration,
+) -> Result<BaseConsumer, OffsetsError> {
+    read_only_config(bootstrap_servers, security, group)
+        .map_err(OffsetsError::Client)?
         .set("socket.timeout.ms", timeout.as_millis().max(10).to_string())
         .create()
         .map_err(|e| OffsetsError::Client(e.to_string()))
 }
 
 /// A consumer that only reads: it never joins `group` (no subscribe), never commits and never
-/// creates topics. librdkafka needs the group id for OffsetFetch and for `assign`.
-pub(super) fn read_only_config(bootstrap_servers: &str, group: &str) -> ClientConfig {
+/// creates topics. librdkafka needs the group id for OffsetFetch and for `assign`. With a named
+/// connection, its security settings (and the secrets from their files) are added.
+pub(super) fn read_only_config(
+    bootstrap_servers: &str,
+    security: Option<&KafkaConnection>,
+    group: &str,
+) -> Result<ClientConfig, String> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap_servers)
@@ -344,7 +363,10 @@ pub(super) fn read_only_config(bootstrap_servers: &str, group: &str) -> ClientCo
         // stay unread for up to that long. A few connections retried each second cost nothing.
         .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .set("client.id", "spinscale");
-    config
+    if let Some(security) = security {
+        security.apply(&mut config)?;
+    }
+    Ok(config)
 }
 
 fn kafka_cause(e: &KafkaError) -> String {
@@ -368,6 +390,8 @@ mod tests {
             consumer_group: "g".into(),
             topics: vec![topic.to_string()],
             partition_limitation: None,
+            connection: None,
+            security: None,
         }
     }
 
@@ -389,13 +413,13 @@ mod tests {
             }
         }
         producer.flush(Duration::from_secs(10)).unwrap();
-        let committer: BaseConsumer = read_only_config(&bootstrap, "g").create().unwrap();
+        let committer: BaseConsumer = read_only_config(&bootstrap, None, "g").unwrap().create().unwrap();
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset("a", 0, Offset::Offset(1)).unwrap();
         tpl.add_partition_offset("b", 0, Offset::Offset(2)).unwrap();
         committer.commit(&tpl, CommitMode::Sync).unwrap();
 
-        let mut reader = ClusterReader::new(&bootstrap, Duration::from_millis(500)).unwrap();
+        let mut reader = ClusterReader::new(&bootstrap, None, Duration::from_millis(500)).unwrap();
         let sources = [source(&bootstrap, "a"), source(&bootstrap, "b")];
         let healthy = reader.poll(&sources);
         assert_eq!(healthy[0].as_ref().unwrap()[0].latest, Some(5));

@@ -45,6 +45,9 @@ impl fmt::Display for SourceKey {
             SourceKey::Scrape(s) => write!(f, "scrape {} metric {:?}", s.urls.join(","), s.metric),
             SourceKey::Kafka(k) => {
                 write!(f, "kafka {} group {:?}", k.bootstrap_servers, k.consumer_group)?;
+                if let Some(connection) = &k.connection {
+                    write!(f, " via connection {connection:?}")?;
+                }
                 if k.topics.is_empty() {
                     write!(f, " (the group's topics)")
                 } else {

@@ -39,17 +39,19 @@ impl TailWatch {
     /// again. (librdkafka's mock cluster answers only at the end of the wait.)
     pub fn start(
         bootstrap_servers: &str,
+        security: Option<&super::kafka_security::KafkaConnection>,
         from: Vec<(Arc<str>, i32, i64)>,
         fetch_wait: Duration,
         records: mpsc::Sender<TailRecord>,
     ) -> Result<Self, String> {
-        let consumer: BaseConsumer = super::kafka::read_only_config(bootstrap_servers, "spinscale-tail-watch")
-            .set("client.id", "spinscale-tail")
-            .set("fetch.wait.max.ms", fetch_wait.as_millis().max(1).to_string())
-            .set("fetch.min.bytes", "1")
-            .set("socket.nagle.disable", "true")
-            .create()
-            .map_err(|e| format!("cannot create tail consumer: {e}"))?;
+        let consumer: BaseConsumer =
+            super::kafka::read_only_config(bootstrap_servers, security, "spinscale-tail-watch")?
+                .set("client.id", "spinscale-tail")
+                .set("fetch.wait.max.ms", fetch_wait.as_millis().max(1).to_string())
+                .set("fetch.min.bytes", "1")
+                .set("socket.nagle.disable", "true")
+                .create()
+                .map_err(|e| format!("cannot create tail consumer: {e}"))?;
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, end) in &from {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*end)).map_err(|e| e.to_string())?;
