@@ -572,7 +572,7 @@ impl Evaluation {
         for &(at, rps) in points {
             let ago = Duration::from_secs_f64((wall - at).max(0.0));
             let Some(then) = mono.checked_sub(ago) else { continue };
-            engine.step(Now { mono: then, wall_secs: at }, &Inputs { rps: Some(rps), lag: None });
+            engine.step(Now { mono: then, wall_secs: at }, &Inputs { rps: Some(rps), ..Inputs::default() });
         }
         self.engine = engine;
         self.engine.idle_model().histogram().total()

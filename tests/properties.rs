@@ -315,7 +315,7 @@ proptest! {
                 // Negative values pass through as in KEDA; the decision clamps them to 0.
                 Ok(v) => {
                     prop_assert!(v.is_finite(), "{v}");
-                    let d = decide(&rate, &LagRules::default(), &Inputs { rps: Some(*v), lag: None });
+                    let d = decide(&rate, &LagRules::default(), &Inputs { rps: Some(*v), ..Inputs::default() });
                     for m in [MetricName::Replicas, MetricName::Rps, MetricName::Lag] {
                         let value = d.metric_value(m);
                         prop_assert!(value.is_finite() && value >= 0.0, "{m:?} = {value} from {v}");
@@ -490,7 +490,7 @@ fn signal() -> impl Strategy<Value = Inputs> {
             partitions_with_lag: 1,
         })),
     ];
-    (rps, lag).prop_map(|(rps, lag)| Inputs { rps, lag })
+    (rps, lag).prop_map(|(rps, lag)| Inputs { rps, lag, held: false })
 }
 
 /// Time between steps: the server's ticks and readings, pauses, and long idle stretches.

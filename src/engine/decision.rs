@@ -10,6 +10,8 @@ use crate::target::{LagRules, MetricName, RateRules};
 pub struct Inputs {
     pub rps: Option<f64>,
     pub lag: Option<LagSummary>,
+    /// The activator holds a request for this target: there is demand right now.
+    pub held: bool,
 }
 
 /// What the engine decided for one target.
@@ -42,6 +44,8 @@ pub enum Reason {
     Forecast,
     /// A `schedule` cron expression fires within the lead time (or just fired).
     Schedule,
+    /// The activator holds a request for the target until it has a ready backend.
+    HeldRequest,
 }
 
 impl Reason {
@@ -54,6 +58,7 @@ impl Reason {
             Reason::KeepAlive => "keep-alive",
             Reason::Forecast => "forecast",
             Reason::Schedule => "schedule",
+            Reason::HeldRequest => "held-request",
         }
     }
 }
@@ -87,14 +92,17 @@ pub fn decide(rate: &RateRules, lag_rules: &LagRules, inputs: &Inputs) -> Decisi
     let rps_active = inputs.rps.is_some() && rps > rate.activation_rps;
     let lag_active = inputs.lag.is_some() && lag_with_persistent > lag_rules.activation_lag_threshold;
     let reason = match (rps_active, lag_active) {
+        _ if inputs.held => Reason::HeldRequest,
         (true, true) if lag_part > rate_part => Reason::Lag,
         (true, _) => Reason::Rps,
         (false, true) => Reason::Lag,
         (false, false) => Reason::Idle,
     };
+    // A held request needs one replica now, whatever the rate says yet.
+    let floor = if inputs.held { 1.0 } else { 0.0 };
     Decision {
-        active: rps_active || lag_active,
-        desired_replicas: finite_non_negative(rate_part.max(lag_part)),
+        active: rps_active || lag_active || inputs.held,
+        desired_replicas: finite_non_negative(rate_part.max(lag_part)).max(floor),
         rps,
         lag,
         reason,
@@ -120,25 +128,63 @@ mod tests {
         // (what, inputs, active, desired, reason)
         let cases = [
             ("nothing measured", Inputs::default(), false, 0.0, Reason::Idle),
-            ("quiet rate", Inputs { rps: Some(0.5), lag: None }, false, 0.05, Reason::Idle),
-            ("rate above activation (strict)", Inputs { rps: Some(0.6), lag: None }, true, 0.06, Reason::Rps),
-            ("rate part", Inputs { rps: Some(35.0), lag: None }, true, 3.5, Reason::Rps),
-            ("lag at activation is not active", Inputs { rps: None, lag: lag(2.0, 2.0) }, false, 0.4, Reason::Idle),
-            ("lag part", Inputs { rps: None, lag: lag(12.0, 12.0) }, true, 2.4, Reason::Lag),
+            ("quiet rate", Inputs { rps: Some(0.5), lag: None, held: false }, false, 0.05, Reason::Idle),
+            (
+                "rate above activation (strict)",
+                Inputs { rps: Some(0.6), lag: None, held: false },
+                true,
+                0.06,
+                Reason::Rps,
+            ),
+            ("rate part", Inputs { rps: Some(35.0), lag: None, held: false }, true, 3.5, Reason::Rps),
+            (
+                "lag at activation is not active",
+                Inputs { rps: None, lag: lag(2.0, 2.0), held: false },
+                false,
+                0.4,
+                Reason::Idle,
+            ),
+            ("lag part", Inputs { rps: None, lag: lag(12.0, 12.0), held: false }, true, 2.4, Reason::Lag),
+            (
+                "a held request wakes a target at zero",
+                Inputs { rps: Some(0.0), lag: None, held: true },
+                true,
+                1.0,
+                Reason::HeldRequest,
+            ),
+            (
+                "a held request under load keeps the load's replicas",
+                Inputs { rps: Some(35.0), lag: None, held: true },
+                true,
+                3.5,
+                Reason::HeldRequest,
+            ),
             (
                 "persistent lag activates, drives nothing",
-                Inputs { rps: None, lag: lag(0.0, 40.0) },
+                Inputs { rps: None, lag: lag(0.0, 40.0), held: false },
                 true,
                 0.0,
                 Reason::Lag,
             ),
-            ("max of both, lag larger", Inputs { rps: Some(10.0), lag: lag(20.0, 20.0) }, true, 4.0, Reason::Lag),
-            ("max of both, rate larger", Inputs { rps: Some(80.0), lag: lag(20.0, 20.0) }, true, 8.0, Reason::Rps),
-            ("NaN rate is 0", Inputs { rps: Some(f64::NAN), lag: None }, false, 0.0, Reason::Idle),
-            ("negative rate is 0", Inputs { rps: Some(-3.0), lag: None }, false, 0.0, Reason::Idle),
+            (
+                "max of both, lag larger",
+                Inputs { rps: Some(10.0), lag: lag(20.0, 20.0), held: false },
+                true,
+                4.0,
+                Reason::Lag,
+            ),
+            (
+                "max of both, rate larger",
+                Inputs { rps: Some(80.0), lag: lag(20.0, 20.0), held: false },
+                true,
+                8.0,
+                Reason::Rps,
+            ),
+            ("NaN rate is 0", Inputs { rps: Some(f64::NAN), lag: None, held: false }, false, 0.0, Reason::Idle),
+            ("negative rate is 0", Inputs { rps: Some(-3.0), lag: None, held: false }, false, 0.0, Reason::Idle),
             (
                 "infinite lag is 0",
-                Inputs { rps: None, lag: lag(f64::INFINITY, f64::INFINITY) },
+                Inputs { rps: None, lag: lag(f64::INFINITY, f64::INFINITY), held: false },
                 false,
                 0.0,
                 Reason::Idle,

@@ -323,7 +323,7 @@ mod tests {
     }
 
     fn rps(r: f64) -> Inputs {
-        Inputs { rps: Some(r), lag: None }
+        Inputs { rps: Some(r), ..Inputs::default() }
     }
 
     #[test]
@@ -346,6 +346,7 @@ mod tests {
                         partitions: 1,
                         partitions_with_lag: 1,
                     }),
+                    held: false,
                 };
                 let d = e.step(at(m), &inputs);
                 if r > 0.0 || lag {
@@ -436,7 +437,7 @@ mod tests {
         }
         let (gaps, forecast) = (e.idle_model().histogram().total(), e.forecast());
         for _ in 0..100 {
-            let d = e.reactive(&Inputs { rps: None, lag: None });
+            let d = e.reactive(&Inputs::default());
             assert!(!d.active);
         }
         assert!(e.reactive(&rps(3.0)).active, "the reactive floor still holds");

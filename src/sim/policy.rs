@@ -97,7 +97,7 @@ struct EngineDriver(TargetEngine);
 
 impl Driver for EngineDriver {
     fn step(&mut self, now: Now, rps: f64) -> Step {
-        let d = self.0.step(now, &Inputs { rps: Some(rps), lag: None });
+        let d = self.0.step(now, &Inputs { rps: Some(rps), ..Inputs::default() });
         Step { active: d.active, desired: d.desired_replicas }
     }
 }
