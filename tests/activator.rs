@@ -124,6 +124,7 @@ type BackendBody = UnsyncBoxBody<Bytes, Infallible>;
 
 #[derive(Default)]
 struct Seen {
+    connections: AtomicUsize,
     requests: AtomicUsize,
     /// `x-seq` of each request, in the order the backend got them.
     order: Mutex<Vec<String>>,
@@ -151,6 +152,7 @@ impl Backend {
                         _ = stop.cancelled() => return,
                         accepted = listener.accept() => accepted.unwrap().0,
                     };
+                    seen.connections.fetch_add(1, Ordering::SeqCst);
                     let (seen, stop) = (seen.clone(), stop.clone());
                     tokio::spawn(async move {
                         let service = service_fn(move |request| backend_answer(request, name, seen.clone()));
@@ -617,30 +619,42 @@ async fn a_backend_failing_after_ready_is_502_retried_once_when_idempotent() {
     assert!(proxy.activator.stats("default/flaky").unwrap().backend_ready, "only a connect error un-readies");
 }
 
-#[tokio::test]
+/// Each time the backend goes away: a `502` for the request that found out, then requests are
+/// held again, `on_demand` fires again, and the backend's return releases them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_goes_away_makes_requests_held_again() {
+    const CYCLES: usize = 3;
     let proxy = Proxy::start().await;
     let addr = free_addr().await;
     proxy.route("default/gone", &[APP], addr);
-    let backend = Backend::start(addr, "first").await;
+    let mut backend = Backend::start(addr, "up").await;
     let client = http1();
-    assert_eq!(send(&client, get(&proxy, APP, "/")).await.text(), "first ok\n");
-    backend.stop().await;
+    assert_eq!(send(&client, get(&proxy, APP, "/")).await.text(), "up ok\n");
+    let mut wakes = Vec::new();
+    for cycle in 0..CYCLES {
+        backend.stop().await;
+        let failed = send(&client, get(&proxy, APP, "/")).await;
+        assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
+        assert!(failed.text().contains("default/gone"), "{}", failed.text());
+        assert!(!proxy.activator.stats("default/gone").unwrap().backend_ready);
 
-    let failed = send(&client, get(&proxy, APP, "/")).await;
-    assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
-    assert!(failed.text().contains("default/gone"), "{}", failed.text());
-    assert!(!proxy.activator.stats("default/gone").unwrap().backend_ready);
-
-    let held = tokio::spawn({
-        let (client, request) = (client.clone(), get(&proxy, APP, "/"));
-        async move { send(&client, request).await }
-    });
-    until("a second demand", Duration::from_secs(5), || proxy.demands().len() == 2).await;
-    let _again = Backend::start(addr, "second").await;
-    let answer = held.await.unwrap();
-    assert_eq!(answer.text(), "second ok\n");
-    assert!(answer.headers.contains_key("x-spinscale-cold-start"));
+        let held = tokio::spawn({
+            let (client, request) = (client.clone(), get(&proxy, APP, "/"));
+            async move { send(&client, request).await }
+        });
+        until("a new demand", Duration::from_secs(5), || proxy.demands().len() == cycle + 2).await;
+        tokio::time::sleep(Duration::from_millis(50)).await; // a pod starting
+        backend = Backend::start(addr, "up").await;
+        proxy.activator.poke("default/gone");
+        let ready = Instant::now();
+        let answer = held.await.unwrap();
+        wakes.push(ready.elapsed());
+        assert_eq!(answer.text(), "up ok\n");
+        assert!(answer.headers.contains_key("x-spinscale-cold-start"));
+        assert_eq!(backend.requests(), 1);
+    }
+    let wakes: Vec<String> = wakes.iter().map(|d| format!("{:.2} ms", d.as_secs_f64() * 1e3)).collect();
+    println!("backend ready (poked) -> one held response delivered: {}", wakes.join(", "));
 }
 
 #[tokio::test]
@@ -693,6 +707,8 @@ async fn every_request_counts_into_the_rate_and_shutdown_is_prompt() {
     send(&client, get(&proxy, "elsewhere.example.com", "/")).await; // unrouted: nobody's request
     let stats = proxy.activator.stats("default/rate").unwrap();
     assert_eq!((stats.requests_total, stats.held, stats.backend_ready), (100, 0, true));
+    let connections = backend.seen.connections.load(Ordering::SeqCst);
+    assert!(connections <= 2, "the readiness probe and one pooled keep-alive connection, not {connections}");
     let rate = proxy.activator.rate("default/rate", Duration::from_secs(10)).unwrap();
     assert!((rate - 10.0).abs() < 1e-9, "100 requests over a 10 s window: {rate}/s");
     assert!(proxy.activator.rate("default/none", Duration::from_secs(10)).is_none());
@@ -722,4 +738,24 @@ async fn shutdown_answers_requests_still_held_after_the_drain_time() {
     proxy.served.await.unwrap().unwrap();
     let took = stopping.elapsed();
     assert!((Duration::from_secs(3)..Duration::from_secs(6)).contains(&took), "held through the drain: {took:?}");
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_while_held_frees_its_place() {
+    let proxy = Proxy::start().await;
+    let mut route = Route::new("default/hangup", vec![APP.into()], uri(free_addr().await));
+    route.max_held = 1;
+    proxy.activator.set_route(route).unwrap();
+    let heads: [&[u8]; 2] = [
+        b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 5\r\n\r\nhello",
+    ];
+    for head in heads {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(head).await.unwrap();
+        until("held", Duration::from_secs(5), || proxy.activator.stats("default/hangup").unwrap().held == 1).await;
+        drop(stream);
+        until("its place freed", Duration::from_secs(5), || proxy.activator.stats("default/hangup").unwrap().held == 0)
+            .await;
+    }
 }

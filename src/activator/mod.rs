@@ -5,9 +5,9 @@
 //! forwarded in arrival order as soon as the backend accepts connections. Every routed request
 //! is counted, which makes the activator an exact request-rate signal.
 //!
-//! - [`routes`]: routes and the host/path table; [`hold`]: the per-target gate and queue;
-//! - [`backend`]: the pooled client and the readiness prober; [`forward`]: one forward;
-//! - [`stats`]: counts and the per-second ring; [`serve`]: the listener.
+//! - `routes`: routes and the host/path table; `hold`: the per-target gate and queue;
+//! - `backend`: the pooled client and the readiness prober; `proxy` and `forward`: one request;
+//! - `stats`: counts and the per-second ring; `serve`: the listener.
 
 mod backend;
 mod body;

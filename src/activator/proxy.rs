@@ -51,7 +51,7 @@ pub(super) async fn handle(
             }
         }
     }
-    drop(host);
+    drop(host); // it borrows `request`, which the forward takes
     let forward =
         Forward { client: &activator.client, target: &target, settings: &settings, peer, held, shutdown: &shutdown };
     forward.run(request).await

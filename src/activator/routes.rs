@@ -148,7 +148,11 @@ impl<T: Clone> RouteTable<T> {
     }
 
     /// Installs `patterns` for `target`, replacing what it held; nothing changes on a conflict.
+    /// The value stays the one first installed while the patterns do not change.
     pub fn insert(&mut self, target: &str, patterns: Patterns, value: T) -> Result<(), RouteConflict> {
+        if self.owned.get(target) == Some(&patterns) {
+            return Ok(());
+        }
         for host in &patterns.hosts {
             let Some(entries) = self.entries(host) else { continue };
             for entry in entries {
