@@ -92,10 +92,8 @@ async fn a_real_broker_lag_wakes_the_app_and_a_real_consumer_puts_it_back_to_sle
     assert!(created.iter().all(Result::is_ok), "{created:?}");
 
     let server = start_server(
-        Config::parse(
-            "collectors:\n  kafkaInterval: 200ms\n  timeout: 2s\n  staleAfter: 5s\ntargets:\n  tick: 100ms\n",
-        )
-        .expect("config"),
+        Config::parse("collectors:\n  kafkaInterval: 200ms\n  timeout: 2s\n  staleAfter: 5s\ntargets:\n  tick: 100ms\n")
+            .expect("config"),
     )
     .await;
     let mut keda = connect(&server).await;
