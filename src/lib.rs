@@ -12,10 +12,12 @@
 //! - [`telemetry`]: the `/metrics` exporter; [`history`]: the last hour per target;
 //! - [`server`]: wiring and graceful shutdown; [`demo`]: everything embedded;
 //! - [`sim`]: `spinscale simulate`, trace replay through the engine on a virtual clock;
-//! - [`convert`]: `spinscale convert`, KEDA prometheus/kafka manifests rewritten for spinscale.
+//! - [`convert`]: `spinscale convert`, KEDA prometheus/kafka manifests rewritten for spinscale;
+//! - [`activator`]: the HTTP reverse proxy that holds requests while an app wakes from zero.
 
 #![forbid(unsafe_code)]
 
+pub mod activator;
 pub mod admission;
 pub mod bench;
 pub mod config;

@@ -1,0 +1,147 @@
+//! Forwarding one request to the target's backend: streamed bodies, rewritten headers, one
+//! retry for idempotent requests whose body was not sent, and protocol switches (WebSocket)
+//! tunnelled after the backend's `101`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::backend::BackendClient;
+use super::body::{Lender, ProxyBody};
+use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
+use super::reply;
+use super::stats::InFlight;
+use super::target::{Settings, Target};
+
+static COLD_START: HeaderName = HeaderName::from_static("x-spinscale-cold-start");
+
+/// A forward of one client request.
+pub(super) struct Forward<'a> {
+    pub client: &'a BackendClient,
+    pub target: &'a Arc<Target>,
+    pub settings: &'a Settings,
+    pub peer: SocketAddr,
+    /// How long the request was held, if it was.
+    pub held: Option<Duration>,
+    pub shutdown: &'a CancellationToken,
+}
+
+impl Forward<'_> {
+    pub async fn run(self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        let upgrade = wants_upgrade(&request);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let (parts, body) = request.into_parts();
+        let mut headers = parts.headers;
+        let host = headers.get(header::HOST).cloned().or_else(|| authority_value(&parts.uri));
+        strip_hop_by_hop(&mut headers, upgrade);
+        if let Some(host) = &host
+            && !headers.contains_key(header::HOST)
+        {
+            headers.insert(header::HOST, host.clone());
+        }
+        add_forwarded(&mut headers, self.peer.ip(), host);
+        let uri = match self.backend_uri(&parts.uri) {
+            Ok(uri) => uri,
+            Err(e) => return reply::bad_gateway(&self.target.id, &self.settings.route.backend, &e),
+        };
+
+        let body = Lender::new(body);
+        let idempotent =
+            matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
+        let mut retried = false;
+        loop {
+            let mut outgoing = Request::new(body.lend());
+            *outgoing.method_mut() = parts.method.clone();
+            *outgoing.uri_mut() = uri.clone();
+            *outgoing.version_mut() = Version::HTTP_11;
+            *outgoing.headers_mut() =
+                if idempotent && !retried { headers.clone() } else { std::mem::take(&mut headers) };
+            let in_flight = self.target.stats.start();
+            let error = match self.client.request(outgoing).await {
+                Ok(response) => return self.respond(response, in_flight, client_upgrade),
+                Err(error) => error,
+            };
+            drop(in_flight);
+            if error.is_connect() && self.target.hold.close() {
+                info!(target = %self.target.id, backend = %self.settings.address, %error, "backend went away; holding new requests");
+            }
+            if idempotent && !retried && body.unsent() {
+                debug!(target = %self.target.id, %error, "retrying once");
+                retried = true;
+                continue;
+            }
+            return reply::bad_gateway(&self.target.id, &self.settings.route.backend, &error);
+        }
+    }
+
+    fn backend_uri(&self, original: &Uri) -> Result<Uri, http::Error> {
+        let path = original.path_and_query().map_or("/", |p| p.as_str());
+        Uri::builder()
+            .scheme(self.settings.scheme.clone())
+            .authority(self.settings.authority.clone())
+            .path_and_query(path)
+            .build()
+    }
+
+    fn respond(
+        &self,
+        mut response: Response<Incoming>,
+        in_flight: InFlight,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let tunnel = match client_upgrade {
+            Some(client) if switching => Some((client, hyper::upgrade::on(&mut response))),
+            _ => None,
+        };
+        let (mut parts, body) = response.into_parts();
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers, tunnel.is_some());
+        if let Some(held) = self.held
+            && self.settings.route.cold_start_header
+        {
+            parts.headers.insert(COLD_START.clone(), HeaderValue::from(held.as_millis() as u64));
+        }
+        let body = match tunnel {
+            Some((client, backend)) => {
+                tokio::spawn(splice(client, backend, in_flight, self.shutdown.clone()));
+                ProxyBody::empty()
+            }
+            None => ProxyBody::Backend { body, _in_flight: in_flight },
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
+fn authority_value(uri: &Uri) -> Option<HeaderValue> {
+    uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// Copies bytes both ways between the client's and the backend's switched connections until
+/// either side closes or the activator shuts down.
+async fn splice(client: OnUpgrade, backend: OnUpgrade, _in_flight: InFlight, shutdown: CancellationToken) {
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(both) => both,
+        Err(e) => {
+            debug!(error = %e, "protocol switch failed");
+            return;
+        }
+    };
+    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
+            if let Err(e) = copied {
+                debug!(error = %e, "switched connection ended");
+            }
+        }
+        _ = shutdown.cancelled() => {}
+    }
+}
