@@ -217,7 +217,11 @@ impl RisingEdges {
             let (active, caused_by_signal, observed_at) = {
                 let state = self.state.borrow_and_update();
                 let reason = state.decision.reason;
-                (state.decision.active, matches!(reason, Reason::Rps | Reason::Lag), state.observed_at)
+                (
+                    state.decision.active,
+                    matches!(reason, Reason::Rps | Reason::Lag | Reason::HeldRequest),
+                    state.observed_at,
+                )
             };
             let rising = active && !self.was_active;
             self.was_active = active;

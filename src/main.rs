@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use spinscale::config::Config;
 use spinscale::reload::{self, ConfigSource};
-use spinscale::server::Server;
+use spinscale::server::{Options, Server};
 use spinscale::tls::TlsFiles;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -53,6 +53,10 @@ enum Command {
         /// Require client certificates signed by this PEM CA (mTLS; KEDA's `tlsClientCert`).
         #[arg(long, env = "SPINSCALE_TLS_CLIENT_CA", requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+        /// Serve the HTTP activator here: requests for apps at zero are held while they wake, and
+        /// counted (triggers with `hosts` and `backend`). Off unless given.
+        #[arg(long, env = "SPINSCALE_ACTIVATOR_LISTEN")]
+        activator_listen: Option<SocketAddr>,
     },
     /// Validate a tuning config file offline; exits non-zero with every reason when it is not valid.
     CheckConfig {
@@ -107,7 +111,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { grpc_listen, http_listen, config, configmap, tls_cert, tls_key, tls_client_ca } => {
+        Command::Serve {
+            grpc_listen,
+            http_listen,
+            config,
+            configmap,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            activator_listen,
+        } => {
             init_logging(cli.log_format, "info");
             let (initial, source) = match (config, configmap) {
                 (Some(path), _) => (Config::load(&path)?, Some(ConfigSource::File(path))),
@@ -127,7 +140,15 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on --http-listen {http_listen}"))?;
             let tls = tls_cert.zip(tls_key).map(|(cert, key)| TlsFiles { cert, key, client_ca: tls_client_ca });
-            let mut server = Server::start_with(initial, grpc, http, tls).await?;
+            let activator = match activator_listen {
+                Some(addr) => Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen on --activator-listen {addr}"))?,
+                ),
+                None => None,
+            };
+            let mut server = Server::start_with(initial, grpc, http, Options { tls, activator }).await?;
             if let Some(source) = source {
                 server.follow_config(source);
             }

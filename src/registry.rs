@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_stream::StreamMap;
@@ -20,13 +20,14 @@ use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::activator::{Activator, Route};
 use crate::config::Config;
 use crate::duration;
 use crate::engine::{Decision, EngineSettings, Inputs, Now, TargetEngine, lag};
 use crate::history::{History, Sample};
 use crate::signals::prometheus::{self, QueryError};
 use crate::signals::{Collector, Hub, Reading, SourceKey, SourceView};
-use crate::target::{InvalidMetadata, PredictiveMode, TargetSpec};
+use crate::target::{HttpRoute, InvalidMetadata, PredictiveMode, TargetSpec};
 use crate::telemetry::Telemetry;
 
 /// Identifies a target: KEDA sends no trigger index, so the metadata tells triggers apart.
@@ -101,6 +102,8 @@ struct Setup {
     engine: EngineSettings,
     /// How much of the past to learn from Prometheus when the engine starts.
     backfill: Duration,
+    /// The window of the activator's request rate.
+    rate_window: Duration,
 }
 
 /// Written by the target's task and by calls; read by the exporter and the status page.
@@ -114,6 +117,8 @@ struct Shared {
     forecast: AtomicU64,
     /// Idle gaps the engine's idle-time model holds.
     learned_gaps: AtomicU32,
+    /// The activator is holding a request for this target: evaluate now, not at the next tick.
+    demand: Notify,
     history: Mutex<History>,
 }
 
@@ -175,6 +180,11 @@ impl Target {
         self.shared.history.lock().unwrap_or_else(|e| e.into_inner()).samples()
     }
 
+    /// `namespace/name`: the ScaledObject, as the activator knows it.
+    pub fn id(&self) -> String {
+        self.key.to_string()
+    }
+
     /// The sources this target reads, in the order of its signals.
     pub fn sources(&self) -> Vec<SourceKey> {
         self.setup.borrow().collectors.iter().map(|c| c.key.clone()).collect()
@@ -199,6 +209,9 @@ pub enum Refused {
     /// The metadata is larger than `limits.*` allows: bad input, not load.
     #[error("scalerMetadata has {actual} {what}, more than the {limit} allowed (limits.{setting})")]
     MetadataTooLarge { what: &'static str, actual: usize, limit: usize, setting: &'static str },
+    /// `hosts`/`backend` without an activator, or a route the activator refuses.
+    #[error("{0}")]
+    Route(String),
     /// The server holds as many as `limits.*` allows.
     #[error("spinscale already holds {limit} {what} (limits.{setting}); refusing another")]
     Full { what: &'static str, limit: usize, setting: &'static str },
@@ -227,11 +240,15 @@ pub struct Registry {
     epoch: Instant,
     telemetry: Arc<Telemetry>,
     open_streams: Arc<AtomicUsize>,
+    /// The HTTP activator, when spinscale serves one (`--activator-listen`).
+    activator: OnceLock<Arc<Activator>>,
+    this: Weak<Registry>,
 }
 
 impl Registry {
     pub fn new(config: Config) -> Arc<Self> {
         Arc::new_cyclic(|registry| {
+            let this = registry.clone();
             let telemetry = Telemetry::new(registry.clone());
             let hub = Hub::new(config.collectors.clone(), telemetry.clone());
             Self {
@@ -241,8 +258,32 @@ impl Registry {
                 epoch: Instant::now(),
                 telemetry,
                 open_streams: Arc::default(),
+                activator: OnceLock::new(),
+                this,
             }
         })
+    }
+
+    /// The HTTP activator, created on first use: a held request wakes its target at once.
+    pub fn activator(&self) -> Arc<Activator> {
+        self.activator
+            .get_or_init(|| {
+                let registry = self.this.clone();
+                Activator::new(Arc::new(move |target: &str| {
+                    if let Some(registry) = registry.upgrade() {
+                        registry.demand(target);
+                    }
+                }))
+            })
+            .clone()
+    }
+
+    /// A request for `target` (`namespace/name`) is held: its triggers evaluate now.
+    fn demand(&self, target: &str) {
+        let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
+        for t in targets.values().filter(|t| t.spec().http.is_some() && t.id() == target) {
+            t.shared.demand.notify_one();
+        }
     }
 
     /// The config of the moment (it changes on reload).
@@ -329,6 +370,9 @@ impl Registry {
         // above would have missed this target: parse again.
         let config = self.config();
         let spec = if Arc::ptr_eq(&config, &parsed_with) { spec } else { Arc::new(parse_spec(&config, metadata)?) };
+        if let Some(http) = &spec.http {
+            self.route(&key, http)?;
+        }
         for warning in &spec.warnings {
             warn!(target = %key, "{warning}");
         }
@@ -380,6 +424,25 @@ impl Registry {
         Ok(Reloaded { targets_changed, collectors_restarted })
     }
 
+    /// Routes `hosts` to the target in the activator (`INVALID_ARGUMENT` without one, or on a conflict).
+    fn route(&self, key: &TargetKey, http: &HttpRoute) -> Result<(), Refused> {
+        let Some(activator) = self.activator.get() else {
+            return Err(Refused::Route(format!(
+                "{}/{}: hosts and backend need the activator: start spinscale with --activator-listen",
+                crate::target::HOSTS,
+                crate::target::BACKEND
+            )));
+        };
+        let route = Route {
+            path_prefixes: http.path_prefixes.clone(),
+            hold_timeout: http.hold_timeout,
+            max_held: http.max_held,
+            cold_start_header: http.cold_start_header,
+            ..Route::new(key.to_string(), http.hosts.clone(), http.backend.clone())
+        };
+        activator.set_route(route).map_err(|e| Refused::Route(format!("{}: {e}", crate::target::HOSTS)))
+    }
+
     fn setup(&self, spec: Arc<TargetSpec>, config: &Config) -> Setup {
         let collectors = target_sources(&spec).iter().map(|s| self.hub.subscribe(s)).collect();
         Setup {
@@ -389,6 +452,7 @@ impl Registry {
             limits: Limits::of(config),
             engine: config.engine.clone(),
             backfill: config.targets.backfill.0,
+            rate_window: config.collectors.scrape_window.0,
         }
     }
 
@@ -400,9 +464,11 @@ impl Registry {
             all_streams: self.open_streams.clone(),
             forecast: AtomicU64::new(0),
             learned_gaps: AtomicU32::new(0),
+            demand: Notify::new(),
             history: Mutex::new(History::default()),
         });
-        let mut evaluation = Evaluation { engine, epoch: self.epoch, telemetry: self.telemetry.clone() };
+        let activator = setup.spec.http.as_ref().and(self.activator.get().cloned()).map(|a| (a, key.to_string()));
+        let mut evaluation = Evaluation { engine, epoch: self.epoch, telemetry: self.telemetry.clone(), activator };
         let initial = evaluation.evaluate(&setup, Instant::now());
         let (tx, rx) = watch::channel(initial);
         let (setup_tx, setup_rx) = watch::channel(Arc::new(setup));
@@ -424,6 +490,9 @@ impl Registry {
             let keep = t.open_streams() > 0 || now_ms.saturating_sub(last_seen) < idle_ms;
             if !keep {
                 info!(target = %key, "target dropped: not asked about for {}", duration::format(idle_timeout));
+                if let (Some(activator), Some(_)) = (self.activator.get(), &t.spec().http) {
+                    activator.remove_route(&key.to_string());
+                }
             }
             keep
         });
@@ -507,6 +576,7 @@ async fn run_target(
             tokio::select! {
                 _ = ticker.tick() => {}
                 Some(_) = readings.next() => {}
+                _ = shared.demand.notified() => {}
                 Some(past) = async { Some(backfill.as_mut()?.await) }, if backfill.is_some() => {
                     backfill = None;
                     match past {
@@ -557,6 +627,8 @@ struct Evaluation {
     engine: TargetEngine,
     epoch: Instant,
     telemetry: Arc<Telemetry>,
+    /// The activator and this target's id in it, for targets with `hosts`.
+    activator: Option<(Arc<Activator>, String)>,
 }
 
 impl Evaluation {
@@ -612,6 +684,17 @@ impl Evaluation {
                 && problem.as_ref().is_none_or(|p| found.rank() < p.rank())
             {
                 problem = Some(found);
+            }
+        }
+        // The activator counts every request exactly: a rate that is never stale, and held demand.
+        if let Some((activator, id)) = &self.activator
+            && let Some(stats) = activator.stats(id)
+        {
+            let rps = activator.rate(id, setup.rate_window).unwrap_or(0.0);
+            inputs.rps = Some(inputs.rps.map_or(rps, |other| other.max(rps)));
+            if stats.held > 0 {
+                inputs.held = true;
+                observed_at = Some(now);
             }
         }
         // The engine measures gaps on the monotonic clock; the time-of-day model and schedules need the wall clock.

@@ -15,6 +15,7 @@ use axum::response::Html;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -32,10 +33,22 @@ use crate::tls::{self, Certificates, TlsFiles};
 /// How long shutdown waits for connections to drain before giving up on them.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
+/// What a server runs besides the gRPC service and the HTTP endpoints.
+#[derive(Default)]
+pub struct Options {
+    /// The gRPC port speaks TLS (mTLS with a client CA); the files are re-read while serving.
+    /// The HTTP port stays plain (probes, scrapes).
+    pub tls: Option<TlsFiles>,
+    /// The HTTP activator's listener: requests for apps at zero are held here while they wake.
+    pub activator: Option<TcpListener>,
+}
+
 /// A running spinscale server.
 pub struct Server {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Where the HTTP activator listens, when it runs.
+    pub activator_addr: Option<SocketAddr>,
     pub registry: Arc<Registry>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
@@ -44,18 +57,17 @@ pub struct Server {
 impl Server {
     /// Starts serving plain-text gRPC on already-bound listeners.
     pub async fn start(config: Config, grpc: TcpListener, http: TcpListener) -> anyhow::Result<Self> {
-        Self::start_with(config, grpc, http, None).await
+        Self::start_with(config, grpc, http, Options::default()).await
     }
 
-    /// Starts serving; with `tls`, the gRPC port speaks TLS (mTLS with a client CA) and the
-    /// certificate files are re-read while serving. The HTTP port stays plain (probes, scrapes).
+    /// Starts serving with [`Options`]: TLS on the gRPC port, the HTTP activator.
     pub async fn start_with(
         config: Config,
         grpc: TcpListener,
         http: TcpListener,
-        tls: Option<TlsFiles>,
+        options: Options,
     ) -> anyhow::Result<Self> {
-        let certificates = tls.map(Certificates::load).transpose()?;
+        let certificates = options.tls.map(Certificates::load).transpose()?;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
         let shutdown = CancellationToken::new();
@@ -73,7 +85,13 @@ impl Server {
         let until_shutdown = shutdown.clone().cancelled_owned();
         let grpc_task = match certificates {
             None => tokio::spawn(async move {
-                router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc), until_shutdown).await?;
+                // Without TCP_NODELAY a pushed message can wait for the client's delayed ACK (tens of ms).
+                let incoming = TcpListenerStream::new(grpc).map(|conn| {
+                    let conn = conn?;
+                    conn.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(conn)
+                });
+                router.serve_with_incoming_shutdown(incoming, until_shutdown).await?;
                 Ok(())
             }),
             Some(certificates) => {
@@ -112,7 +130,13 @@ impl Server {
         });
         info!(grpc = %grpc_addr, http = %http_addr, "spinscale listening");
         tasks.extend([http_task, evictions]);
-        Ok(Self { grpc_addr, http_addr, registry, shutdown, tasks })
+        let mut activator_addr = None;
+        if let Some(listener) = options.activator {
+            activator_addr = Some(listener.local_addr()?);
+            let serve = registry.activator().serve(listener, shutdown.clone());
+            tasks.push(tokio::spawn(serve));
+        }
+        Ok(Self { grpc_addr, http_addr, activator_addr, registry, shutdown, tasks })
     }
 
     /// Follows `source` and applies every change to the running server, until shutdown.

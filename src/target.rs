@@ -80,6 +80,20 @@ pub const LEAD_TIME: &str = "leadTime";
 /// Cron expressions of known wake times, `;`-separated (e.g. `0 9 * * 1-5; 30 17 * * *`), UTC.
 pub const SCHEDULE: &str = "schedule";
 
+/// Hostnames the activator routes to this app (comma list; exact, or `*.suffix`), matched on the
+/// `Host` header without its port. With `backend`, a signal of its own: no `query` needed.
+pub const HOSTS: &str = "hosts";
+/// Path prefixes under those hosts (comma list, each starting with `/`); the longest wins. Default `/`.
+pub const PATH_PREFIXES: &str = "pathPrefixes";
+/// The app's Service URL the activator forwards to, e.g. `http://webhook-handler.default.svc:80`.
+pub const BACKEND: &str = "backend";
+/// How long the activator holds a request while the app starts; then `504`. Default 20s.
+pub const HOLD_TIMEOUT: &str = "holdTimeout";
+/// Requests held at once per app; more get `503` with `Retry-After`. Default 1000.
+pub const MAX_HELD: &str = "maxHeld";
+/// Add `x-spinscale-cold-start: <ms held>` to responses that were held. Default true.
+pub const COLD_START_HEADER: &str = "coldStartHeader";
+
 /// Selects a named set of defaults from the config's `profiles` (handled by the registry, not here).
 pub const PROFILE: &str = "profile";
 
@@ -91,7 +105,7 @@ pub const ALIASES: [(&str, &str); 3] =
 const PASSTHROUGH_KEYS: [&str; 5] = [SCALER_ADDRESS, "enableTLS", "unsafeSsl", "metricName", "metricType"];
 
 /// Every key spinscale reads, for defaults validation and misspelling hints.
-pub const KEYS: [&str; 31] = [
+pub const KEYS: [&str; 37] = [
     PROMETHEUS_ADDRESS,
     SCRAPE_URL,
     SCRAPE_METRIC,
@@ -116,6 +130,12 @@ pub const KEYS: [&str; 31] = [
     LIMIT_TO_PARTITIONS_WITH_LAG,
     SCALE_TO_ZERO_ON_INVALID_OFFSET,
     ENSURE_EVEN_DISTRIBUTION,
+    HOSTS,
+    PATH_PREFIXES,
+    BACKEND,
+    HOLD_TIMEOUT,
+    MAX_HELD,
+    COLD_START_HEADER,
     KAFKA_CONNECTION,
     KAFKA_TLS,
     KAFKA_SASL,
@@ -129,6 +149,9 @@ pub const KEYS: [&str; 31] = [
 
 /// As KEDA's prometheus scaler: an empty result is 0 (the query may legitimately match nothing at zero).
 pub const DEFAULT_IGNORE_NULL_VALUES: bool = true;
+/// The activator's hold limits when neither the trigger nor the config says.
+pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(20);
+pub const DEFAULT_MAX_HELD: usize = 1000;
 /// Requests per second per replica when neither the trigger nor the config says.
 pub const DEFAULT_TARGET_RPS: f64 = 10.0;
 /// KEDA's kafka scaler default.
@@ -148,12 +171,25 @@ pub struct TargetSpec {
     pub prometheus: Option<PrometheusSource>,
     pub scrape: Option<ScrapeSource>,
     pub kafka: Option<KafkaSource>,
+    /// The activator's route: requests to these hosts are counted (the rate) and held at zero.
+    pub http: Option<HttpRoute>,
     pub rate: RateRules,
     pub lag: LagRules,
     pub metrics: MetricsMode,
     pub predictive: PredictiveSpec,
     /// Likely mistakes that are not errors (misspelt keys, ignored options), logged on registration.
     pub warnings: Vec<String>,
+}
+
+/// Where the activator routes an app's requests, and how it holds them at zero.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpRoute {
+    pub hosts: Vec<String>,
+    pub path_prefixes: Vec<String>,
+    pub backend: http::Uri,
+    pub hold_timeout: Duration,
+    pub max_held: usize,
+    pub cold_start_header: bool,
 }
 
 /// One Prometheus instant query. Equal values share one collector.
@@ -323,7 +359,7 @@ impl TargetSpec {
             MetricsMode::Combined => vec![(MetricName::Replicas, 1.0)],
             MetricsMode::Separate => {
                 let mut specs = Vec::with_capacity(2);
-                if self.prometheus.is_some() || self.scrape.is_some() {
+                if self.prometheus.is_some() || self.scrape.is_some() || self.http.is_some() {
                     specs.push((MetricName::Rps, self.rate.target_rps));
                 }
                 if self.kafka.is_some() {
@@ -383,6 +419,7 @@ impl Reader<'_> {
         let prometheus = self.prometheus();
         let scrape = self.scrape();
         let kafka = self.kafka();
+        let http = self.http();
         let rate = RateRules {
             target_rps: self.number(TARGET_RPS, DEFAULT_TARGET_RPS, Bound::Positive),
             activation_rps: self.number(ACTIVATION_RPS, 0.0, Bound::NonNegative),
@@ -393,16 +430,27 @@ impl Reader<'_> {
             _ => MetricsMode::Combined,
         };
         let predictive = self.predictive();
-        let source_keys =
-            [QUERY, PROMETHEUS_ADDRESS, "serverAddress", SCRAPE_URL, SCRAPE_METRIC, BOOTSTRAP_SERVERS, CONSUMER_GROUP];
-        if prometheus.is_none() && scrape.is_none() && kafka.is_none() && !self.has_problem_for(&source_keys) {
+        let source_keys = [
+            QUERY,
+            PROMETHEUS_ADDRESS,
+            "serverAddress",
+            SCRAPE_URL,
+            SCRAPE_METRIC,
+            BOOTSTRAP_SERVERS,
+            CONSUMER_GROUP,
+            HOSTS,
+            BACKEND,
+        ];
+        let no_source = prometheus.is_none() && scrape.is_none() && kafka.is_none() && http.is_none();
+        if no_source && !self.has_problem_for(&source_keys) {
             self.problem(
                 SOURCE_KEY,
                 "no signal source: set `query` (Prometheus request rate), `scrapeUrl` and `scrapeMetric` (a counter \
-                 scraped directly) or `bootstrapServers` and `consumerGroup` (Kafka lag)",
+                 scraped directly), `bootstrapServers` and `consumerGroup` (Kafka lag) or `hosts` and `backend` \
+                 (requests through the activator)",
             );
         }
-        Some(TargetSpec { prometheus, scrape, kafka, rate, lag, metrics, predictive, warnings: Vec::new() })
+        Some(TargetSpec { prometheus, scrape, kafka, http, rate, lag, metrics, predictive, warnings: Vec::new() })
     }
 
     fn predictive(&mut self) -> PredictiveSpec {
@@ -435,6 +483,57 @@ impl Reader<'_> {
             }
         });
         PredictiveSpec { mode, lead_time, schedule }
+    }
+
+    fn http(&mut self) -> Option<HttpRoute> {
+        let list = |text: Option<String>| -> Vec<String> {
+            text.map(|t| t.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect())
+                .unwrap_or_default()
+        };
+        let hosts = list(self.text(HOSTS));
+        let path_prefixes = list(self.text(PATH_PREFIXES));
+        let backend = self.text(BACKEND);
+        for prefix in path_prefixes.iter().filter(|p| !p.starts_with('/')) {
+            self.problem(PATH_PREFIXES, format!("value {prefix:?} must start with `/`"));
+        }
+        let hold_timeout = match self.text(HOLD_TIMEOUT).map(|raw| (duration::parse(&raw), raw)) {
+            None => DEFAULT_HOLD_TIMEOUT,
+            Some((Ok(d), _)) if !d.is_zero() && d <= Duration::from_secs(600) => d,
+            Some((_, raw)) => {
+                self.problem(HOLD_TIMEOUT, format!("value {raw:?} is not a duration between 1ms and 10m (e.g. 20s)"));
+                DEFAULT_HOLD_TIMEOUT
+            }
+        };
+        let max_held = self.number(MAX_HELD, DEFAULT_MAX_HELD as f64, Bound::Positive);
+        let cold_start_header = self.flag(COLD_START_HEADER, true);
+        match (hosts.is_empty(), backend) {
+            (true, None) => None,
+            (true, Some(_)) => {
+                self.problem(HOSTS, "is required with `backend` (the hostnames the activator routes)");
+                None
+            }
+            (false, None) => {
+                self.problem(
+                    BACKEND,
+                    "is required with `hosts` (the app's Service URL, e.g. http://app.default.svc:80)",
+                );
+                None
+            }
+            (false, Some(raw)) => match raw.parse::<http::Uri>() {
+                Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Some(HttpRoute {
+                    hosts,
+                    path_prefixes,
+                    backend: uri,
+                    hold_timeout,
+                    max_held: max_held.clamp(1.0, 1_000_000.0) as usize,
+                    cold_start_header,
+                }),
+                _ => {
+                    self.problem(BACKEND, format!("value {raw:?} is not an http:// URL with a host"));
+                    None
+                }
+            },
+        }
     }
 
     fn prometheus(&mut self) -> Option<PrometheusSource> {

@@ -100,7 +100,7 @@ async fn a_real_broker_lag_wakes_the_app_and_a_real_consumer_puts_it_back_to_sle
     .await;
     let mut keda = connect(&server).await;
     let mut meta = kafka_meta(&broker.bootstrap, "billing", "orders");
-    meta.extend([("offsetResetPolicy", "earliest"), ("lagThreshold", "5")]);
+    meta.extend([("offsetResetPolicy", "earliest"), ("lagThreshold", "10")]);
     let r = so_ref("orders", &meta);
     let idle = poll_until(&mut keda, &r, Duration::from_secs(10), |p| p.is_ok()).await.expect("first poll");
     assert!(!idle.active, "an empty topic is idle: {idle:?}");
@@ -118,7 +118,7 @@ async fn a_real_broker_lag_wakes_the_app_and_a_real_consumer_puts_it_back_to_sle
     assert!(matches!(pushed, Ok(Ok(Some(ref m))) if m.result), "true pushed: {pushed:?}");
     println!("20 records on tansu → true pushed after {} ms", produced.elapsed().as_millis());
     let busy = poll_until(&mut keda, &r, Duration::from_secs(5), |p| {
-        p.as_ref().is_ok_and(|p| p.active && p.values["spinscale-replicas"] == 20.0 / 5.0)
+        p.as_ref().is_ok_and(|p| p.active && p.values["spinscale-replicas"] == 20.0 / 10.0)
     })
     .await
     .expect("lag 20");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use spinscale::config::Config;
 use spinscale::proto::external_scaler_client::ExternalScalerClient;
-use spinscale::server::Server;
+use spinscale::server::{Options, Server};
 use spinscale::tls::TlsFiles;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -59,7 +59,7 @@ async fn start(dir: &Path, client_ca: Option<&str>) -> anyhow::Result<Server> {
     };
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
     let http = TcpListener::bind("127.0.0.1:0").await?;
-    Server::start_with(Config::default(), grpc, http, Some(tls)).await
+    Server::start_with(Config::default(), grpc, http, Options { tls: Some(tls), ..Options::default() }).await
 }
 
 /// KEDA's side: trusts `ca`, optionally presents a client certificate.

@@ -1,0 +1,129 @@
+//! The activator wired to the scaler: a request held at zero pushes `true` to KEDA's open stream
+//! in the same step, the app's response comes back once it listens, every request counts into
+//! the target's rate, and routes live and die with their targets.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use spinscale::config::Config;
+use spinscale::embedded::free_port;
+use spinscale::server::{Options, Server};
+use support::{connect, so_ref};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+const FAST: &str = "collectors:\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n  idleTimeout: 1s\n";
+
+async fn start(with_activator: bool) -> Server {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let activator = if with_activator { Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")) } else { None };
+    let options = Options { activator, ..Options::default() };
+    Server::start_with(Config::parse(FAST).expect("config"), grpc, http, options).await.expect("server")
+}
+
+/// The app, once it starts: answers every path with its name.
+async fn app(port: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("app port");
+    let router = Router::new().fallback(get(|| async { "hello from webhook-handler" }));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+}
+
+fn request_with(client: &reqwest::Client, server: &Server, host: &str) -> reqwest::RequestBuilder {
+    let addr = server.activator_addr.expect("activator");
+    client.get(format!("http://{addr}/hooks/github")).header("host", host)
+}
+
+fn request(server: &Server, host: &str) -> reqwest::RequestBuilder {
+    request_with(&reqwest::Client::new(), server, host)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_at_zero_pushes_true_at_once_and_gets_the_apps_answer() {
+    let server = start(true).await;
+    let mut keda = connect(&server).await;
+    let port = free_port().expect("port");
+    let backend = format!("http://127.0.0.1:{port}");
+    let meta = [("hosts", "hooks.example.com"), ("backend", backend.as_str()), ("metrics", "separate")];
+    let r = so_ref("webhook-handler", &meta);
+    let mut stream = keda.stream_is_active(r.clone()).await.expect("stream").into_inner();
+    assert!(!keda.is_active(r.clone()).await.expect("idle").into_inner().result, "no request yet: inactive");
+
+    // A warm connection, as an Ingress keeps one: the figure is the activator's, not TCP's.
+    let http = reqwest::Client::new();
+    assert_eq!(request_with(&http, &server, "unknown.example.com").send().await.expect("404").status(), 404);
+    let sent = Instant::now();
+    let held = tokio::spawn(request_with(&http, &server, "hooks.example.com").send());
+    let pushed = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
+    let push_took = sent.elapsed();
+    assert!(matches!(pushed, Ok(Ok(Some(ref m))) if m.result), "true pushed: {pushed:?}");
+    println!("request sent → true on the stream: {} µs", push_took.as_micros());
+    assert!(push_took < Duration::from_millis(100), "pushed in the same step, not at a tick: {push_took:?}");
+    let status = reqwest::get(format!("http://{}/status.json", server.http_addr)).await.expect("status");
+    let rows: serde_json::Value = serde_json::from_str(&status.text().await.expect("body")).expect("json");
+    assert_eq!(rows[0]["reason"], "held-request", "{rows}");
+    assert!(rows[0]["desired_replicas"].as_f64().is_some_and(|d| d >= 1.0), "{rows}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app(port).await;
+    let response = held.await.expect("join").expect("answered");
+    assert_eq!(response.status(), 200);
+    let cold = response.headers().get("x-spinscale-cold-start").and_then(|v| v.to_str().ok()).map(String::from);
+    assert_eq!(response.text().await.expect("body"), "hello from webhook-handler");
+    assert!(cold.and_then(|ms| ms.parse::<u64>().ok()).is_some_and(|ms| ms >= 300), "held at least 300 ms");
+
+    for _ in 0..9 {
+        assert_eq!(request(&server, "hooks.example.com").send().await.expect("forwarded").status(), 200);
+    }
+    let rps_of = |keda: &mut support::Client| {
+        let request = spinscale::proto::GetMetricsRequest {
+            scaled_object_ref: Some(r.clone()),
+            metric_name: "spinscale-rps".into(),
+        };
+        let mut keda = keda.clone();
+        async move { keda.get_metrics(request).await.expect("metrics").into_inner().metric_values[0].metric_value_float }
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut value = rps_of(&mut keda).await;
+    while value < 0.95 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        value = rps_of(&mut keda).await;
+    }
+    assert!((0.95..=1.05).contains(&value), "10 requests over the 10 s window: {value}");
+    assert!(keda.is_active(r).await.expect("active").into_inner().result);
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn routes_conflict_by_name_need_the_activator_and_leave_with_their_target() {
+    let without = start(false).await;
+    let mut keda = connect(&without).await;
+    let meta = [("hosts", "api.example.com"), ("backend", "http://127.0.0.1:9")];
+    let status = keda.get_metric_spec(so_ref("api", &meta)).await.expect_err("no activator");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("--activator-listen"), "{status:?}");
+    without.shutdown().await.expect("shutdown");
+
+    let server = start(true).await;
+    let mut keda = connect(&server).await;
+    keda.get_metric_spec(so_ref("api", &meta)).await.expect("route registered");
+    let status = keda.get_metric_spec(so_ref("api-v2", &meta)).await.expect_err("conflict");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("default/api") && status.message().contains("default/api-v2"), "{status:?}");
+    let bad = [("hosts", "api.example.com"), ("backend", "ftp://files")];
+    let status = keda.get_metric_spec(so_ref("ftp", &bad)).await.expect_err("bad backend");
+    assert!(status.message().contains("backend: value \"ftp://files\""), "{status:?}");
+
+    // KEDA stops asking (the ScaledObject was deleted): the target and its route go.
+    drop(keda);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.registry.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = request(&server, "api.example.com").send().await.expect("answered");
+    assert_eq!(gone.status(), 404, "no route once the target is gone");
+    server.shutdown().await.expect("shutdown");
+}
