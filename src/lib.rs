@@ -28,6 +28,7 @@ pub mod embedded;
 pub mod engine;
 pub mod grpc;
 pub mod history;
+pub mod peers;
 pub mod registry;
 pub mod reload;
 pub mod server;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use spinscale::config::Config;
+use spinscale::peers::PeerList;
 use spinscale::reload::{self, ConfigSource};
 use spinscale::server::{Options, Server};
 use spinscale::tls::TlsFiles;
@@ -57,6 +58,13 @@ enum Command {
         /// counted (triggers with `hosts` and `backend`). Off unless given.
         #[arg(long, env = "SPINSCALE_ACTIVATOR_LISTEN")]
         activator_listen: Option<SocketAddr>,
+        /// Other spinscale replicas' HTTP ports (HOST:PORT, comma list): a request held here is
+        /// announced to them at once, so a KEDA stream held by any replica sees it.
+        #[arg(long, env = "SPINSCALE_PEERS", value_delimiter = ',', conflicts_with = "peer_service")]
+        peers: Vec<String>,
+        /// The replicas as a headless Service's DNS name and HTTP port (NAME:PORT), resolved on use.
+        #[arg(long, env = "SPINSCALE_PEER_SERVICE", value_parser = spinscale::peers::parse_service)]
+        peer_service: Option<PeerList>,
     },
     /// Validate a tuning config file offline; exits non-zero with every reason when it is not valid.
     CheckConfig {
@@ -120,6 +128,8 @@ async fn main() -> anyhow::Result<()> {
             tls_key,
             tls_client_ca,
             activator_listen,
+            peers,
+            peer_service,
         } => {
             init_logging(cli.log_format, "info");
             let (initial, source) = match (config, configmap) {
@@ -148,7 +158,8 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let mut server = Server::start_with(initial, grpc, http, Options { tls, activator }).await?;
+            let peers = peer_service.or((!peers.is_empty()).then_some(PeerList::Static(peers)));
+            let mut server = Server::start_with(initial, grpc, http, Options { tls, activator, peers }).await?;
             if let Some(source) = source {
                 server.follow_config(source);
             }

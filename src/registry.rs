@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::duration;
 use crate::engine::{Decision, EngineSettings, Inputs, Now, TargetEngine, lag};
 use crate::history::{History, Sample};
+use crate::peers::Peers;
 use crate::signals::prometheus::{self, QueryError};
 use crate::signals::{Collector, Hub, Reading, SourceKey, SourceView};
 use crate::target::{HttpRoute, InvalidMetadata, PredictiveMode, TargetSpec};
@@ -119,6 +120,8 @@ struct Shared {
     learned_gaps: AtomicU32,
     /// The activator is holding a request for this target: evaluate now, not at the next tick.
     demand: Notify,
+    /// A peer replica holds a request for this target, until then at the latest.
+    peer_held_until: Mutex<Option<Instant>>,
     history: Mutex<History>,
 }
 
@@ -242,6 +245,8 @@ pub struct Registry {
     open_streams: Arc<AtomicUsize>,
     /// The HTTP activator, when spinscale serves one (`--activator-listen`).
     activator: OnceLock<Arc<Activator>>,
+    /// The other replicas, told of every request held here.
+    peers: OnceLock<Arc<Peers>>,
     this: Weak<Registry>,
 }
 
@@ -259,6 +264,7 @@ impl Registry {
                 telemetry,
                 open_streams: Arc::default(),
                 activator: OnceLock::new(),
+                peers: OnceLock::new(),
                 this,
             }
         })
@@ -272,10 +278,35 @@ impl Registry {
                 Activator::new(Arc::new(move |target: &str| {
                     if let Some(registry) = registry.upgrade() {
                         registry.demand(target);
+                        if let Some(peers) = registry.peers.get() {
+                            peers.announce(target);
+                        }
                     }
                 }))
             })
             .clone()
+    }
+
+    /// Announces every request held here to these peers (set once, at start).
+    pub fn set_peers(&self, peers: Arc<Peers>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// This replica's id in the peer protocol, when it has peers.
+    pub fn peer_id(&self) -> Option<u64> {
+        self.peers.get().map(|p| p.id)
+    }
+
+    /// A peer holds a request for `target`: it counts as held here too, until the route's
+    /// `holdTimeout` at most (the longest the peer can hold it).
+    pub fn peer_demand(&self, target: &str) {
+        let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
+        for t in targets.values().filter(|t| t.id() == target) {
+            let Some(http) = t.spec().http.clone() else { continue };
+            *t.shared.peer_held_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::now() + http.hold_timeout);
+            t.shared.demand.notify_one();
+        }
     }
 
     /// A request for `target` (`namespace/name`) is held: its triggers evaluate now.
@@ -465,10 +496,17 @@ impl Registry {
             forecast: AtomicU64::new(0),
             learned_gaps: AtomicU32::new(0),
             demand: Notify::new(),
+            peer_held_until: Mutex::new(None),
             history: Mutex::new(History::default()),
         });
         let activator = setup.spec.http.as_ref().and(self.activator.get().cloned()).map(|a| (a, key.to_string()));
-        let mut evaluation = Evaluation { engine, epoch: self.epoch, telemetry: self.telemetry.clone(), activator };
+        let mut evaluation = Evaluation {
+            engine,
+            epoch: self.epoch,
+            telemetry: self.telemetry.clone(),
+            activator,
+            shared: shared.clone(),
+        };
         let initial = evaluation.evaluate(&setup, Instant::now());
         let (tx, rx) = watch::channel(initial);
         let (setup_tx, setup_rx) = watch::channel(Arc::new(setup));
@@ -629,6 +667,7 @@ struct Evaluation {
     telemetry: Arc<Telemetry>,
     /// The activator and this target's id in it, for targets with `hosts`.
     activator: Option<(Arc<Activator>, String)>,
+    shared: Arc<Shared>,
 }
 
 impl Evaluation {
@@ -692,7 +731,9 @@ impl Evaluation {
         {
             let rps = activator.rate(id, setup.rate_window).unwrap_or(0.0);
             inputs.rps = Some(inputs.rps.map_or(rps, |other| other.max(rps)));
-            if stats.held > 0 {
+            let peer_held =
+                self.shared.peer_held_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|u| u > now);
+            if stats.held > 0 || peer_held {
                 inputs.held = true;
                 observed_at = Some(now);
             }

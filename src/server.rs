@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::Html;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
@@ -23,6 +24,7 @@ use tracing::info;
 use crate::admission::AdmissionLayer;
 use crate::config::Config;
 use crate::grpc::Scaler;
+use crate::peers::{Demand, PeerList, Peers};
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::registry::Registry;
 use crate::reload::{self, ConfigSource};
@@ -41,6 +43,8 @@ pub struct Options {
     pub tls: Option<TlsFiles>,
     /// The HTTP activator's listener: requests for apps at zero are held here while they wake.
     pub activator: Option<TcpListener>,
+    /// Other replicas to tell of every request held here (and to hear from).
+    pub peers: Option<PeerList>,
 }
 
 /// A running spinscale server.
@@ -72,6 +76,9 @@ impl Server {
         let http_addr = http.local_addr()?;
         let shutdown = CancellationToken::new();
         let registry = Registry::new(config);
+        if let Some(list) = options.peers {
+            registry.set_peers(Peers::new(list));
+        }
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<ExternalScalerServer<Scaler>>().await;
@@ -176,6 +183,14 @@ impl Server {
     }
 }
 
+/// A peer replica holds a request for a target.
+async fn peer_demand(State(registry): State<Arc<Registry>>, Json(demand): Json<Demand>) -> StatusCode {
+    if registry.peer_id() != Some(demand.sender) {
+        registry.peer_demand(&demand.target);
+    }
+    StatusCode::NO_CONTENT
+}
+
 fn http_router(registry: Arc<Registry>, shutdown: CancellationToken) -> Router {
     let metrics = {
         let registry = registry.clone();
@@ -191,9 +206,12 @@ fn http_router(registry: Arc<Registry>, shutdown: CancellationToken) -> Router {
             async move { Json(rows) }
         }
     };
-    let status_page = move || {
-        let page = status::html(&status::snapshot(&registry));
-        async move { Html(page) }
+    let status_page = {
+        let registry = registry.clone();
+        move || {
+            let page = status::html(&status::snapshot(&registry));
+            async move { Html(page) }
+        }
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -213,4 +231,6 @@ fn http_router(registry: Arc<Registry>, shutdown: CancellationToken) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status_page))
         .route("/status.json", get(status_json))
+        .route("/peer/demand", post(peer_demand))
+        .with_state(registry)
 }

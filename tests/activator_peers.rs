@@ -1,0 +1,91 @@
+//! Two `spinscale serve` processes that know each other (`--peers`): KEDA holds the stream on
+//! one while the request arrives at the other's activator. The demand crosses over at once.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use spinscale::embedded::free_port;
+use spinscale::proto::external_scaler_client::ExternalScalerClient;
+use support::so_ref;
+use tokio::net::TcpListener;
+
+struct Replica {
+    child: Child,
+    grpc: u16,
+    activator: u16,
+}
+
+impl Replica {
+    fn start(http: u16, peer_http: u16) -> Self {
+        let (grpc, activator) = (free_port().expect("port"), free_port().expect("port"));
+        let child = Command::new(env!("CARGO_BIN_EXE_spinscale"))
+            .args(["serve", "--grpc-listen", &format!("127.0.0.1:{grpc}")])
+            .args(["--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--activator-listen", &format!("127.0.0.1:{activator}")])
+            .args(["--peers", &format!("127.0.0.1:{peer_http}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spinscale serve starts");
+        Self { child, grpc, activator }
+    }
+
+    async fn ready(&self) -> ExternalScalerClient<tonic::transport::Channel> {
+        let started = Instant::now();
+        loop {
+            if let Ok(client) = ExternalScalerClient::connect(format!("http://127.0.0.1:{}", self.grpc)).await {
+                return client;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "replica not ready within 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_on_one_replica_wakes_the_stream_on_the_other() {
+    let (http_a, http_b) = (free_port().expect("port"), free_port().expect("port"));
+    let a = Replica::start(http_a, http_b);
+    let b = Replica::start(http_b, http_a);
+    let (mut keda_a, mut keda_b) = (a.ready().await, b.ready().await);
+    let app_port = free_port().expect("port");
+    let backend = format!("http://127.0.0.1:{app_port}");
+    let r = so_ref("checkout", &[("hosts", "shop.example.com"), ("backend", &backend)]);
+    // KEDA's calls land on both replicas; its stream happens to be on A.
+    keda_b.get_metric_spec(r.clone()).await.expect("route on B");
+    let mut stream = keda_a.stream_is_active(r.clone()).await.expect("stream on A").into_inner();
+    assert!(!keda_a.is_active(r.clone()).await.expect("idle").into_inner().result);
+
+    let http = reqwest::Client::new();
+    let warm = http.get(format!("http://127.0.0.1:{}/", b.activator)).header("host", "nobody.example.com").send();
+    assert_eq!(warm.await.expect("404").status(), 404, "a warm connection to B's activator");
+    let sent = Instant::now();
+    let held = tokio::spawn(
+        http.get(format!("http://127.0.0.1:{}/cart", b.activator)).header("host", "shop.example.com").send(),
+    );
+    let pushed = tokio::time::timeout(Duration::from_secs(3), stream.message()).await;
+    let took = sent.elapsed();
+    assert!(matches!(pushed, Ok(Ok(Some(ref m))) if m.result), "true on A's stream: {pushed:?}");
+    println!("request held on B → true on A's stream: {} µs", took.as_micros());
+    assert!(took < Duration::from_millis(500), "pushed, not polled: {took:?}");
+    assert!(keda_a.is_active(r.clone()).await.expect("A").into_inner().result, "A says active while B holds it");
+
+    let listener = TcpListener::bind(("127.0.0.1", app_port)).await.expect("app port");
+    let app = Router::new().fallback(get(|| async { "cart" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let response = held.await.expect("join").expect("answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "cart");
+}
