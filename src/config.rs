@@ -37,6 +37,26 @@ pub struct Config {
     /// Named Kafka connections (TLS, SASL; secrets in files), picked by `kafkaConnection: NAME`.
     #[serde(default)]
     pub kafka_connections: BTreeMap<String, KafkaConnection>,
+    /// Activator routes that exist from the start, before KEDA's first call after a restart.
+    /// A trigger with `hosts` for the same ScaledObject replaces its route.
+    #[serde(default)]
+    pub routes: Vec<StaticRoute>,
+}
+
+/// One activator route of the config.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticRoute {
+    /// `namespace/name` of the ScaledObject whose app this is.
+    pub scaled_object: String,
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
+    /// The app's Service URL, e.g. `http://api-function.default.svc:80`.
+    pub backend: String,
+    pub hold_timeout: Option<Dur>,
+    pub max_held: Option<usize>,
+    pub cold_start_header: Option<bool>,
 }
 
 /// Bounds that keep one misbehaving client from taking the server down for every app.
@@ -149,6 +169,27 @@ impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         duration::parse(&text).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+impl StaticRoute {
+    /// The activator's route, checked: `scaledObject` is `namespace/name`, the backend an http URL.
+    pub fn to_route(&self) -> Result<crate::activator::Route, String> {
+        match self.scaled_object.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {}
+            _ => return Err(format!("scaledObject: {:?} is not namespace/name", self.scaled_object)),
+        }
+        let backend: http::Uri = match self.backend.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => uri,
+            _ => return Err(format!("backend: {:?} is not an http:// URL with a host", self.backend)),
+        };
+        let mut route = crate::activator::Route::new(self.scaled_object.clone(), self.hosts.clone(), backend);
+        route.path_prefixes = self.path_prefixes.clone();
+        route.hold_timeout = self.hold_timeout.map_or(route.hold_timeout, |d| d.0);
+        route.max_held = self.max_held.unwrap_or(route.max_held);
+        route.cold_start_header = self.cold_start_header.unwrap_or(route.cold_start_header);
+        crate::activator::check_route(&route)?;
+        Ok(route)
     }
 }
 
@@ -291,6 +332,11 @@ impl Config {
         problems.extend(self.engine.problems());
         for (name, connection) in &self.kafka_connections {
             problems.extend(connection.problems(name));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Err(e) = route.to_route() {
+                problems.push(format!("routes[{i}]: {e}"));
+            }
         }
         let l = &self.limits;
         for (name, value) in [

@@ -4,7 +4,7 @@
 //! task re-evaluates the engine on every reading and every tick and publishes a [`TargetState`]
 //! on a `watch` channel; calls and streams only read that channel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::activator::{Activator, Route};
-use crate::config::Config;
+use crate::config::{Config, StaticRoute};
 use crate::duration;
 use crate::engine::{Decision, EngineSettings, Inputs, Now, TargetEngine, lag};
 use crate::history::{History, Sample};
@@ -287,6 +287,53 @@ impl Registry {
             .clone()
     }
 
+    /// Sets the config's static routes that changed between `old` and `new` in the activator, and
+    /// removes those that went. A ScaledObject whose trigger has `hosts` keeps its trigger's route.
+    /// All or nothing: on a refused route, the routes set so far are put back.
+    pub fn apply_static_routes(&self, old: &[StaticRoute], new: &[StaticRoute]) -> Result<usize, Vec<String>> {
+        let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
+        self.set_static_routes(old, new, &routed_by_triggers(&targets))
+    }
+
+    fn set_static_routes(
+        &self,
+        old: &[StaticRoute],
+        new: &[StaticRoute],
+        routed: &HashSet<String>,
+    ) -> Result<usize, Vec<String>> {
+        let Some(activator) = self.activator.get() else { return Ok(0) };
+        let owned_by_trigger = |id: &str| routed.contains(id);
+        let mut problems = Vec::new();
+        let mut applied = Vec::new();
+        for (i, route) in new.iter().enumerate() {
+            if old.contains(route) || owned_by_trigger(&route.scaled_object) {
+                continue;
+            }
+            match route.to_route().and_then(|r| activator.set_route(r).map_err(|e| e.to_string())) {
+                Ok(()) => applied.push(route.scaled_object.clone()),
+                Err(e) => problems.push(format!("routes[{i}]: {e}")),
+            }
+        }
+        let previous = |id: &str| old.iter().find(|r| r.scaled_object == id).and_then(|r| r.to_route().ok());
+        if !problems.is_empty() {
+            for id in applied {
+                match previous(&id) {
+                    Some(route) => {
+                        let _ = activator.set_route(route);
+                    }
+                    None => activator.remove_route(&id),
+                }
+            }
+            return Err(problems);
+        }
+        for gone in old.iter().filter(|r| !new.iter().any(|n| n.scaled_object == r.scaled_object)) {
+            if !owned_by_trigger(&gone.scaled_object) {
+                activator.remove_route(&gone.scaled_object);
+            }
+        }
+        Ok(applied.len())
+    }
+
     /// Announces every request held here to these peers (set once, at start).
     pub fn set_peers(&self, peers: Arc<Peers>) {
         let _ = self.peers.set(peers);
@@ -431,6 +478,8 @@ impl Registry {
             problems.sort();
             return Err(Rejected { problems });
         }
+        self.set_static_routes(&self.config().routes, &new.routes, &routed_by_triggers(&targets))
+            .map_err(|problems| Rejected { problems })?;
         let new = Arc::new(new);
         let old = std::mem::replace(&mut *self.config.write().unwrap_or_else(|e| e.into_inner()), new.clone());
         let collectors_restarted = old.collectors != new.collectors;
@@ -529,7 +578,14 @@ impl Registry {
             if !keep {
                 info!(target = %key, "target dropped: not asked about for {}", duration::format(idle_timeout));
                 if let (Some(activator), Some(_)) = (self.activator.get(), &t.spec().http) {
-                    activator.remove_route(&key.to_string());
+                    let id = key.to_string();
+                    // The config's route for this app, if any, outlives the trigger's.
+                    match self.config().routes.iter().find(|r| r.scaled_object == id).and_then(|r| r.to_route().ok()) {
+                        Some(route) => {
+                            let _ = activator.set_route(route);
+                        }
+                        None => activator.remove_route(&id),
+                    }
                 }
             }
             keep
@@ -552,6 +608,11 @@ impl Registry {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
+}
+
+/// The ScaledObjects whose triggers route requests through the activator.
+fn routed_by_triggers(targets: &HashMap<TargetKey, Arc<Target>>) -> HashSet<String> {
+    targets.values().filter(|t| t.spec().http.is_some()).map(|t| t.id()).collect()
 }
 
 fn parse_spec(config: &Config, metadata: &HashMap<String, String>) -> Result<TargetSpec, InvalidMetadata> {

@@ -140,7 +140,10 @@ impl Server {
         let mut activator_addr = None;
         if let Some(listener) = options.activator {
             activator_addr = Some(listener.local_addr()?);
-            let serve = registry.activator().serve(listener, shutdown.clone());
+            let activator = registry.activator();
+            let routes = &registry.config().routes;
+            registry.apply_static_routes(&[], routes).map_err(|p| anyhow::anyhow!("config: {}", p.join("; ")))?;
+            let serve = activator.serve(listener, shutdown.clone());
             tasks.push(tokio::spawn(serve));
         }
         Ok(Self { grpc_addr, http_addr, activator_addr, registry, shutdown, tasks })

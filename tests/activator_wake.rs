@@ -127,3 +127,48 @@ async fn routes_conflict_by_name_need_the_activator_and_leave_with_their_target(
     assert_eq!(gone.status(), 404, "no route once the target is gone");
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_routes_exist_before_keda_asks_and_conflicts_reject_the_config() {
+    let port = free_port().expect("port");
+    let text = format!(
+        "{FAST}routes:\n  - scaledObject: default/legacy\n    hosts: [legacy.example.com]\n    \
+         backend: http://127.0.0.1:{port}\n    holdTimeout: 5s\n"
+    );
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let activator = Some(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+    let config = Config::parse(&text).expect("config");
+    let server = Server::start_with(config.clone(), grpc, http, Options { activator, ..Options::default() })
+        .await
+        .expect("server");
+
+    // Right after a restart, before KEDA's first call: the route is there and holds the request.
+    let held = tokio::spawn(request(&server, "legacy.example.com").send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app(port).await;
+    let response = held.await.expect("join").expect("answered");
+    assert_eq!(response.status(), 200, "held, then forwarded; not a 404");
+
+    // A trigger claims another app on the same host: the config's route is in the way only if
+    // the config changes to claim a host a live trigger routes.
+    let mut keda = connect(&server).await;
+    let meta = [("hosts", "new.example.com"), ("backend", "http://127.0.0.1:9")];
+    keda.get_metric_spec(so_ref("new", &meta)).await.expect("trigger route");
+    let clash = Config::parse(&format!(
+        "{text}  - scaledObject: default/other\n    hosts: [new.example.com]\n    backend: http://127.0.0.1:9\n"
+    ))
+    .expect("valid alone");
+    let rejected = server.registry.reload(clash).expect_err("conflicts with the live trigger's route");
+    assert!(rejected.to_string().contains("routes[1]") && rejected.to_string().contains("default/new"), "{rejected}");
+    assert_eq!(server.registry.config().routes.len(), 1, "the previous config stays");
+    let still = request(&server, "legacy.example.com").send().await.expect("answered");
+    assert_eq!(still.status(), 200, "the config's route is still served");
+
+    let bad = Config::parse(&format!(
+        "{FAST}routes:\n  - scaledObject: legacy\n    hosts: [a.example.com]\n    backend: ftp://x\n"
+    ));
+    let text = bad.expect_err("invalid").to_string();
+    assert!(text.contains("routes[0]: scaledObject: \"legacy\" is not namespace/name"), "{text}");
+    server.shutdown().await.expect("shutdown");
+}

@@ -36,6 +36,13 @@ use hold::Release;
 use routes::{Patterns, RouteTable};
 use target::{Settings, Target};
 
+/// Checks a route without setting it: what [`Activator::set_route`] would refuse as unusable.
+pub fn check_route(route: &Route) -> Result<(), String> {
+    Patterns::of(route).map_err(|e| e.to_string())?;
+    Settings::of(route.clone()).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Called with a target's id when a request for it is held and none was held before.
 pub type OnDemand = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -93,6 +100,11 @@ impl Activator {
             }
         }
         Ok(())
+    }
+
+    /// The targets that have a route.
+    pub fn routed(&self) -> Vec<String> {
+        self.read().targets.keys().cloned().collect()
     }
 
     /// Removes the target's route: its requests get `404`, including those held now.
