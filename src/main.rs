@@ -65,6 +65,10 @@ enum Command {
         /// The replicas as a headless Service's DNS name and HTTP port (NAME:PORT), resolved on use.
         #[arg(long, env = "SPINSCALE_PEER_SERVICE", value_parser = spinscale::peers::parse_service)]
         peer_service: Option<PeerList>,
+        /// Watch EndpointSlices through the Kubernetes API (in-cluster credentials or the
+        /// kubeconfig): held requests go the moment their backend Service has a ready endpoint.
+        #[arg(long, env = "SPINSCALE_WATCH_ENDPOINTS", requires = "activator_listen")]
+        watch_endpoints: bool,
     },
     /// Validate a tuning config file offline; exits non-zero with every reason when it is not valid.
     CheckConfig {
@@ -130,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
             activator_listen,
             peers,
             peer_service,
+            watch_endpoints,
         } => {
             init_logging(cli.log_format, "info");
             let (initial, source) = match (config, configmap) {
@@ -159,7 +164,16 @@ async fn main() -> anyhow::Result<()> {
                 None => None,
             };
             let peers = peer_service.or((!peers.is_empty()).then_some(PeerList::Static(peers)));
-            let mut server = Server::start_with(initial, grpc, http, Options { tls, activator, peers }).await?;
+            let endpoints = match watch_endpoints {
+                true => Some(
+                    kube::Client::try_default()
+                        .await
+                        .context("--watch-endpoints needs Kubernetes credentials (in-cluster or a kubeconfig)")?,
+                ),
+                false => None,
+            };
+            let options = Options { tls, activator, peers, endpoints };
+            let mut server = Server::start_with(initial, grpc, http, options).await?;
             if let Some(source) = source {
                 server.follow_config(source);
             }

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::activator::endpoints;
 use crate::admission::AdmissionLayer;
 use crate::config::Config;
 use crate::grpc::Scaler;
@@ -45,6 +46,8 @@ pub struct Options {
     pub activator: Option<TcpListener>,
     /// Other replicas to tell of every request held here (and to hear from).
     pub peers: Option<PeerList>,
+    /// In a cluster: watch EndpointSlices, so held requests go the moment a backend is ready.
+    pub endpoints: Option<kube::Client>,
 }
 
 /// A running spinscale server.
@@ -143,6 +146,13 @@ impl Server {
             let activator = registry.activator();
             let routes = &registry.config().routes;
             registry.apply_static_routes(&[], routes).map_err(|p| anyhow::anyhow!("config: {}", p.join("; ")))?;
+            if let Some(client) = options.endpoints {
+                let follow = endpoints::follow(client, endpoints::poker(activator.clone()), shutdown.clone());
+                tasks.push(tokio::spawn(async move {
+                    follow.await;
+                    Ok(())
+                }));
+            }
             let serve = activator.serve(listener, shutdown.clone());
             tasks.push(tokio::spawn(serve));
         }

@@ -11,6 +11,7 @@
 
 mod backend;
 mod body;
+pub mod endpoints;
 mod forward;
 mod headers;
 mod hold;
@@ -143,6 +144,26 @@ impl Activator {
         if let Some(target) = self.target(target) {
             target.poke.notify_one();
         }
+    }
+
+    /// Pokes every target whose backend is the Service `name` in `namespace` (its host is
+    /// `name.namespace[.svc[.cluster.local]]`): it has ready endpoints now.
+    pub fn poke_service(&self, namespace: &str, name: &str) -> usize {
+        let targets: Vec<Arc<Target>> = self.read().targets.values().cloned().collect();
+        let mut poked = 0;
+        for target in targets {
+            let settings = target.settings();
+            let host = settings.route.backend.host().unwrap_or_default();
+            let mut labels = host.split('.');
+            let matches = labels.next() == Some(name)
+                && labels.next() == Some(namespace)
+                && matches!(labels.collect::<Vec<_>>().as_slice(), [] | ["svc"] | ["svc", "cluster", "local"]);
+            if matches {
+                target.poke.notify_one();
+                poked += 1;
+            }
+        }
+        poked
     }
 
     fn target(&self, id: &str) -> Option<Arc<Target>> {
