@@ -622,7 +622,7 @@ async fn a_backend_failing_after_ready_is_502_retried_once_when_idempotent() {
 /// Each time the backend goes away: a `502` for the request that found out, then requests are
 /// held again, `on_demand` fires again, and the backend's return releases them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_that_goes_away_makes_requests_held_again() {
+async fn a_backend_that_went_away_holds_requests_instead_of_failing_them() {
     const CYCLES: usize = 3;
     let proxy = Proxy::start().await;
     let addr = free_addr().await;
@@ -632,17 +632,15 @@ async fn a_backend_that_goes_away_makes_requests_held_again() {
     assert_eq!(send(&client, get(&proxy, APP, "/")).await.text(), "up ok\n");
     let mut wakes = Vec::new();
     for cycle in 0..CYCLES {
+        // Scaled to zero: the next request finds nobody listening. It was never sent, so it is
+        // held like one that arrives at zero, not failed.
         backend.stop().await;
-        let failed = send(&client, get(&proxy, APP, "/")).await;
-        assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
-        assert!(failed.text().contains("default/gone"), "{}", failed.text());
-        assert!(!proxy.activator.stats("default/gone").unwrap().backend_ready);
-
         let held = tokio::spawn({
             let (client, request) = (client.clone(), get(&proxy, APP, "/"));
             async move { send(&client, request).await }
         });
         until("a new demand", Duration::from_secs(5), || proxy.demands().len() == cycle + 2).await;
+        assert!(!proxy.activator.stats("default/gone").unwrap().backend_ready);
         tokio::time::sleep(Duration::from_millis(50)).await; // a pod starting
         backend = Backend::start(addr, "up").await;
         proxy.activator.poke("default/gone");

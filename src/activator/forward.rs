@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -14,28 +14,33 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::backend::BackendClient;
+use super::Activator;
 use super::body::{Lender, ProxyBody};
 use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
+use super::proxy::{Refusal, until_ready};
 use super::reply;
 use super::stats::InFlight;
 use super::target::{Settings, Target};
 
 static COLD_START: HeaderName = HeaderName::from_static("x-spinscale-cold-start");
 
+/// A request whose backend went away before it was sent is held again at most this often.
+const MAX_RE_HOLDS: u32 = 3;
+
 /// A forward of one client request.
 pub(super) struct Forward<'a> {
-    pub client: &'a BackendClient,
+    pub activator: &'a Activator,
     pub target: &'a Arc<Target>,
     pub settings: &'a Settings,
     pub peer: SocketAddr,
     /// How long the request was held, if it was.
     pub held: Option<Duration>,
+    pub arrived: Instant,
     pub shutdown: &'a CancellationToken,
 }
 
 impl Forward<'_> {
-    pub async fn run(self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn run(mut self, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let upgrade = wants_upgrade(&request);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
@@ -57,21 +62,38 @@ impl Forward<'_> {
         let idempotent =
             matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
         let mut retried = false;
+        let mut re_holds = 0;
         loop {
             let mut outgoing = Request::new(body.lend());
             *outgoing.method_mut() = parts.method.clone();
             *outgoing.uri_mut() = uri.clone();
             *outgoing.version_mut() = Version::HTTP_11;
-            *outgoing.headers_mut() =
-                if idempotent && !retried { headers.clone() } else { std::mem::take(&mut headers) };
+            *outgoing.headers_mut() = headers.clone();
             let in_flight = self.target.stats.start();
-            let error = match self.client.request(outgoing).await {
+            let error = match self.activator.client.request(outgoing).await {
                 Ok(response) => return self.respond(response, in_flight, client_upgrade),
                 Err(error) => error,
             };
             drop(in_flight);
             if error.is_connect() && self.target.hold.close() {
                 info!(target = %self.target.id, backend = %self.settings.address, %error, "backend went away; holding new requests");
+            }
+            // Nothing reached the backend (it scaled to zero, or its pod is gone): hold this request
+            // too, as if it had arrived now, rather than fail it.
+            if error.is_connect() && body.unsent() && re_holds < MAX_RE_HOLDS {
+                re_holds += 1;
+                match until_ready(self.activator, self.target, self.settings, self.arrived).await {
+                    Ok(waited) => {
+                        self.held = waited.or(self.held);
+                        continue;
+                    }
+                    Err(Refusal::TimedOut) => return reply::timed_out(&self.target.id, self.arrived.elapsed()),
+                    Err(Refusal::Full) => return reply::full(&self.target.id, self.settings.route.max_held),
+                    Err(Refusal::Shutdown) => return reply::shutting_down(&self.target.id),
+                    Err(Refusal::Removed) => {
+                        return reply::bad_gateway(&self.target.id, &self.settings.route.backend, &error);
+                    }
+                }
             }
             if idempotent && !retried && body.unsent() {
                 debug!(target = %self.target.id, %error, "retrying once");

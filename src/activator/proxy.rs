@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -16,6 +16,7 @@ use super::forward::Forward;
 use super::hold::{Admit, Release};
 use super::reply;
 use super::routes::request_host;
+use super::target::{Settings, Target};
 
 pub(super) async fn handle(
     activator: Arc<Activator>,
@@ -30,29 +31,62 @@ pub(super) async fn handle(
     };
     target.stats.record(arrived);
     let settings = target.settings();
-    let mut held = None;
-    if !target.hold.is_ready() {
-        match target.hold.admit(settings.route.max_held) {
-            Admit::Ready => {}
-            Admit::Full => return reply::full(&target.id, settings.route.max_held),
-            Admit::Held { mut ticket, first, start_probe } => {
-                if first {
-                    (activator.on_demand)(&target.id);
-                }
-                if start_probe {
-                    tokio::spawn(backend::probe(target.clone()));
-                }
-                match tokio::time::timeout(settings.route.hold_timeout, ticket.released()).await {
-                    Ok(Release::Ready) => held = Some(arrived.elapsed()),
-                    Ok(Release::Removed) => return reply::no_route(&host, request.uri().path()),
-                    Ok(Release::Shutdown) => return reply::shutting_down(&target.id),
-                    Err(_) => return reply::timed_out(&target.id, arrived.elapsed()),
-                }
+    let held = match until_ready(&activator, &target, &settings, arrived).await {
+        Ok(held) => held,
+        Err(Refusal::Full) => return reply::full(&target.id, settings.route.max_held),
+        Err(Refusal::Removed) => return reply::no_route(&host, request.uri().path()),
+        Err(Refusal::Shutdown) => return reply::shutting_down(&target.id),
+        Err(Refusal::TimedOut) => return reply::timed_out(&target.id, arrived.elapsed()),
+    };
+    drop(host); // it borrows `request`, which the forward takes
+    let forward = Forward {
+        activator: &activator,
+        target: &target,
+        settings: &settings,
+        peer,
+        held,
+        arrived,
+        shutdown: &shutdown,
+    };
+    forward.run(request).await
+}
+
+/// Why a request was not let through to its backend.
+pub(super) enum Refusal {
+    Full,
+    Removed,
+    Shutdown,
+    TimedOut,
+}
+
+/// Waits (held) until the target's backend is ready, waking the target on the first hold.
+/// `Ok(Some(waited since arrival))` when it had to wait, `Ok(None)` when the backend was ready.
+pub(super) async fn until_ready(
+    activator: &Activator,
+    target: &Arc<Target>,
+    settings: &Settings,
+    arrived: Instant,
+) -> Result<Option<Duration>, Refusal> {
+    if target.hold.is_ready() {
+        return Ok(None);
+    }
+    match target.hold.admit(settings.route.max_held) {
+        Admit::Ready => Ok(None),
+        Admit::Full => Err(Refusal::Full),
+        Admit::Held { mut ticket, first, start_probe } => {
+            if first {
+                (activator.on_demand)(&target.id);
+            }
+            if start_probe {
+                tokio::spawn(backend::probe(target.clone()));
+            }
+            let left = settings.route.hold_timeout.saturating_sub(arrived.elapsed());
+            match tokio::time::timeout(left, ticket.released()).await {
+                Ok(Release::Ready) => Ok(Some(arrived.elapsed())),
+                Ok(Release::Removed) => Err(Refusal::Removed),
+                Ok(Release::Shutdown) => Err(Refusal::Shutdown),
+                Err(_) => Err(Refusal::TimedOut),
             }
         }
     }
-    drop(host); // it borrows `request`, which the forward takes
-    let forward =
-        Forward { client: &activator.client, target: &target, settings: &settings, peer, held, shutdown: &shutdown };
-    forward.run(request).await
 }
