@@ -96,6 +96,9 @@ enum Command {
         /// How long to run, as a Go duration (e.g. 60s, 2m).
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         duration: Duration,
+        /// The HTTP activator instead: bursts of requests to an app at zero, held and answered.
+        #[arg(long)]
+        activator: bool,
     },
     /// Replay a trace through the engine and baseline policies on a virtual clock, and compare them.
     Simulate(spinscale::sim::SimulateArgs),
@@ -189,9 +192,12 @@ async fn main() -> anyhow::Result<()> {
             init_logging(cli.log_format, "error");
             spinscale::bench::run(spinscale::bench::BenchArgs { quick, poll, json, overload }).await
         }
-        Command::Demo { duration } => {
+        Command::Demo { duration, activator } => {
             init_logging(cli.log_format, "warn");
-            spinscale::demo::run(duration).await
+            match activator {
+                true => spinscale::demo::http::run(duration.min(Duration::from_secs(600))).await,
+                false => spinscale::demo::run(duration).await,
+            }
         }
         Command::Simulate(args) => Ok(spinscale::sim::run(&args)?),
         Command::CheckConfig { file } => check_config(&file),

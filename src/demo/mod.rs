@@ -8,6 +8,8 @@
 //! cooldown (→ 0), and an HPA loop (1 → N). The timeline shows the app woken from zero about a
 //! second after the first record of a burst, where KEDA's own kafka scaler waits for its next poll.
 
+pub mod http;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
