@@ -109,6 +109,10 @@ enum Command {
         /// The `scalerAddress` written into the spinscale triggers.
         #[arg(long)]
         scaler_address: Option<String>,
+        /// Put spinscale's activator in front of HTTP apps: an Ingress that routes to an app's
+        /// Service points at the activator, and the app's trigger gains `hosts` and `backend`.
+        #[arg(long)]
+        activator: bool,
     },
 }
 
@@ -201,7 +205,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => Ok(spinscale::sim::run(&args)?),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Convert { input, scaler_address } => spinscale::convert::run(&input, scaler_address),
+        Command::Convert { input, scaler_address, activator } => {
+            spinscale::convert::run(&input, scaler_address, activator)
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! `spinscale convert` on fixtures of the shape KEDA users write today (`tests/fixtures/convert/`):
 //! the function and the binary (with a file and with `-` on stdin), the output read back document by
 //! document and field by field, its triggers fed to spinscale's own parser, and bad input refused
-//! with the document and the field named.
+//! with the document and the field named. With `--activator`: Ingresses repointed at spinscale's
+//! activator through an ExternalName Service, routes in the triggers (installed in a real activator
+//! route table), and what the activator cannot express refused naming the Ingress field.
 
 mod manifests;
 
@@ -10,9 +12,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::{Ingress, IngressTLS};
 use manifests::{ScaledObject, SpinApp, Trigger};
+use spinscale::activator::{Activator, Route};
 use spinscale::convert::{COMMENT_PREFIX, Converted, DEFAULT_SCALER_ADDRESS, Options, convert};
-use spinscale::target::{MetricsMode, OffsetResetPolicy, TargetSpec};
+use spinscale::target::{HttpRoute, MetricsMode, OffsetResetPolicy, TargetSpec};
 
 fn fixture(name: &str) -> (PathBuf, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/convert").join(name);
@@ -301,4 +306,450 @@ fn bad_input_fails_naming_the_document_and_the_field() {
     let bad_address = spinscale(&["convert", "--scaler-address", "spinscale", "-"], Some(&input));
     assert!(!bad_address.status.success());
     assert!(text(&bad_address.stderr).contains("--scaler-address \"spinscale\" is not host:port"));
+}
+
+// === --activator ===
+
+const ACTIVATOR_HOST: &str = "spinscale-activator.spinscale.svc.cluster.local";
+
+fn with_activator() -> Options {
+    Options { activator: true, ..Options::default() }
+}
+
+fn converted_with_activator(name: &str) -> Converted {
+    convert(&fixture(name).1, &with_activator()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn ingress(docs: &[serde_json::Value], name: &str) -> Ingress {
+    manifests::typed(find(docs, "Ingress", name), name)
+}
+
+/// The one ExternalName Service `spinscale-activator` of the output, checked: it stands for the
+/// deploy kit's activator Service, on the port the Ingresses use.
+fn external_name_service(docs: &[serde_json::Value]) -> Service {
+    let all: Vec<&serde_json::Value> =
+        docs.iter().filter(|d| d["kind"] == "Service" && d["metadata"]["name"] == "spinscale-activator").collect();
+    assert_eq!(all.len(), 1, "one ExternalName Service per namespace");
+    let service: Service = manifests::typed(all[0], "spinscale-activator");
+    let spec = service.spec.clone().expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("ExternalName"));
+    assert_eq!(spec.external_name.as_deref(), Some(ACTIVATOR_HOST));
+    let ports: Vec<i32> = spec.ports.iter().flatten().map(|p| p.port).collect();
+    assert_eq!(ports, [80]);
+    service
+}
+
+/// `(host, path, Service, port number)` of every path of an Ingress.
+fn backends(ingress: &Ingress) -> Vec<(String, String, String, i32)> {
+    let rules = ingress.spec.as_ref().and_then(|s| s.rules.clone()).unwrap_or_default();
+    let mut all = Vec::new();
+    for rule in rules {
+        for path in rule.http.map(|h| h.paths).unwrap_or_default() {
+            let service = path.backend.service.expect("a Service backend");
+            let number = service.port.and_then(|p| p.number).unwrap_or(-1);
+            all.push((rule.host.clone().unwrap_or_default(), path.path.unwrap_or_default(), service.name, number));
+        }
+    }
+    all
+}
+
+fn to_activator(host: &str, path: &str) -> (String, String, String, i32) {
+    (host.into(), path.into(), "spinscale-activator".into(), 80)
+}
+
+/// The ScaledObject's only spinscale trigger: its metadata exactly, and its route as spinscale reads it.
+fn route_of(trigger: &Trigger, expected: &[(&str, &str)]) -> HttpRoute {
+    assert_eq!(trigger.type_, "external-push");
+    assert_eq!(trigger.metadata, metadata(expected));
+    spinscale_reads(trigger).http.expect("an activator route")
+}
+
+/// Installs the routes in a real activator, as spinscale does when KEDA first calls for each target.
+fn install(routes: &[(&str, &HttpRoute)]) -> Result<(), spinscale::activator::RouteError> {
+    let activator = Activator::new(std::sync::Arc::new(|_: &str| {}));
+    for (target, http) in routes {
+        let route = Route {
+            path_prefixes: http.path_prefixes.clone(),
+            ..Route::new(*target, http.hosts.clone(), http.backend.clone())
+        };
+        activator.set_route(route)?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_activator_the_seed_api_function_is_held_and_woken_through_spinscale() {
+    let out = converted_with_activator("article.yaml");
+    let docs = documents(&out.yaml);
+    let shape: Vec<(&str, &str)> = docs
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap_or_default(), d["metadata"]["name"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("SpinApp", "webhook-handler"),
+            ("ScaledObject", "webhook-handler-scaler"),
+            ("SpinApp", "api-function"),
+            ("ScaledObject", "api-function-scaler"),
+            ("Service", "api-function"),
+            ("Ingress", "api-function"),
+            ("Service", "spinscale-activator"),
+        ],
+        "the new ScaledObject follows its SpinApp, the ExternalName Service its Ingress"
+    );
+
+    // The webhook handler has no Ingress: as without --activator.
+    let plain = documents(&converted("article.yaml").yaml);
+    for (kind, name) in [("SpinApp", "webhook-handler"), ("ScaledObject", "webhook-handler-scaler")] {
+        assert_eq!(find(&docs, kind, name), find(&plain, kind, name), "{kind} {name}");
+    }
+
+    let app = spin_app(&docs, "api-function");
+    assert_eq!(app.api_version, "core.spinkube.dev/v1alpha1");
+    assert_eq!((app.spec.enable_autoscaling, app.spec.replicas), (Some(true), None), "now autoscaled");
+
+    let scaled = scaled_object(&docs, "api-function-scaler");
+    let target = &scaled.spec.scale_target_ref;
+    assert_eq!(
+        (target.api_version.as_deref(), target.kind.as_deref(), target.name.as_str()),
+        (Some("apps/v1"), Some("Deployment"), "api-function")
+    );
+    let spec = &scaled.spec;
+    assert_eq!((spec.min_replica_count, spec.max_replica_count, spec.cooldown_period), (Some(0), Some(10), Some(30)));
+    let trigger = one_trigger(&scaled);
+    let route = route_of(
+        trigger,
+        &[
+            ("scalerAddress", DEFAULT_SCALER_ADDRESS),
+            ("hosts", "api.example.com"),
+            ("backend", "http://api-function.default.svc:80"),
+        ],
+    );
+    assert_eq!(route.hosts, ["api.example.com"]);
+    assert!(route.path_prefixes.is_empty());
+    assert_eq!((route.backend.host(), route.backend.port_u16()), (Some("api-function.default.svc"), Some(80)));
+    let parsed = spinscale_reads(trigger);
+    assert!(parsed.prometheus.is_none() && parsed.kafka.is_none(), "the route is the signal");
+
+    let ingress = ingress(&docs, "api-function");
+    assert_eq!(backends(&ingress), [to_activator("api.example.com", "/")]);
+    let path_type = ingress.spec.as_ref().and_then(|s| s.rules.as_ref()).and_then(|r| r[0].http.as_ref());
+    assert_eq!(path_type.map(|h| h.paths[0].path_type.as_str()), Some("Prefix"));
+    let service = external_name_service(&docs);
+    assert_eq!(service.metadata.namespace, ingress.metadata.namespace);
+    install(&[("default/api-function-scaler", &route)]).expect("the activator takes the route");
+
+    let comments: Vec<&str> = out.yaml.lines().filter_map(|l| l.strip_prefix(COMMENT_PREFIX)).collect();
+    let messages: Vec<&str> = out.notes.iter().map(|n| n.message.as_str()).collect();
+    assert_eq!(comments, messages, "every note is a comment on its document");
+    let on = |document: &str| out.notes.iter().filter(|n| n.document == document).count();
+    assert_eq!(on("new ScaledObject api-function-scaler (for SpinApp api-function)"), 3);
+    assert_eq!(on("new Service spinscale-activator (for Ingress api-function)"), 1);
+    let ingress_notes: Vec<&str> = out
+        .notes
+        .iter()
+        .filter(|n| n.document.contains("Ingress api-function, line"))
+        .map(|n| n.message.as_str())
+        .collect();
+    assert!(
+        ingress_notes[0].starts_with(
+            "spec.rules[0].http.paths[0].backend: Service api-function port 80 → Service spinscale-activator port 80"
+        ),
+        "{ingress_notes:?}"
+    );
+    assert!(ingress_notes.iter().any(|n| n.starts_with("no namespace written")), "{ingress_notes:?}");
+    let scaled_notes = out.notes.iter().filter(|n| n.document.contains("ScaledObject webhook-handler-scaler"));
+    assert!(scaled_notes.clone().any(|n| n.message.starts_with("--activator: no Ingress in this input routes")));
+
+    // The deploy kit's example is this conversion, with maxReplicaCount 50 (and without the seed's
+    // own Service, which collides with the operator's).
+    let example_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/api-function.yaml");
+    let example_text = std::fs::read_to_string(&example_path).expect("the deploy example");
+    let example = manifests::documents(&example_text, "deploy/examples/api-function.yaml");
+    let mut expected_scaled = find(&docs, "ScaledObject", "api-function-scaler").clone();
+    expected_scaled["spec"]["maxReplicaCount"] = 50.into();
+    assert_eq!(example.len(), 4);
+    assert_eq!(&example[0], find(&docs, "SpinApp", "api-function"));
+    assert_eq!(example[1], expected_scaled);
+    assert_eq!(&example[2], find(&docs, "Service", "spinscale-activator"));
+    assert_eq!(&example[3], find(&docs, "Ingress", "api-function"));
+}
+
+fn one_trigger(scaled: &ScaledObject) -> &Trigger {
+    assert_eq!(scaled.spec.triggers.len(), 1, "{:?}", scaled.spec.triggers);
+    &scaled.spec.triggers[0]
+}
+
+#[test]
+fn the_binary_converts_with_activator_from_a_file_and_stdin() {
+    let (path, input) = fixture("article.yaml");
+    let expected = converted_with_activator("article.yaml");
+    let path = path.to_str().expect("UTF-8 path");
+
+    let from_file = spinscale(&["convert", "--activator", path], None);
+    assert!(from_file.status.success(), "{}", text(&from_file.stderr));
+    assert_eq!(text(&from_file.stdout), expected.yaml);
+    let stderr = text(&from_file.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), expected.notes.len(), "{stderr}");
+    for (line, note) in lines.iter().zip(&expected.notes) {
+        assert_eq!(*line, format!("spinscale convert: {path}: {note}"));
+    }
+    assert!(
+        stderr.contains(&format!(
+            "spinscale convert: {path}: new Service spinscale-activator (for Ingress api-function): added by --activator"
+        )),
+        "{stderr}"
+    );
+
+    let from_stdin = spinscale(&["convert", "-", "--activator"], Some(&input));
+    assert!(from_stdin.status.success(), "{}", text(&from_stdin.stderr));
+    assert_eq!(text(&from_stdin.stdout), expected.yaml);
+    assert!(text(&from_stdin.stderr).contains("spinscale convert: <stdin>: new ScaledObject api-function-scaler"));
+
+    // The activator's ExternalName follows --scaler-address to spinscale's namespace.
+    let address = "spinscale.keda.svc.cluster.local:9500";
+    let elsewhere = spinscale(&["convert", "--activator", "--scaler-address", address, "-"], Some(&input));
+    assert!(elsewhere.status.success(), "{}", text(&elsewhere.stderr));
+    let docs = documents(&text(&elsewhere.stdout));
+    let service: Service = manifests::typed(find(&docs, "Service", "spinscale-activator"), "spinscale-activator");
+    let external = service.spec.and_then(|s| s.external_name);
+    assert_eq!(external.as_deref(), Some("spinscale-activator.keda.svc.cluster.local"));
+    assert_eq!(one_trigger(&scaled_object(&docs, "api-function-scaler")).metadata["scalerAddress"], address);
+
+    let without = spinscale(&["convert", path], None);
+    assert!(!text(&without.stdout).contains("spinscale-activator"), "only with --activator");
+
+    let bad = input.replace(
+        "    - host: api.example.com
+      http:",
+        "    - http:",
+    );
+    let refused = spinscale(&["convert", "--activator", "-"], Some(&bad));
+    assert!(!refused.status.success() && refused.stdout.is_empty());
+    let ingress_line = line_of(&input, "apiVersion: networking.k8s.io/v1");
+    let wanted =
+        format!("<stdin>: document 5 (Ingress api-function, line {ingress_line}): spec.rules[0].host: is missing");
+    assert!(text(&refused.stderr).contains(&wanted), "{}\nwanted: {wanted}", text(&refused.stderr));
+}
+
+#[tokio::test]
+async fn http_apps_in_a_namespace_get_their_routes_field_by_field() {
+    let (_, input) = fixture("http-apps.yaml");
+    let out = converted_with_activator("http-apps.yaml");
+    let docs = documents(&out.yaml);
+    assert_eq!(docs.len(), 12, "10 documents, a ScaledObject and an ExternalName Service added:\n{}", out.yaml);
+    let written = documents(&input);
+
+    // An API on two hosts, behind TLS, with a fixed replica count and no ScaledObject.
+    let app = spin_app(&docs, "api");
+    assert_eq!((app.spec.enable_autoscaling, app.spec.replicas), (Some(true), None));
+    let api = scaled_object(&docs, "api-scaler");
+    assert_eq!(api.metadata.namespace.as_deref(), Some("web"));
+    assert_eq!(api.spec.scale_target_ref.name, "api");
+    assert_eq!((api.spec.min_replica_count, api.spec.max_replica_count), (Some(0), Some(10)));
+    let api_route = route_of(
+        one_trigger(&api),
+        &[
+            ("scalerAddress", DEFAULT_SCALER_ADDRESS),
+            ("hosts", "api.example.com,api.example.org"),
+            // The port named http-app is the operator's Service port 80.
+            ("backend", "http://api.web.svc:80"),
+        ],
+    );
+    let api_ingress = ingress(&docs, "api");
+    assert_eq!(backends(&api_ingress), [to_activator("api.example.com", "/"), to_activator("api.example.org", "/")]);
+    let tls: Vec<IngressTLS> = api_ingress.spec.as_ref().and_then(|s| s.tls.clone()).expect("tls kept");
+    assert_eq!(tls, ingress(&written, "api").spec.and_then(|s| s.tls).expect("tls written"));
+    assert_eq!(tls[0].secret_name.as_deref(), Some("api-tls"));
+    assert_eq!(api_ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()), Some("nginx"));
+    assert_eq!(api_ingress.metadata.annotations, ingress(&written, "api").metadata.annotations);
+
+    // Webhooks scaled on their own counter: the route joins the folded Prometheus trigger.
+    let hooks = scaled_object(&docs, "hooks");
+    let hooks_route = route_of(
+        one_trigger(&hooks),
+        &[
+            ("scalerAddress", DEFAULT_SCALER_ADDRESS),
+            ("prometheusAddress", "http://prometheus.monitoring:9090"),
+            ("query", r#"sum(rate(http_requests_total{app="hooks"}[1m]))"#),
+            ("targetRps", "25"),
+            ("hosts", "hooks.example.com"),
+            ("pathPrefixes", "/github,/stripe"),
+            ("backend", "http://hooks-public.web.svc:8080"),
+        ],
+    );
+    assert_eq!(hooks_route.path_prefixes, ["/github", "/stripe"]);
+    assert!(spinscale_reads(one_trigger(&hooks)).prometheus.is_some());
+    assert_eq!(
+        backends(&ingress(&docs, "hooks")),
+        [
+            to_activator("hooks.example.com", "/github"),
+            to_activator("hooks.example.com", "/stripe/"),
+            ("hooks.example.com".into(), "/docs".into(), "docs".into(), 80),
+        ],
+        "the path to a Service of no app stays"
+    );
+
+    // A Deployment scaled on CPU: a route trigger next to the cpu trigger; minReplicaCount kept.
+    let legacy = scaled_object(&docs, "legacy");
+    assert_eq!(legacy.spec.min_replica_count, Some(1));
+    let types: Vec<&str> = legacy.spec.triggers.iter().map(|t| t.type_.as_str()).collect();
+    assert_eq!(types, ["cpu", "external-push"]);
+    assert_eq!(legacy.spec.triggers[0].metadata, metadata(&[("value", "60")]));
+    let legacy_route = route_of(
+        &legacy.spec.triggers[1],
+        &[
+            ("scalerAddress", DEFAULT_SCALER_ADDRESS),
+            ("hosts", "legacy.example.com"),
+            ("backend", "http://legacy-svc.web.svc:80"),
+        ],
+    );
+    assert_eq!(backends(&ingress(&docs, "legacy")), [to_activator("legacy.example.com", "/")]);
+
+    let service = external_name_service(&docs);
+    assert_eq!(service.metadata.namespace.as_deref(), Some("web"));
+    for (kind, name) in [("Deployment", "legacy"), ("Service", "legacy-svc"), ("Service", "hooks-public")] {
+        assert_eq!(find(&docs, kind, name), find(&written, kind, name), "{kind} {name} unchanged");
+    }
+    install(&[("web/api-scaler", &api_route), ("web/hooks", &hooks_route), ("web/legacy", &legacy_route)])
+        .expect("the activator takes every route");
+
+    let messages: Vec<&str> = out.notes.iter().map(|n| n.message.as_str()).collect();
+    for wanted in [
+        "spec.rules[0].http.paths[2]: Service docs is not the Service of a SpinApp or of a scaled Deployment",
+        "the query stays next to the activator's count",
+        "minReplicaCount 1: left as written",
+        "spec.triggers[1]: a new external-push trigger to spinscale",
+    ] {
+        assert!(messages.iter().any(|m| m.starts_with(wanted)), "{wanted:?} not in {messages:#?}");
+    }
+    assert!(!messages.iter().any(|m| m.starts_with("no namespace written")), "every object has its namespace");
+}
+
+#[tokio::test]
+async fn one_host_routed_to_two_services_gives_two_routes_with_path_prefixes() {
+    let out = converted_with_activator("shared-host.yaml");
+    let docs = documents(&out.yaml);
+    let api = route_of(
+        one_trigger(&scaled_object(&docs, "api-scaler")),
+        &[
+            ("scalerAddress", DEFAULT_SCALER_ADDRESS),
+            ("hosts", "shop.example.com"),
+            ("pathPrefixes", "/api"),
+            ("backend", "http://api.default.svc:80"),
+        ],
+    );
+    let hooks = route_of(
+        one_trigger(&scaled_object(&docs, "hooks-scaler")),
+        &[
+            ("scalerAddress", DEFAULT_SCALER_ADDRESS),
+            ("hosts", "shop.example.com"),
+            ("pathPrefixes", "/hooks"),
+            ("backend", "http://hooks.default.svc:80"),
+        ],
+    );
+    let shop = ingress(&docs, "shop");
+    assert_eq!(backends(&shop), [to_activator("shop.example.com", "/api"), to_activator("shop.example.com", "/hooks")]);
+    let tls = shop.spec.as_ref().and_then(|s| s.tls.clone()).expect("tls kept");
+    assert_eq!(
+        (tls[0].hosts.clone(), tls[0].secret_name.as_deref()),
+        (Some(vec!["shop.example.com".into()]), Some("shop-tls"))
+    );
+    external_name_service(&docs);
+    install(&[("default/api-scaler", &api), ("default/hooks-scaler", &hooks)]).expect("two routes on one host");
+    // Had convert given both the same prefix, the activator would refuse the second.
+    let clash = HttpRoute { path_prefixes: api.path_prefixes.clone(), ..hooks.clone() };
+    assert!(install(&[("default/api-scaler", &api), ("default/hooks-scaler", &clash)]).is_err());
+}
+
+#[test]
+fn what_the_activator_cannot_express_is_refused_naming_the_ingress_field() {
+    let (_, input) = fixture("shared-host.yaml");
+    let ingress_line = line_of(&input, "apiVersion: networking.k8s.io/v1");
+    let shop = format!("document 3 (Ingress shop, line {ingress_line})");
+    let api_path = "          - path: /api\n            pathType: Prefix\n            backend:\n              service:\n                name: api\n                port:\n                  number: 80\n";
+    assert!(input.contains(api_path));
+    let second_ingress = |host: &str, path: &str, service: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: more\nspec:\n  rules:\n    - host: \
+             {host}\n      http:\n        paths:\n          - path: {path}\n            pathType: Prefix\n            \
+             backend:\n              service:\n                name: {service}\n                port:\n                  \
+             number: 80\n"
+        )
+    };
+    // The second Ingress starts after the input's last line and a `---`.
+    let more = format!("document 4 (Ingress more, line {})", input.lines().count() + 2);
+    let cases = [
+        (
+            input.replace("    - host: shop.example.com\n      http:", "    - http:"),
+            format!("{shop}: spec.rules[0].host: is missing: the rule sends every host to SpinApp api"),
+        ),
+        (
+            input.replace(
+                api_path,
+                &(api_path.to_string()
+                    + &api_path
+                        .replace("/api", "/api/v2")
+                        .replace("name: api", "name: api-internal")
+                        .replace("number: 80", "number: 8080")),
+            ) + "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: api-internal\nspec:\n  selector:\n    \
+                   core.spinkube.dev/app-name: api\n  ports:\n    - port: 8080\n",
+            format!(
+                "{shop}: spec.rules[0].http.paths[1].backend.service: Service api-internal port 8080 is a second way into SpinApp api"
+            ),
+        ),
+        (
+            input.replace(
+                "                name: api\n                port:\n                  number: 80",
+                "                name: api\n                port:\n                  name: grpc",
+            ),
+            format!(
+                "{shop}: spec.rules[0].http.paths[0].backend.service.port.name: \"grpc\" is not a port of Service api"
+            ),
+        ),
+        (
+            input.clone() + &second_ingress("api.example.com", "/", "api"),
+            format!(
+                "{more}: spec.rules[0].host: api.example.com sends / to SpinApp api while shop.example.com sends /api"
+            ),
+        ),
+        (
+            input.clone() + &second_ingress("shop.example.com", "/api", "hooks"),
+            format!(
+                "{more}: spec.rules[0].host: host shop.example.com path prefix /api goes to SpinApp hooks here and to \
+                 SpinApp api through spec.rules[0].http.paths[0] of Ingress shop"
+            ),
+        ),
+    ];
+    for (bad, wanted) in &cases {
+        let err = convert(bad, &with_activator()).expect_err(wanted);
+        assert!(err.to_string().starts_with(wanted.as_str()), "{err}\nwanted: {wanted}");
+        assert!(convert(bad, &Options::default()).is_ok(), "only --activator reads Ingresses: {wanted}");
+    }
+}
+
+#[test]
+fn without_activator_ingresses_pass_through_as_written() {
+    for name in ["http-apps.yaml", "shared-host.yaml"] {
+        let (_, input) = fixture(name);
+        let out = converted(name);
+        assert!(!out.yaml.contains("spinscale-activator"), "{name}");
+        assert_eq!(documents(&out.yaml).len(), documents(&input).len(), "{name}: nothing added");
+        for ingress in input.split("---\n").filter(|d| d.contains("kind: Ingress")) {
+            assert!(out.yaml.contains(ingress), "{name}: the Ingress keeps its text");
+        }
+    }
+}
+
+#[test]
+fn converting_the_activator_output_again_changes_nothing() {
+    for name in ["article.yaml", "http-apps.yaml", "shared-host.yaml"] {
+        let once = converted_with_activator(name);
+        let twice = convert(&once.yaml, &with_activator()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(documents(&twice.yaml), documents(&once.yaml), "{name}");
+        assert!(!twice.notes.iter().any(|n| n.document.starts_with("new ")), "{name}: nothing added twice");
+        assert!(!twice.notes.iter().any(|n| n.message.contains("runs one replica")), "{name}: {:#?}", twice.notes);
+    }
 }

@@ -1,7 +1,8 @@
 //! The deploy kit (`deploy/`): every YAML file parsed into typed objects (built-in kinds through
 //! k8s-openapi and back, so unknown or misspelt fields fail; custom resources into structs that deny
 //! unknown fields), the kustomizations resolved without kubectl, and the references between the
-//! objects checked: selectors, port names, RBAC, the config mount, the example's scaler address.
+//! objects checked: selectors, port names, RBAC, the config mount, the examples' scaler address, and
+//! the activator's path from an example Ingress through its ExternalName Service to spinscale's pods.
 
 mod manifests;
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -58,6 +60,7 @@ struct Bundle {
     role_bindings: Vec<RoleBinding>,
     deployments: Vec<Deployment>,
     services: Vec<Service>,
+    ingresses: Vec<Ingress>,
     config_maps: Vec<ConfigMap>,
     disruption_budgets: Vec<PodDisruptionBudget>,
     spin_apps: Vec<SpinApp>,
@@ -126,6 +129,7 @@ impl Bundle {
             ("v1", "ServiceAccount") => self.service_accounts.push(built_in(doc, origin)),
             ("v1", "Service") => self.services.push(built_in(doc, origin)),
             ("v1", "ConfigMap") => self.config_maps.push(built_in(doc, origin)),
+            ("networking.k8s.io/v1", "Ingress") => self.ingresses.push(built_in(doc, origin)),
             ("apps/v1", "Deployment") => self.deployments.push(built_in(doc, origin)),
             ("rbac.authorization.k8s.io/v1", "Role") => self.roles.push(built_in(doc, origin)),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => self.role_bindings.push(built_in(doc, origin)),
@@ -147,6 +151,7 @@ impl Bundle {
         all.extend(self.role_bindings.iter().map(|o| ("RoleBinding", &o.metadata)));
         all.extend(self.deployments.iter().map(|o| ("Deployment", &o.metadata)));
         all.extend(self.services.iter().map(|o| ("Service", &o.metadata)));
+        all.extend(self.ingresses.iter().map(|o| ("Ingress", &o.metadata)));
         all.extend(self.config_maps.iter().map(|o| ("ConfigMap", &o.metadata)));
         all.extend(self.disruption_budgets.iter().map(|o| ("PodDisruptionBudget", &o.metadata)));
         all.extend(self.spin_apps.iter().map(|o| ("SpinApp", &o.metadata)));
@@ -154,6 +159,27 @@ impl Bundle {
         all.extend(self.service_monitors.iter().map(|o| ("ServiceMonitor", &o.metadata)));
         all.extend(self.prometheus_rules.iter().map(|o| ("PrometheusRule", &o.metadata)));
         all
+    }
+
+    fn service(&self, name: &str) -> &Service {
+        self.services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no Service {name}"))
+    }
+
+    fn spin_app(&self, name: &str) -> &SpinApp {
+        self.spin_apps
+            .iter()
+            .find(|a| a.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no SpinApp {name}"))
+    }
+
+    fn scaled_object(&self, name: &str) -> &ScaledObject {
+        self.scaled_objects
+            .iter()
+            .find(|o| o.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no ScaledObject {name}"))
     }
 
     fn config_map(&self, name: &str) -> &ConfigMap {
@@ -237,8 +263,9 @@ fn named_port(port: &IntOrString) -> &str {
     }
 }
 
+/// The headless Service KEDA reaches spinscale through.
 fn service(bundle: &Bundle) -> &Service {
-    one(&bundle.services, "Service")
+    bundle.service("spinscale")
 }
 
 fn service_port(service: &Service, name: &str) -> i32 {
@@ -249,6 +276,13 @@ fn service_port(service: &Service, name: &str) -> i32 {
         .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(name)))
         .map(|p| p.port)
         .unwrap_or_else(|| panic!("Service has no port named {name}"))
+}
+
+/// The port a Service sends `port` to, by the container port's name.
+fn target_port_name(service: &Service, port: i32) -> &str {
+    let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
+    let found = ports.and_then(|ports| ports.iter().find(|p| p.port == port));
+    named_port(found.and_then(|p| p.target_port.as_ref()).unwrap_or_else(|| panic!("no targetPort for port {port}")))
 }
 
 fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -324,8 +358,9 @@ fn the_deployment_runs_serve_with_the_mounted_config_and_is_locked_down() {
     assert_eq!(c.image.as_deref(), Some("ghcr.io/spinscale/spinscale:0.1.0"));
     assert_eq!(container_port(c, "grpc"), 9500);
     assert_eq!(container_port(c, "http"), 9501);
+    assert_eq!(container_port(c, "activator"), 9502);
     let args = c.args.clone().expect("args");
-    assert_eq!(args, ["serve", "--config", "/etc/spinscale/config.yaml"]);
+    assert_eq!(args, ["serve", "--config", "/etc/spinscale/config.yaml", "--activator-listen", "0.0.0.0:9502"]);
 
     let grace = pod.termination_grace_period_seconds.expect("terminationGracePeriodSeconds");
     assert!(grace > 5, "grace period {grace}s must exceed spinscale's 5 s drain");
@@ -589,12 +624,12 @@ fn the_role_binding_lets_the_deployment_service_account_read_configmaps() {
 
 // === the example ===
 
-#[test]
-fn the_example_scaled_object_reaches_spinscale_and_scales_the_spinapp_deployment() {
-    let kit = base();
-    let example = examples();
-    let app = one(&example.spin_apps, "SpinApp");
-    let scaled = one(&example.scaled_objects, "ScaledObject");
+/// An example app's SpinApp and ScaledObject: autoscaled, its Deployment scaled from 0 to 50 by
+/// one `external-push` trigger that reaches spinscale's gRPC port. The trigger as spinscale reads it
+/// (`scalerAddress` is KEDA's and passed over quietly), with the shipped config's defaults.
+fn example_app(kit: &Bundle, example: &Bundle, name: &str, scaled_object: &str) -> TargetSpec {
+    let app = example.spin_app(name);
+    let scaled = example.scaled_object(scaled_object);
 
     assert_eq!(app.spec.enable_autoscaling, Some(true));
     assert_eq!(app.spec.replicas, None, "replicas and autoscaling are exclusive");
@@ -616,7 +651,7 @@ fn the_example_scaled_object_reaches_spinscale_and_scales_the_spinapp_deployment
     assert_eq!(trigger.type_, "external-push");
     let address = trigger.metadata.get("scalerAddress").expect("scalerAddress");
     let (host, port) = address.rsplit_once(':').expect("host:port");
-    let svc = service(&kit);
+    let svc = service(kit);
     let expected_host = format!(
         "{}.{}.svc.cluster.local",
         svc.metadata.name.as_deref().unwrap_or_default(),
@@ -625,8 +660,6 @@ fn the_example_scaled_object_reaches_spinscale_and_scales_the_spinapp_deployment
     assert_eq!(host, expected_host);
     assert_eq!(port.parse::<i32>().ok(), Some(service_port(svc, "grpc")));
 
-    // spinscale's own parser accepts it (scalerAddress is KEDA's and is passed over quietly),
-    // with the defaults of the shipped config.
     let config = Config::parse(
         kit.config_map("spinscale-config").data.as_ref().and_then(|d| d.get("config.yaml")).expect("config.yaml"),
     )
@@ -634,6 +667,12 @@ fn the_example_scaled_object_reaches_spinscale_and_scales_the_spinapp_deployment
     let metadata: HashMap<String, String> = trigger.metadata.clone().into_iter().collect();
     let parsed = TargetSpec::parse(&metadata, &config.defaults).expect("spinscale accepts the example trigger");
     assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    parsed
+}
+
+#[test]
+fn the_example_scaled_object_reaches_spinscale_and_scales_the_spinapp_deployment() {
+    let parsed = example_app(&base(), &examples(), "webhook-handler", "webhook-handler-scaler");
     let prometheus = parsed.prometheus.expect("a Prometheus source");
     assert_eq!(prometheus.address, "http://prometheus.monitoring:9090");
     let kafka = parsed.kafka.expect("a Kafka source");
@@ -642,6 +681,137 @@ fn the_example_scaled_object_reaches_spinscale_and_scales_the_spinapp_deployment
         ("webhook-handler", &["events".to_string()][..])
     );
     assert_eq!((parsed.rate.target_rps, parsed.lag.lag_threshold), (10.0, 5.0));
+}
+
+// === the activator ===
+
+#[test]
+fn the_activator_listens_on_its_named_container_port() {
+    let bundle = base();
+    let c = container(one(&bundle.deployments, "Deployment"));
+    let args = c.args.clone().unwrap_or_default();
+    let at = args.iter().position(|a| a == "--activator-listen").expect("--activator-listen flag");
+    let address: std::net::SocketAddr = args.get(at + 1).expect("its value").parse().expect("an address");
+    assert!(address.ip().is_unspecified(), "reachable from other pods: {address}");
+    assert_eq!(i32::from(address.port()), container_port(c, "activator"));
+}
+
+#[test]
+fn the_activator_service_is_a_cluster_ip_service_on_the_deployment_pods() {
+    let bundle = base();
+    let deployment = one(&bundle.deployments, "Deployment");
+    let svc = bundle.service("spinscale-activator");
+    assert_eq!(svc.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let spec = svc.spec.as_ref().expect("Service spec");
+    assert!(matches!(spec.type_.as_deref(), None | Some("ClusterIP")), "{:?}", spec.type_);
+    assert_ne!(spec.cluster_ip.as_deref(), Some("None"), "not headless: an Ingress backend needs the port mapping");
+    let pod_labels = deployment.spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).expect("pod labels");
+    assert!(labels_match(&spec.selector.clone().expect("selector"), &pod_labels));
+    let ports = spec.ports.clone().expect("ports");
+    let port = one(&ports, "port");
+    assert_eq!(port.port, 80);
+    let target = named_port(port.target_port.as_ref().expect("targetPort"));
+    assert_eq!(target, "activator");
+    assert_eq!(container_port(container(deployment), target), 9502);
+
+    // The ServiceMonitor scrapes its port on every Service it selects: only the headless one has it,
+    // or every pod would be scraped twice (and the activator asked for /metrics).
+    let monitor = one(&bundle.service_monitors, "ServiceMonitor");
+    let selector = monitor.spec.selector.match_labels.clone().expect("matchLabels");
+    let scraped = one(&monitor.spec.endpoints, "endpoint").port.clone().expect("endpoint port");
+    let with_port: Vec<&str> = bundle
+        .services
+        .iter()
+        .filter(|s| labels_match(&selector, s.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        .filter(|s| {
+            s.spec.iter().flat_map(|spec| spec.ports.iter().flatten()).any(|p| p.name.as_ref() == Some(&scraped))
+        })
+        .filter_map(|s| s.metadata.name.as_deref())
+        .collect();
+    assert_eq!(with_port, ["spinscale"]);
+}
+
+/// The Service an example Ingress path sends to, and the port it names.
+fn ingress_backends(ingress: &Ingress) -> Vec<(Option<String>, String, String, i32)> {
+    let rules = ingress.spec.as_ref().and_then(|s| s.rules.clone()).unwrap_or_default();
+    let mut backends = Vec::new();
+    for rule in rules {
+        for path in rule.http.map(|h| h.paths).unwrap_or_default() {
+            let service = path.backend.service.expect("a Service backend");
+            let number = service.port.and_then(|p| p.number).expect("a port number");
+            backends.push((rule.host.clone(), path.path.unwrap_or_else(|| "/".into()), service.name, number));
+        }
+    }
+    backends
+}
+
+#[test]
+fn the_example_ingress_reaches_the_activator_through_an_external_name_service() {
+    let kit = base();
+    let example = examples();
+    let ingress = one(&example.ingresses, "Ingress");
+    let backends = ingress_backends(ingress);
+    assert!(!backends.is_empty());
+    for (host, _, name, number) in backends {
+        assert!(host.is_some(), "the activator routes by host");
+        // An Ingress names a Service of its own namespace.
+        let local = example.service(&name);
+        assert_eq!(local.metadata.namespace, ingress.metadata.namespace);
+        let spec = local.spec.as_ref().expect("Service spec");
+        assert_eq!(spec.type_.as_deref(), Some("ExternalName"));
+        assert!(spec.ports.iter().flatten().any(|p| p.port == number), "{name} declares port {number}");
+        let external = spec.external_name.as_deref().expect("externalName");
+        let labels: Vec<&str> = external.split('.').collect();
+        assert_eq!(labels[2..], ["svc", "cluster", "local"], "a full cluster DNS name: {external}");
+        let activator = kit
+            .services
+            .iter()
+            .find(|s| {
+                s.metadata.name.as_deref() == Some(labels[0]) && s.metadata.namespace.as_deref() == Some(labels[1])
+            })
+            .unwrap_or_else(|| panic!("{external} is no Service of the base"));
+        assert_eq!(activator.metadata.name.as_deref(), Some("spinscale-activator"));
+        let target = target_port_name(activator, number);
+        assert_eq!(target, "activator");
+        container_port(container(one(&kit.deployments, "Deployment")), target);
+    }
+}
+
+#[test]
+fn the_example_activator_trigger_routes_the_ingress_hosts_to_the_app_service() {
+    let kit = base();
+    let example = examples();
+    let parsed = example_app(&kit, &example, "api-function", "api-function-scaler");
+    assert!(
+        parsed.prometheus.is_none() && parsed.scrape.is_none() && parsed.kafka.is_none(),
+        "the route is the signal"
+    );
+    let route = parsed.http.expect("an activator route");
+
+    let ingress = one(&example.ingresses, "Ingress");
+    for (host, path, _, _) in ingress_backends(ingress) {
+        let host = host.expect("a host");
+        assert!(route.hosts.contains(&host), "{host} not in {:?}", route.hosts);
+        assert!(
+            path == "/" && route.path_prefixes.is_empty() || route.path_prefixes.contains(&path),
+            "{path} vs {:?}",
+            route.path_prefixes
+        );
+    }
+
+    // `backend` is the Service the Spin operator creates for the SpinApp: its name, port 80, in the
+    // namespace the example documents (it is applied without one).
+    let app = example.spin_app("api-function");
+    assert_eq!((app.metadata.namespace.as_ref(), ingress.metadata.namespace.as_ref()), (None, None));
+    let service_host = format!("{}.default.svc", app.metadata.name.as_deref().unwrap_or_default());
+    assert_eq!(route.backend.scheme_str(), Some("http"));
+    assert_eq!(route.backend.host(), Some(service_host.as_str()));
+    assert_eq!(route.backend.port_u16(), Some(80));
+    assert_eq!(
+        (route.hold_timeout, route.max_held, route.cold_start_header),
+        (std::time::Duration::from_secs(20), 1000, true),
+        "the documented defaults"
+    );
 }
 
 // === PromQL metric names ===

@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_yaml_ng::{Mapping, Value};
 
+use super::activator::RouteKeys;
 use super::{ConvertError, DocRef, ObjectKey, Options, Outcome, show, str_at};
 use crate::target::{self, TargetSpec};
 
-const PUSH_TYPE: &str = "external-push";
+pub(crate) const PUSH_TYPE: &str = "external-push";
 
 pub(crate) fn is_scaled_object(object: &Mapping) -> bool {
     str_at(object, "kind") == Some("ScaledObject")
@@ -148,11 +149,13 @@ enum Item {
     Kept(Value),
 }
 
+/// `route`: the activator route `--activator` found for the scale target (from an Ingress).
 pub(crate) fn convert_scaled_object(
     object: &mut Mapping,
     doc: &DocRef,
     options: &Options,
     spin_apps: &[ObjectKey],
+    route: Option<&RouteKeys>,
 ) -> Result<Outcome, ConvertError> {
     let mut outcome = Outcome::default();
     let target_app = spin_app_target(object);
@@ -164,10 +167,16 @@ pub(crate) fn convert_scaled_object(
 
     let (items, sources) = read_triggers(spec, doc, &mut outcome.notes)?;
     if sources.is_empty() {
+        if let Some(route) = route {
+            route_without_sources(spec, route, options, doc, &mut outcome)?;
+        }
         return Ok(outcome);
     }
     let separate = spec.get("advanced").and_then(|a| a.get("scalingModifiers")).is_some();
     let groups = group(&sources, separate);
+    // The route goes with the request rate: the group of the first prometheus trigger, else the first.
+    let route_group =
+        groups.iter().position(|g| g.iter().any(|&i| sources[i].source == Source::Prometheus)).unwrap_or(0);
     if separate {
         outcome.notes.push(format!(
             "spec.advanced.scalingModifiers refers to triggers by name, so each trigger becomes its own {PUSH_TYPE} \
@@ -179,9 +188,10 @@ pub(crate) fn convert_scaled_object(
         match item {
             Item::Kept(value) => triggers.push(value),
             Item::Source(i) => {
-                if let Some(members) = groups.iter().find(|g| g[0] == i) {
-                    let members: Vec<&SourceTrigger> = members.iter().map(|&m| &sources[m]).collect();
-                    triggers.push(build_trigger(&members, separate, options, doc, &mut outcome.notes)?);
+                if let Some(at) = groups.iter().position(|g| g[0] == i) {
+                    let members: Vec<&SourceTrigger> = groups[at].iter().map(|&m| &sources[m]).collect();
+                    let route = route.filter(|_| at == route_group);
+                    triggers.push(build_trigger(&members, separate, options, route, doc, &mut outcome.notes)?);
                 }
             }
         }
@@ -190,15 +200,128 @@ pub(crate) fn convert_scaled_object(
     outcome.changed = true;
 
     let min_replicas = spec.get("minReplicaCount").map(Value::as_i64);
-    if matches!(min_replicas, None | Some(Some(0))) && sources.iter().any(|s| s.source == Source::Prometheus) {
+    if route.is_some() {
+        at_least_one(spec, &mut outcome.notes);
+    }
+    if route.is_none()
+        && matches!(min_replicas, None | Some(Some(0)))
+        && sources.iter().any(|s| s.source == Source::Prometheus)
+    {
         outcome.notes.push(format!(
             "minReplicaCount 0{}: while the app is at zero, an HTTP request needs something to hold it until a \
              replica is ready (KEDA's HTTP add-on, or a gateway that retries); spinscale pushes the wake-up as soon \
              as it sees the rate rise",
             if min_replicas.is_none() { " (KEDA's default)" } else { "" }
         ));
+        if options.activator {
+            outcome.notes.push(
+                "--activator: no Ingress in this input routes to this app's Service; if it serves HTTP, convert its \
+                 Ingress along with it, or give the trigger `hosts` and `backend` for spinscale's activator"
+                    .into(),
+            );
+        }
     }
     Ok(outcome)
+}
+
+/// A ScaledObject with no trigger spinscale takes over: the route goes into its spinscale trigger
+/// if it has one, else into a new trigger next to the others.
+fn route_without_sources(
+    spec: &mut Mapping,
+    route: &RouteKeys,
+    options: &Options,
+    doc: &DocRef,
+    outcome: &mut Outcome,
+) -> Result<(), ConvertError> {
+    at_least_one(spec, &mut outcome.notes);
+    let Some(triggers) = spec.get_mut("triggers").and_then(Value::as_sequence_mut) else {
+        return Err(doc.error("spec.triggers", "is not a list"));
+    };
+    let ours = triggers.iter().position(|t| {
+        t.get("type").and_then(Value::as_str) == Some(PUSH_TYPE)
+            && t.get("metadata").and_then(|m| m.get(target::SCALER_ADDRESS)).and_then(Value::as_str)
+                == Some(options.scaler_address.as_str())
+    });
+    match ours {
+        Some(i) => {
+            let field = format!("spec.triggers[{i}].metadata");
+            let metadata = triggers[i]
+                .get_mut("metadata")
+                .and_then(Value::as_mapping_mut)
+                .ok_or_else(|| doc.error(&field, "is not a mapping"))?;
+            if let Some(hosts) = metadata.get(target::HOSTS) {
+                outcome.notes.push(format!(
+                    "spec.triggers[{i}] ({PUSH_TYPE}) already routes {} through spinscale's activator; left as written \
+                     ({} gives hosts {})",
+                    show(hosts),
+                    route.via,
+                    route.hosts.join(",")
+                ));
+                return Ok(());
+            }
+            add_route(metadata, route, &field, doc)?;
+            validate(metadata, &HashMap::new(), &field, doc, &mut outcome.notes)?;
+            outcome.notes.push(route.note(&format!("spec.triggers[{i}] ({PUSH_TYPE})")));
+        }
+        None => {
+            let trigger = route_trigger(route, options, doc, &mut outcome.notes)?;
+            let at = triggers.len();
+            triggers.push(trigger);
+            outcome.notes.push(format!(
+                "spec.triggers[{at}]: a new {PUSH_TYPE} trigger to spinscale at {}, next to the triggers spinscale \
+                 does not take over",
+                options.scaler_address
+            ));
+            outcome.notes.push(route.note(&format!("spec.triggers[{at}] ({PUSH_TYPE})")));
+        }
+    }
+    outcome.changed = true;
+    Ok(())
+}
+
+/// A ScaledObject given an activator route that never lets its app reach zero.
+fn at_least_one(spec: &Mapping, notes: &mut Vec<String>) {
+    if let Some(min) = spec.get("minReplicaCount").and_then(Value::as_i64).filter(|&m| m >= 1) {
+        notes.push(format!(
+            "minReplicaCount {min}: left as written, so the app never scales to zero and the activator only counts \
+             its requests; set 0 to let it sleep and be woken by the first request"
+        ));
+    }
+}
+
+/// An `external-push` trigger whose only signal is the activator route, checked by spinscale's parser.
+pub(crate) fn route_trigger(
+    route: &RouteKeys,
+    options: &Options,
+    doc: &DocRef,
+    notes: &mut Vec<String>,
+) -> Result<Value, ConvertError> {
+    let mut metadata = Mapping::new();
+    metadata.insert(target::SCALER_ADDRESS.into(), options.scaler_address.clone().into());
+    add_route(&mut metadata, route, "spec.triggers[0].metadata", doc)?;
+    validate(&metadata, &HashMap::new(), "spec.triggers[0].metadata", doc, notes)?;
+    let mut trigger = Mapping::new();
+    trigger.insert("type".into(), PUSH_TYPE.into());
+    trigger.insert("metadata".into(), Value::Mapping(metadata));
+    Ok(Value::Mapping(trigger))
+}
+
+/// Writes the route's keys into a trigger's metadata; a different value already there is an error.
+fn add_route(metadata: &mut Mapping, route: &RouteKeys, field: &str, doc: &DocRef) -> Result<(), ConvertError> {
+    for (key, value) in route.pairs() {
+        match metadata.get(key) {
+            Some(existing) if existing.as_str() != Some(value.as_str()) => {
+                return Err(doc.error(
+                    format!("{field}.{key}"),
+                    format!("{} conflicts with {value:?} from {}", show(existing), route.via),
+                ));
+            }
+            _ => {
+                metadata.insert(key.into(), value.into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A SpinApp has no `/scale` subresource: KEDA must scale the Deployment the Spin operator runs it as.
@@ -367,6 +490,7 @@ fn build_trigger(
     members: &[&SourceTrigger],
     separate: bool,
     options: &Options,
+    route: Option<&RouteKeys>,
     doc: &DocRef,
     notes: &mut Vec<String>,
 ) -> Result<Value, ConvertError> {
@@ -388,6 +512,17 @@ fn build_trigger(
     let mut origin: HashMap<String, String> = HashMap::new();
     for member in members {
         copy_metadata(member, &mut metadata, &mut origin, doc, notes)?;
+    }
+    if let Some(route) = route {
+        add_route(&mut metadata, route, &members[0].field("metadata"), doc)?;
+        notes.push(route.note(&described.join(" and ")));
+        if members.iter().any(|m| m.source == Source::Prometheus) {
+            notes.push(
+                "the query stays next to the activator's count and the higher rate counts; once every request \
+                 passes the activator, the query (and the Prometheus it needs) can go"
+                    .into(),
+            );
+        }
     }
     if separate {
         metadata.insert(target::METRICS.into(), "separate".into());
@@ -567,7 +702,7 @@ spec:
 
     fn convert(yaml: &str, spin_apps: &[ObjectKey]) -> Result<(Mapping, Outcome), ConvertError> {
         let mut object: Mapping = serde_yaml_ng::from_str(yaml).expect("test YAML");
-        let outcome = convert_scaled_object(&mut object, &doc(), &Options::default(), spin_apps)?;
+        let outcome = convert_scaled_object(&mut object, &doc(), &Options::default(), spin_apps, None)?;
         Ok((object, outcome))
     }
 
@@ -750,6 +885,81 @@ spec:
         let notes = outcome.notes.join("\n");
         assert!(notes.contains("authenticationRef: dropped"), "{notes}");
         assert!(notes.contains("metricType: Value dropped"), "{notes}");
+    }
+
+    fn route() -> RouteKeys {
+        RouteKeys {
+            hosts: vec!["hooks.example.com".into()],
+            path_prefixes: vec!["/github".into()],
+            backend: "http://handler.default.svc:80".into(),
+            via: "Ingress handler".into(),
+        }
+    }
+
+    fn convert_with_route(yaml: &str) -> Result<(Mapping, Outcome), ConvertError> {
+        let mut object: Mapping = serde_yaml_ng::from_str(yaml).expect("test YAML");
+        let options = Options { activator: true, ..Options::default() };
+        let outcome = convert_scaled_object(&mut object, &doc(), &options, &[], Some(&route()))?;
+        Ok((object, outcome))
+    }
+
+    #[test]
+    fn a_route_joins_the_trigger_that_carries_the_request_rate() {
+        let (object, outcome) = convert_with_route(SEED_SO).expect("converts");
+        let triggers = object["spec"]["triggers"].as_sequence().expect("triggers");
+        let metadata = metadata_of(&triggers[0]);
+        for (key, value) in [
+            ("hosts", "hooks.example.com"),
+            ("pathPrefixes", "/github"),
+            ("backend", "http://handler.default.svc:80"),
+            ("topic", "events"),
+        ] {
+            assert!(metadata.contains(&(key.to_string(), value.to_string())), "{key} in {metadata:?}");
+        }
+        let notes = outcome.notes.join("\n");
+        assert!(!notes.contains("KEDA's HTTP add-on"), "the activator holds requests now: {notes}");
+        assert!(notes.contains("added from Ingress handler"), "{notes}");
+
+        // With a formula, each trigger stands alone: the route goes with the rate, not the lag.
+        let yaml = SEED_SO
+            .replace(
+                "  minReplicaCount: 0\n",
+                "  advanced:\n    scalingModifiers: {formula: rps + lag, target: \"1\"}\n",
+            )
+            .replace("    - type: prometheus\n", "    - type: prometheus\n      name: rps\n")
+            .replace("    - type: kafka\n", "    - type: kafka\n      name: lag\n");
+        let (object, _) = convert_with_route(&yaml).expect("converts");
+        let triggers = object["spec"]["triggers"].as_sequence().expect("triggers");
+        assert_eq!(triggers[0]["metadata"]["hosts"], Value::from("hooks.example.com"));
+        assert!(triggers[2]["metadata"].get("hosts").is_none(), "one route per ScaledObject");
+    }
+
+    #[test]
+    fn a_route_that_contradicts_a_written_key_is_an_error_naming_it() {
+        let yaml = SEED_SO.replace("threshold: \"10\"", "threshold: \"10\"\n        hosts: other.example.com");
+        let err = convert_with_route(&yaml).expect_err("two hosts values");
+        assert_eq!(err.field, "spec.triggers[0].metadata.hosts");
+        assert!(err.message.contains("from Ingress handler"), "{err}");
+    }
+
+    #[test]
+    fn a_spinscale_trigger_gains_the_route_once_and_other_triggers_get_one_next_to_them() {
+        let ours = "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: h}\nspec:\n  \
+                    scaleTargetRef: {name: handler}\n  triggers:\n    - type: external-push\n      metadata:\n        \
+                    scalerAddress: spinscale.spinscale.svc.cluster.local:9500\n        query: up\n        \
+                    prometheusAddress: http://p:9090\n";
+        let (object, outcome) = convert_with_route(ours).expect("converts");
+        assert!(outcome.changed);
+        assert_eq!(object["spec"]["triggers"][0]["metadata"]["backend"], Value::from("http://handler.default.svc:80"));
+        let (again, outcome) = convert_with_route(&serde_yaml_ng::to_string(&object).expect("yaml")).expect("converts");
+        assert!(!outcome.changed && outcome.notes.iter().any(|n| n.contains("already routes")), "{:?}", outcome.notes);
+        assert_eq!(again, object);
+
+        let cpu = ours.replace("external-push", "cpu").replace("scalerAddress: spinscale.spinscale.svc.cluster.local:9500\n        query: up\n        prometheusAddress: http://p:9090", "value: \"60\"");
+        let (object, _) = convert_with_route(&cpu).expect("converts");
+        let triggers = object["spec"]["triggers"].as_sequence().expect("triggers");
+        assert_eq!((triggers.len(), &triggers[1]["type"]), (2, &Value::from("external-push")));
+        assert_eq!(triggers[1]["metadata"]["pathPrefixes"], Value::from("/github"));
     }
 
     #[test]

@@ -6,11 +6,15 @@
 //! - A `scaleTargetRef` to a SpinApp points at the SpinApp's Deployment instead (same name).
 //! - A SpinApp gets the current API group, and, when it is autoscaled, `enableAutoscaling: true`
 //!   and no `replicas` ([`spinkube`]).
+//! - With `--activator` ([`activator`]), an Ingress that routes to an app's Service points at
+//!   spinscale's activator instead, and the app's trigger gains the route (`hosts`, `backend`); a
+//!   SpinApp served that way without a ScaledObject gets one.
 //! - Every other document passes through as written.
 //!
 //! Each change is explained by a `# spinscale convert: ...` comment on its document and returned as
 //! a [`Note`]. The conversion is a pure function of the text; [`run`] is the command around it.
 
+mod activator;
 mod documents;
 mod keda;
 mod spinkube;
@@ -33,11 +37,13 @@ pub const COMMENT_PREFIX: &str = "# spinscale convert: ";
 pub struct Options {
     /// The `scalerAddress` written into every spinscale trigger (`host:port`).
     pub scaler_address: String,
+    /// Put spinscale's activator in front of HTTP apps that an Ingress of the input routes to.
+    pub activator: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { scaler_address: DEFAULT_SCALER_ADDRESS.to_string() }
+        Self { scaler_address: DEFAULT_SCALER_ADDRESS.to_string(), activator: false }
     }
 }
 
@@ -147,44 +153,65 @@ pub fn convert(text: &str, options: &Options) -> Result<Converted, ConvertError>
         docs.push(Document { chunk, value, doc: DocRef { label } });
     }
 
+    let plan = if options.activator { activator::plan(&docs, options)? } else { activator::Plan::default() };
     let objects = || docs.iter().filter_map(|d| d.value.as_mapping());
-    let scaled_spin_apps: Vec<ObjectKey> = objects().filter_map(keda::spin_app_target).collect();
+    let mut scaled_spin_apps: Vec<ObjectKey> = objects().filter_map(keda::spin_app_target).collect();
+    scaled_spin_apps.extend(plan.scaled_apps.iter().cloned());
     let spin_apps: Vec<ObjectKey> = objects().filter(|o| spinkube::is_spin_app(o)).filter_map(object_key).collect();
+    let input = Input { options, scaled_spin_apps: &scaled_spin_apps, spin_apps: &spin_apps, plan: &plan };
 
     let mut notes = Vec::new();
     let mut out = Vec::with_capacity(docs.len());
-    for mut doc in docs {
+    for (index, mut doc) in docs.into_iter().enumerate() {
         let is_null = doc.value.is_null();
-        let outcome = match doc.value.as_mapping_mut() {
+        let mut outcome = match doc.value.as_mapping_mut() {
             None if is_null => Outcome::default(),
             None => return Err(doc.doc.error("", "is not a Kubernetes object (a mapping with apiVersion and kind)")),
-            Some(object) => convert_object(object, &doc.doc, &doc.chunk, options, &scaled_spin_apps, &spin_apps)?,
+            Some(object) => convert_object(object, index, &doc.doc, &doc.chunk, &input)?,
         };
+        outcome.notes.extend(plan.notes.get(&index).into_iter().flatten().cloned());
         notes.extend(
             outcome.notes.iter().map(|message| Note { document: doc.doc.label.clone(), message: message.clone() }),
         );
         let body = if outcome.changed { Some(&doc.value) } else { None };
         out.push(documents::emit(&doc.chunk, &outcome.notes, body, &doc.doc)?);
+        for added in plan.added.get(&index).into_iter().flatten() {
+            let doc = DocRef { label: added.label.clone() };
+            notes.extend(
+                added.notes.iter().map(|message| Note { document: doc.label.clone(), message: message.clone() }),
+            );
+            let chunk = Chunk { text: String::new(), first_line: 0 };
+            out.push(documents::emit(&chunk, &added.notes, Some(&added.value), &doc)?);
+        }
     }
     Ok(Converted { yaml: out.join("---\n"), notes })
 }
 
+/// What every document's conversion may consult about the whole input.
+struct Input<'a> {
+    options: &'a Options,
+    /// SpinApps a ScaledObject targets (as written, or added by `--activator`).
+    scaled_spin_apps: &'a [ObjectKey],
+    spin_apps: &'a [ObjectKey],
+    plan: &'a activator::Plan,
+}
+
 fn convert_object(
     object: &mut Mapping,
+    index: usize,
     doc: &DocRef,
     chunk: &Chunk,
-    options: &Options,
-    scaled_spin_apps: &[ObjectKey],
-    spin_apps: &[ObjectKey],
+    input: &Input<'_>,
 ) -> Result<Outcome, ConvertError> {
     let key = object_key(object);
     if keda::is_scaled_object(object) {
-        keda::convert_scaled_object(object, doc, options, spin_apps)
+        let route = input.plan.routes.get(&index);
+        keda::convert_scaled_object(object, doc, input.options, input.spin_apps, route)
     } else if spinkube::is_spin_app(object) {
-        let scaled = key.as_ref().is_some_and(|k| scaled_spin_apps.iter().any(|t| t.matches(k)));
+        let scaled = key.as_ref().is_some_and(|k| input.scaled_spin_apps.iter().any(|t| t.matches(k)));
         spinkube::convert_spin_app(object, doc, scaled)
     } else if str_at(object, "kind") == Some("Service") {
-        spinkube::convert_service(object, doc, key.as_ref(), spin_apps)
+        spinkube::convert_service(object, doc, key.as_ref(), input.spin_apps)
     } else {
         let mut outcome = Outcome::default();
         if str_at(object, "kind").is_none() {
@@ -196,6 +223,9 @@ fn convert_object(
                 spinkube::OLD_GROUP,
                 spinkube::GROUP
             ));
+        }
+        if let Some(repoints) = input.plan.ingresses.get(&index) {
+            activator::repoint_ingress(object, doc, repoints, &mut outcome)?;
         }
         Ok(outcome)
     }
@@ -235,8 +265,8 @@ fn show(value: &Value) -> String {
     }
 }
 
-/// `spinscale convert FILE|-`: converted YAML on stdout, every note on stderr.
-pub fn run(input: &str, scaler_address: Option<String>) -> anyhow::Result<()> {
+/// `spinscale convert FILE|- [--activator]`: converted YAML on stdout, every note on stderr.
+pub fn run(input: &str, scaler_address: Option<String>, activator: bool) -> anyhow::Result<()> {
     let scaler_address = scaler_address.unwrap_or_else(|| DEFAULT_SCALER_ADDRESS.to_string());
     let port = scaler_address.rsplit_once(':').map(|(host, port)| (host.is_empty(), port.parse::<u16>()));
     if !matches!(port, Some((false, Ok(_)))) {
@@ -250,7 +280,8 @@ pub fn run(input: &str, scaler_address: Option<String>) -> anyhow::Result<()> {
         std::fs::read_to_string(input).with_context(|| format!("cannot read {input}"))?
     };
     let shown = if input == "-" { "<stdin>" } else { input };
-    let converted = convert(&text, &Options { scaler_address }).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    let options = Options { scaler_address, activator };
+    let converted = convert(&text, &options).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
     for note in &converted.notes {
         eprintln!("spinscale convert: {shown}: {note}");
     }
