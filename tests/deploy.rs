@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use manifests::{Kustomization, PrometheusRule, ScaledObject, ServiceMonitor, SpinApp};
@@ -58,6 +58,8 @@ struct Bundle {
     service_accounts: Vec<ServiceAccount>,
     roles: Vec<Role>,
     role_bindings: Vec<RoleBinding>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
     deployments: Vec<Deployment>,
     services: Vec<Service>,
     ingresses: Vec<Ingress>,
@@ -133,6 +135,10 @@ impl Bundle {
             ("apps/v1", "Deployment") => self.deployments.push(built_in(doc, origin)),
             ("rbac.authorization.k8s.io/v1", "Role") => self.roles.push(built_in(doc, origin)),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => self.role_bindings.push(built_in(doc, origin)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => self.cluster_roles.push(built_in(doc, origin)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                self.cluster_role_bindings.push(built_in(doc, origin))
+            }
             ("policy/v1", "PodDisruptionBudget") => self.disruption_budgets.push(built_in(doc, origin)),
             ("core.spinkube.dev/v1alpha1", "SpinApp") => self.spin_apps.push(manifests::typed(doc, origin)),
             ("keda.sh/v1alpha1", "ScaledObject") => self.scaled_objects.push(manifests::typed(doc, origin)),
@@ -149,6 +155,8 @@ impl Bundle {
         all.extend(self.service_accounts.iter().map(|o| ("ServiceAccount", &o.metadata)));
         all.extend(self.roles.iter().map(|o| ("Role", &o.metadata)));
         all.extend(self.role_bindings.iter().map(|o| ("RoleBinding", &o.metadata)));
+        all.extend(self.cluster_roles.iter().map(|o| ("ClusterRole", &o.metadata)));
+        all.extend(self.cluster_role_bindings.iter().map(|o| ("ClusterRoleBinding", &o.metadata)));
         all.extend(self.deployments.iter().map(|o| ("Deployment", &o.metadata)));
         all.extend(self.services.iter().map(|o| ("Service", &o.metadata)));
         all.extend(self.ingresses.iter().map(|o| ("Ingress", &o.metadata)));
@@ -327,7 +335,7 @@ fn the_base_has_every_part_of_the_kit_in_the_spinscale_namespace() {
     assert_eq!(one(&bundle.namespaces, "Namespace").metadata.name.as_deref(), Some(NAMESPACE));
     for (kind, meta) in bundle.metas() {
         let name = meta.name.as_deref().unwrap_or_else(|| panic!("a {kind} has no name"));
-        if kind != "Namespace" {
+        if !matches!(kind, "Namespace" | "ClusterRole" | "ClusterRoleBinding") {
             assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE), "{kind} {name}");
         }
     }
@@ -360,7 +368,7 @@ fn the_deployment_runs_serve_with_the_mounted_config_and_is_locked_down() {
     assert_eq!(container_port(c, "http"), 9501);
     assert_eq!(container_port(c, "activator"), 9502);
     let args = c.args.clone().expect("args");
-    assert_eq!(args, ["serve", "--config", "/etc/spinscale/config.yaml", "--activator-listen", "0.0.0.0:9502"]);
+    assert_eq!(args[..5], ["serve", "--config", "/etc/spinscale/config.yaml", "--activator-listen", "0.0.0.0:9502"]);
 
     let grace = pod.termination_grace_period_seconds.expect("terminationGracePeriodSeconds");
     assert!(grace > 5, "grace period {grace}s must exceed spinscale's 5 s drain");
@@ -620,6 +628,36 @@ fn the_role_binding_lets_the_deployment_service_account_read_configmaps() {
         .flat_map(|r| r.verbs.iter().map(String::as_str))
         .collect();
     assert_eq!(grants, BTreeSet::from(["get", "list", "watch"]));
+}
+
+#[test]
+fn the_activator_may_watch_endpoint_slices_in_every_namespace() {
+    let bundle = base();
+    let deployment = one(&bundle.deployments, "Deployment");
+    let args = pod_spec(deployment).containers[0].args.clone().unwrap_or_default();
+    assert!(args.iter().any(|a| a == "--watch-endpoints"), "{args:?}");
+    let account = pod_spec(deployment).service_account_name.clone().expect("serviceAccountName");
+    let binding = one(&bundle.cluster_role_bindings, "ClusterRoleBinding");
+    let subject = one(binding.subjects.as_deref().unwrap_or_default(), "subject");
+    assert_eq!((subject.name.as_str(), subject.namespace.as_deref()), (account.as_str(), Some(NAMESPACE)));
+    let role = one(&bundle.cluster_roles, "ClusterRole");
+    assert_eq!(role.metadata.name.as_deref(), Some(binding.role_ref.name.as_str()));
+    let grants: BTreeSet<&str> = role
+        .rules
+        .iter()
+        .flatten()
+        .filter(|r| r.api_groups.iter().flatten().any(|g| g == "discovery.k8s.io"))
+        .filter(|r| r.resources.iter().flatten().any(|res| res == "endpointslices"))
+        .flat_map(|r| r.verbs.iter().map(String::as_str))
+        .collect();
+    assert_eq!(grants, BTreeSet::from(["list", "watch"]));
+    // The peers are the headless Service's addresses on its HTTP port.
+    let peers = args.iter().position(|a| a == "--peer-service").and_then(|i| args.get(i + 1)).expect("--peer-service");
+    let service = bundle.service("spinscale");
+    assert_eq!(service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("None"), "headless");
+    let http_port =
+        service.spec.iter().flat_map(|s| s.ports.iter().flatten()).find(|p| p.name.as_deref() == Some("http"));
+    assert_eq!(peers, &format!("spinscale.{NAMESPACE}.svc.cluster.local:{}", http_port.expect("http port").port));
 }
 
 // === the example ===
