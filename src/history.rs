@@ -1,14 +1,15 @@
-//! The last hour of one target in 10 s buckets, for the status page's chart.
+//! The last hour of one target in 30 s buckets, for the status page's chart.
 //!
-//! Fixed size: one bucket per 10 s, at most an hour of them; a bucket keeps the maximum of each
-//! signal (a spike between two ticks still shows) and whether the target was active at all.
+//! Bounded: one bucket per 30 s, at most an hour of them (20 bytes each, grown as the target
+//! lives, so tens of thousands of short-lived targets cost little). A bucket keeps the maximum of
+//! each signal (a spike between two ticks still shows) and whether the target was active at all.
 
 use std::collections::VecDeque;
 
 /// Seconds one bucket covers.
-pub const BUCKET_SECS: f64 = 10.0;
+pub const BUCKET_SECS: f64 = 30.0;
 /// Buckets kept: one hour.
-pub const BUCKETS: usize = 360;
+pub const BUCKETS: usize = 120;
 
 /// One bucket.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -21,17 +22,40 @@ pub struct Sample {
     pub active: bool,
 }
 
+/// A bucket as stored: single precision is plenty for a 60-pixel-high chart.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    at_secs: u32,
+    rps: f32,
+    lag: f32,
+    forecast: f32,
+    active: bool,
+}
+
+impl From<Bucket> for Sample {
+    fn from(b: Bucket) -> Self {
+        Sample {
+            at_secs: f64::from(b.at_secs),
+            rps: f64::from(b.rps),
+            lag: f64::from(b.lag),
+            forecast: f64::from(b.forecast),
+            active: b.active,
+        }
+    }
+}
+
 /// A target's recent history.
 #[derive(Debug, Default)]
 pub struct History {
-    samples: VecDeque<Sample>,
+    buckets: VecDeque<Bucket>,
 }
 
 impl History {
     /// Folds one evaluation at `wall_secs` into its bucket.
     pub fn observe(&mut self, wall_secs: f64, rps: f64, lag: f64, forecast: f64, active: bool) {
-        let at_secs = (wall_secs / BUCKET_SECS).floor() * BUCKET_SECS;
-        match self.samples.back_mut() {
+        let at_secs = ((wall_secs / BUCKET_SECS).floor() * BUCKET_SECS).clamp(0.0, f64::from(u32::MAX)) as u32;
+        let (rps, lag, forecast) = (rps as f32, lag as f32, forecast as f32);
+        match self.buckets.back_mut() {
             Some(last) if last.at_secs == at_secs => {
                 last.rps = last.rps.max(rps);
                 last.lag = last.lag.max(lag);
@@ -39,19 +63,17 @@ impl History {
                 last.active |= active;
             }
             _ => {
-                if self.samples.len() == BUCKETS {
-                    self.samples.pop_front();
-                } else if self.samples.capacity() < BUCKETS {
-                    self.samples.reserve_exact(BUCKETS - self.samples.len());
+                if self.buckets.len() == BUCKETS {
+                    self.buckets.pop_front();
                 }
-                self.samples.push_back(Sample { at_secs, rps, lag, forecast, active });
+                self.buckets.push_back(Bucket { at_secs, rps, lag, forecast, active });
             }
         }
     }
 
     /// Oldest first.
     pub fn samples(&self) -> Vec<Sample> {
-        self.samples.iter().copied().collect()
+        self.buckets.iter().copied().map(Sample::from).collect()
     }
 }
 
@@ -62,14 +84,14 @@ mod tests {
     #[test]
     fn a_bucket_keeps_the_peak_and_any_activity() {
         let mut h = History::default();
-        h.observe(1000.0, 5.0, 0.0, 1.0, false);
-        h.observe(1004.0, 2.0, 7.0, 3.0, true);
-        h.observe(1009.9, 1.0, 1.0, 0.0, false);
-        h.observe(1010.0, 0.0, 0.0, 0.0, false);
+        h.observe(1020.0, 5.0, 0.0, 1.0, false);
+        h.observe(1024.0, 2.0, 7.0, 3.0, true);
+        h.observe(1049.9, 1.0, 1.0, 0.0, false);
+        h.observe(1050.0, 0.0, 0.0, 0.0, false);
         let samples = h.samples();
         assert_eq!(samples.len(), 2);
-        assert_eq!(samples[0], Sample { at_secs: 1000.0, rps: 5.0, lag: 7.0, forecast: 3.0, active: true });
-        assert_eq!(samples[1], Sample { at_secs: 1010.0, rps: 0.0, lag: 0.0, forecast: 0.0, active: false });
+        assert_eq!(samples[0], Sample { at_secs: 1020.0, rps: 5.0, lag: 7.0, forecast: 3.0, active: true });
+        assert_eq!(samples[1], Sample { at_secs: 1050.0, rps: 0.0, lag: 0.0, forecast: 0.0, active: false });
     }
 
     #[test]
@@ -81,6 +103,7 @@ mod tests {
         let samples = h.samples();
         assert_eq!(samples.len(), BUCKETS);
         assert_eq!(samples[0].rps, 50.0, "the oldest buckets went first");
-        assert!(h.samples.capacity() < 2 * BUCKETS, "allocated once, never grown past an hour");
+        assert!(h.buckets.capacity() < 2 * BUCKETS, "never grown past an hour");
+        assert_eq!(std::mem::size_of::<Bucket>(), 20);
     }
 }

@@ -27,7 +27,7 @@ pub struct TargetStatus {
     pub problem: Option<String>,
     pub sources: Vec<SourceStatus>,
     pub warnings: Vec<String>,
-    /// The last hour in 10 s buckets, oldest first.
+    /// The last hour in 30 s buckets, oldest first.
     pub history: Vec<HistoryPoint>,
 }
 
@@ -185,7 +185,9 @@ pub fn html(rows: &[TargetStatus]) -> String {
     out
 }
 
-const CHART_W: f64 = BUCKETS as f64;
+/// Pixels per bucket.
+const STEP: f64 = 3.0;
+const CHART_W: f64 = BUCKETS as f64 * STEP;
 const CHART_H: f64 = 60.0;
 
 /// An inline SVG: active band, rate and forecast on one scale, lag on its own.
@@ -195,12 +197,12 @@ fn chart(out: &mut String, points: &[HistoryPoint]) {
         "<svg class=\"chart\" width=\"{CHART_W}\" height=\"{CHART_H}\" viewBox=\"0 0 {CHART_W} {CHART_H}\" role=\"img\"><title>last hour</title><rect width=\"{CHART_W}\" height=\"{CHART_H}\" fill=\"#fafafa\" stroke=\"#ddd\"/>"
     );
     // Right-aligned: the newest bucket at the right edge.
-    let x0 = CHART_W - points.len() as f64;
+    let x0 = CHART_W - points.len() as f64 * STEP;
     for (i, _) in points.iter().enumerate().filter(|(_, p)| p.active) {
         let _ = write!(
             out,
-            "<rect class=\"band\" x=\"{}\" y=\"0\" width=\"1\" height=\"{CHART_H}\" fill=\"#c8f0c8\"/>",
-            x0 + i as f64
+            "<rect class=\"band\" x=\"{}\" y=\"0\" width=\"{STEP}\" height=\"{CHART_H}\" fill=\"#c8f0c8\"/>",
+            x0 + i as f64 * STEP
         );
     }
     let rate_max = points.iter().map(|p| p.rps.max(p.forecast)).fold(0.0, f64::max);
@@ -226,7 +228,7 @@ fn line(
     let _ = write!(out, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.2\"{extra} points=\"");
     for (i, p) in points.iter().enumerate() {
         let y = CHART_H - 2.0 - (value(p) / max) * (CHART_H - 4.0);
-        let _ = write!(out, "{:.0},{y:.1} ", x0 + i as f64);
+        let _ = write!(out, "{:.0},{y:.1} ", x0 + (i as f64 + 0.5) * STEP);
     }
     out.push_str("\"/>");
 }
