@@ -23,7 +23,8 @@ pub(crate) fn spin_app_target(object: &Mapping) -> Option<ObjectKey> {
         return None;
     }
     let target = object.get("spec")?.get("scaleTargetRef")?;
-    (target.get("kind")?.as_str()? == "SpinApp").then_some(())?;
+    // A SpinApp's Deployment has the SpinApp's name: a ScaledObject on it scales the SpinApp.
+    matches!(target.get("kind")?.as_str()?, "SpinApp" | "Deployment").then_some(())?;
     Some(ObjectKey {
         namespace: object.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str).map(String::from),
         name: target.get("name")?.as_str()?.to_string(),
@@ -971,5 +972,19 @@ spec:
         for key in KAFKA_KEYS {
             assert!(target::KEYS.contains(&key), "{key}");
         }
+    }
+
+    #[test]
+    fn a_scaled_object_on_a_spin_apps_deployment_scales_that_spin_app() {
+        let doc = |kind: &str| -> Mapping {
+            serde_yaml_ng::from_str(&format!(
+                "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {{name: so, namespace: shop}}\n\
+                 spec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: {kind}, name: checkout}}\n"
+            ))
+            .unwrap()
+        };
+        let key = spin_app_target(&doc("Deployment")).expect("a SpinApp's Deployment");
+        assert_eq!((key.namespace.as_deref(), key.name.as_str()), (Some("shop"), "checkout"));
+        assert!(spin_app_target(&doc("StatefulSet")).is_none());
     }
 }
