@@ -356,6 +356,11 @@ impl Registry {
         }
     }
 
+    /// The activator, if one was started.
+    pub fn activator_if_enabled(&self) -> Option<Arc<Activator>> {
+        self.activator.get().cloned()
+    }
+
     /// A request for `target` (`namespace/name`) is held: its triggers evaluate now.
     fn demand(&self, target: &str) {
         let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());

@@ -82,6 +82,16 @@ impl Server {
         if let Some(list) = options.peers {
             registry.set_peers(Peers::new(list));
         }
+        // The activator and its config routes exist before the first gRPC call can ask for a route.
+        let mut activator_addr = None;
+        let mut activator_serve = None;
+        if let Some(listener) = options.activator {
+            activator_addr = Some(listener.local_addr()?);
+            registry.activator();
+            let routes = &registry.config().routes;
+            registry.apply_static_routes(&[], routes).map_err(|p| anyhow::anyhow!("config: {}", p.join("; ")))?;
+            activator_serve = Some((listener, options.endpoints));
+        }
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<ExternalScalerServer<Scaler>>().await;
@@ -140,21 +150,16 @@ impl Server {
         });
         info!(grpc = %grpc_addr, http = %http_addr, "spinscale listening");
         tasks.extend([http_task, evictions]);
-        let mut activator_addr = None;
-        if let Some(listener) = options.activator {
-            activator_addr = Some(listener.local_addr()?);
-            let activator = registry.activator();
-            let routes = &registry.config().routes;
-            registry.apply_static_routes(&[], routes).map_err(|p| anyhow::anyhow!("config: {}", p.join("; ")))?;
-            if let Some(client) = options.endpoints {
+        if let (Some(serve), Some(activator)) = (activator_serve, registry.activator_if_enabled()) {
+            let (listener, endpoints) = serve;
+            if let Some(client) = endpoints {
                 let follow = endpoints::follow(client, endpoints::poker(activator.clone()), shutdown.clone());
                 tasks.push(tokio::spawn(async move {
                     follow.await;
                     Ok(())
                 }));
             }
-            let serve = activator.serve(listener, shutdown.clone());
-            tasks.push(tokio::spawn(serve));
+            tasks.push(tokio::spawn(activator.serve(listener, shutdown.clone())));
         }
         Ok(Self { grpc_addr, http_addr, activator_addr, registry, shutdown, tasks })
     }
