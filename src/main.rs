@@ -88,8 +88,13 @@ enum Command {
         json: Option<PathBuf>,
         /// Only the overload figures: a 10× flood of unary calls with and without load shedding,
         /// and server memory across stream open/cancel cycles.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "activator")]
         overload: bool,
+        /// Only the HTTP activator figures: request → stream true and backend ready → held response
+        /// (against a 500 ms poller and a 200 ms prober), proxying against nginx and direct, and
+        /// memory with 1,000 routes and 10,000 held requests. Needs nginx (`apt-get install nginx`).
+        #[arg(long)]
+        activator: bool,
     },
     /// Run everything embedded (server, Kafka, load, a KEDA-like client) and print a live timeline.
     Demo {
@@ -192,9 +197,9 @@ async fn main() -> anyhow::Result<()> {
             });
             server.wait().await
         }
-        Command::Bench { quick, poll, json, overload } => {
+        Command::Bench { quick, poll, json, overload, activator } => {
             init_logging(cli.log_format, "error");
-            spinscale::bench::run(spinscale::bench::BenchArgs { quick, poll, json, overload }).await
+            spinscale::bench::run(spinscale::bench::BenchArgs { quick, poll, json, overload, activator }).await
         }
         Command::Demo { duration, activator } => {
             init_logging(cli.log_format, "warn");

@@ -4,6 +4,7 @@
 //! process plays KEDA, the load, an embedded Kafka (librdkafka's mock cluster) and the scraped
 //! endpoints. Every figure is reported next to its baseline, as a ratio, since machines are noisy.
 
+mod activator;
 mod kafka_cycle;
 mod load;
 mod overload;
@@ -31,6 +32,9 @@ pub struct BenchArgs {
     /// Only the overload measurements: a 10× flood with and without load shedding, and server
     /// memory across stream open/cancel cycles.
     pub overload: bool,
+    /// Only the HTTP activator measurements: wake-ups and held responses, steady-state proxying
+    /// against nginx and direct, and memory with many routes and held requests.
+    pub activator: bool,
 }
 
 /// The sizes of one run.
@@ -84,6 +88,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.overload {
         eprintln!("bench: overload");
         overload::run(&overload::OverloadPlan::of(args.quick), &mut report).await?;
+        return finish(&report, &args);
+    }
+    if args.activator {
+        activator::run(&activator::ActivatorPlan::of(args.quick), &mut report).await?;
         return finish(&report, &args);
     }
     eprintln!("bench: wake-ups ({} Kafka, {} scrape; about {:?})", plan.wakeups, plan.wakeups, plan.spread + args.poll);

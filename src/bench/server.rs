@@ -1,5 +1,6 @@
 //! The server under test: `spinscale serve` as a child process with a bench config.
 
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,8 @@ pub const CONFIG: &str = "collectors:\n  tailFetchWait: 20ms\n";
 pub struct ServerProcess {
     child: Child,
     pub grpc: String,
+    /// Where the HTTP activator listens, when started with it.
+    pub activator: Option<SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -27,20 +30,36 @@ impl ServerProcess {
 
     /// The server with this config file.
     pub async fn start_with(config_text: &str) -> anyhow::Result<Self> {
+        Self::spawn(config_text, false).await
+    }
+
+    /// The server with this config file and the HTTP activator on a free loopback port.
+    pub async fn start_with_activator(config_text: &str) -> anyhow::Result<Self> {
+        Self::spawn(config_text, true).await
+    }
+
+    async fn spawn(config_text: &str, with_activator: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, config_text)?;
         let (grpc, http) = (free_port()?, free_port()?);
-        let child = Command::new(std::env::current_exe()?)
+        let activator =
+            with_activator.then(free_port).transpose()?.map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args(["serve", "--grpc-listen", &format!("127.0.0.1:{grpc}")])
             .args(["--http-listen", &format!("127.0.0.1:{http}"), "--config"])
-            .arg(&config)
+            .arg(&config);
+        if let Some(addr) = activator {
+            command.arg("--activator-listen").arg(addr.to_string());
+        }
+        let child = command
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("cannot start `spinscale serve`")?;
-        let server = Self { child, grpc: format!("http://127.0.0.1:{grpc}"), _dir: dir };
+        let server = Self { child, grpc: format!("http://127.0.0.1:{grpc}"), activator, _dir: dir };
         let ready = format!("http://127.0.0.1:{http}/readyz");
         let started = Instant::now();
         while !reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {

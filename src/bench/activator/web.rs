@@ -1,0 +1,86 @@
+//! The HTTP ends of the activator bench: a fast backend (hyper, answers `ok`) and a keep-alive
+//! HTTP/1.1 client connection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A backend serving every request with a 3-byte body, one task per connection.
+pub struct Backend {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        Ok(Self { addr, task: serve(listener) })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `listener` until the returned task is aborted (connections already open go on).
+pub fn serve(listener: TcpListener) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = service_fn(|_request| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    })
+}
+
+pub type Sender = SendRequest<Empty<Bytes>>;
+
+/// One HTTP/1.1 keep-alive connection to `addr`.
+pub async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
+    let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// `GET /` for `host` on the connection; its status once the whole body is in.
+pub async fn get(sender: &mut Sender, host: &str) -> anyhow::Result<u16> {
+    sender.ready().await?;
+    let request = Request::get("/").header(header::HOST, host).body(Empty::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await?;
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_backend_answers_many_requests_on_one_connection() {
+        let backend = Backend::start().await.expect("backend");
+        let mut sender = connect(backend.addr).await.expect("connect");
+        for _ in 0..3 {
+            assert_eq!(get(&mut sender, "any.host").await.expect("get"), 200);
+        }
+    }
+}
