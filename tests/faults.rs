@@ -32,7 +32,8 @@
 //! existing topic answers TOPIC_ALREADY_EXISTS) and a group **deleted** (DeleteGroups). On the wire a
 //! deleted group is a group without commits (OffsetFetch answers -1), covered above; a deleted topic
 //! disappears from Metadata, which the injected UNKNOWN_TOPIC_OR_PART scenario exercises without
-//! pretending to delete anything.
+//! pretending to delete anything. A real topic and group deletion run in `tests/tansu_e2e.rs`
+//! on the tansu broker; partitions added stays uncovered (tansu 0.6 has no CreatePartitions).
 
 mod support;
 

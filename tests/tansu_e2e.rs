@@ -1,6 +1,8 @@
 //! End to end on a real Kafka broker process: the `tansu` broker (in-memory storage) on loopback.
 //! produce → lag → activation pushed → a real consumer group catches up and commits → inactive;
-//! then the broker is killed → UNAVAILABLE naming the source.
+//! then the broker is killed → UNAVAILABLE naming the source. Also the faults librdkafka's mock
+//! cannot show: a topic deleted, and a consumer group deleted. (Partitions added cannot be
+//! shown here: tansu 0.6 answers CreatePartitions with UNSUPPORTED_FEATURE.)
 //!
 //! Runs where `tansu` is installed (`tests/tansu.sh` installs it:
 //! `cargo install tansu --locked --features dynostore`); elsewhere it skips with the reason,
@@ -67,37 +69,59 @@ impl Drop for Tansu {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_broker_lag_wakes_the_app_and_a_real_consumer_puts_it_back_to_sleep() {
-    let Some(binary) = Tansu::binary() else {
+/// The tansu binary, or `None` (with the reason printed) where it is not installed.
+fn tansu() -> Option<PathBuf> {
+    let binary = Tansu::binary();
+    if binary.is_none() {
         assert!(
             std::env::var_os("SPINSCALE_REQUIRE_TANSU").is_none(),
             "tansu is required: cargo install tansu --locked --features dynostore"
         );
         eprintln!("SKIPPED: no `tansu` broker (cargo install tansu --locked --features dynostore, or tests/tansu.sh)");
-        return;
-    };
-    let mut broker = Tansu::start(&binary).await;
-    let client = |extra: &[(&str, &str)]| {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &broker.bootstrap);
-        for (k, v) in extra {
-            config.set(*k, *v);
-        }
-        config
-    };
-    let admin: AdminClient<DefaultClientContext> = client(&[]).create().expect("admin");
-    let topic = NewTopic::new("orders", 2, TopicReplication::Fixed(1));
+    }
+    binary
+}
+
+fn client_config(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config
+}
+
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> AdminClient<DefaultClientContext> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap, &[]).create().expect("admin");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let created = admin.create_topics([&topic], &AdminOptions::new()).await.expect("CreateTopics");
     assert!(created.iter().all(Result::is_ok), "{created:?}");
+    admin
+}
 
-    let server = start_server(
-        Config::parse(
-            "collectors:\n  kafkaInterval: 200ms\n  timeout: 2s\n  staleAfter: 5s\ntargets:\n  tick: 100ms\n",
-        )
-        .expect("config"),
-    )
-    .await;
+/// One record per request: tansu's ListOffsets is exact for those (DEPS.md §5).
+async fn produce(bootstrap: &str, topic: &str, partitions: i32, n: i32) {
+    let producer: FutureProducer = client_config(bootstrap, &[("linger.ms", "0")]).create().expect("producer");
+    for i in 0..n {
+        let key = format!("order-{i}");
+        let record = FutureRecord::to(topic).partition(i % partitions).key(&key).payload("{}");
+        producer.send(record, Duration::from_secs(5)).await.map_err(|(e, _)| e).expect("produce");
+    }
+}
+
+fn fast() -> Config {
+    Config::parse("collectors:\n  kafkaInterval: 200ms\n  timeout: 2s\n  staleAfter: 5s\ntargets:\n  tick: 100ms\n")
+        .expect("config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_broker_lag_wakes_the_app_and_a_real_consumer_puts_it_back_to_sleep() {
+    let Some(binary) = tansu() else { return };
+    let mut broker = Tansu::start(&binary).await;
+    let client = |extra: &[(&str, &str)]| client_config(&broker.bootstrap, extra);
+    create_topic(&broker.bootstrap, "orders", 2).await;
+
+    let server = start_server(fast()).await;
     let mut keda = connect(&server).await;
     let mut meta = kafka_meta(&broker.bootstrap, "billing", "orders");
     meta.extend([("offsetResetPolicy", "earliest"), ("lagThreshold", "10")]);
@@ -106,14 +130,8 @@ async fn a_real_broker_lag_wakes_the_app_and_a_real_consumer_puts_it_back_to_sle
     assert!(!idle.active, "an empty topic is idle: {idle:?}");
     let mut stream = keda.stream_is_active(r.clone()).await.expect("stream").into_inner();
 
-    // One record per request: tansu's ListOffsets is exact for those (DEPS.md §5).
-    let producer: FutureProducer = client(&[("linger.ms", "0")]).create().expect("producer");
     let produced = Instant::now();
-    for i in 0..20 {
-        let key = format!("order-{i}");
-        let record = FutureRecord::to("orders").partition(i % 2).key(&key).payload("{}");
-        producer.send(record, Duration::from_secs(5)).await.map_err(|(e, _)| e).expect("produce");
-    }
+    produce(&broker.bootstrap, "orders", 2, 20).await;
     let pushed = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
     assert!(matches!(pushed, Ok(Ok(Some(ref m))) if m.result), "true pushed: {pushed:?}");
     println!("20 records on tansu → true pushed after {} ms", produced.elapsed().as_millis());
@@ -150,5 +168,84 @@ async fn a_real_broker_lag_wakes_the_app_and_a_real_consumer_puts_it_back_to_sle
     let status = down.expect_err("unavailable");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains(&broker.bootstrap), "{status:?}");
+    server.shutdown().await.expect("shutdown");
+}
+
+/// Polls as KEDA does for `limit`, failing on any `false` while the fault lasts.
+async fn never_inactive(
+    keda: &mut support::Client,
+    r: &spinscale::proto::ScaledObjectRef,
+    limit: Duration,
+) -> Vec<String> {
+    let until = Instant::now() + limit;
+    let mut errors = Vec::new();
+    while Instant::now() < until {
+        match keda.is_active(r.clone()).await {
+            Ok(answer) => assert!(answer.into_inner().result, "inactive during the fault"),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                errors.push(status.message().to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    errors
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_is_unavailable_naming_it_never_inactive() {
+    let Some(binary) = tansu() else { return };
+    let broker = Tansu::start(&binary).await;
+    let admin = create_topic(&broker.bootstrap, "payments", 1).await;
+    produce(&broker.bootstrap, "payments", 1, 10).await;
+    let server = start_server(fast()).await;
+    let mut keda = connect(&server).await;
+    let mut meta = kafka_meta(&broker.bootstrap, "ledger", "payments");
+    meta.push(("offsetResetPolicy", "earliest"));
+    let r = so_ref("payments", &meta);
+    poll_until(&mut keda, &r, Duration::from_secs(10), |p| p.as_ref().is_ok_and(|p| p.active)).await.expect("lag 10");
+
+    let deleted = admin.delete_topics(&["payments"], &AdminOptions::new()).await.expect("DeleteTopics");
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    let errors = never_inactive(&mut keda, &r, Duration::from_secs(3)).await;
+    let last = errors.last().expect("UNAVAILABLE once the topic is gone");
+    assert!(last.contains("payments"), "names the topic: {last}");
+    println!("topic deleted → {last}");
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_group_falls_back_to_kedas_rule_for_a_group_without_commits() {
+    let Some(binary) = tansu() else { return };
+    let broker = Tansu::start(&binary).await;
+    let admin = create_topic(&broker.bootstrap, "invoices", 2).await;
+    produce(&broker.bootstrap, "invoices", 2, 20).await;
+    let committer: StreamConsumer =
+        client_config(&broker.bootstrap, &[("group.id", "billing"), ("enable.auto.commit", "false")])
+            .create()
+            .expect("committer");
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    for partition in 0..2 {
+        offsets.add_partition_offset("invoices", partition, rdkafka::Offset::Offset(5)).expect("offset");
+    }
+    committer.commit(&offsets, CommitMode::Sync).expect("commit");
+    drop(committer);
+
+    let server = start_server(fast()).await;
+    let mut keda = connect(&server).await;
+    let mut meta = kafka_meta(&broker.bootstrap, "billing", "invoices");
+    meta.extend([("lagThreshold", "100"), ("metrics", "separate")]);
+    let r = so_ref("invoices", &meta);
+    let lag = |p: &Result<support::Poll, tonic::Status>, want: f64| {
+        p.as_ref().is_ok_and(|p| p.active && p.values["spinscale-lag"] == want)
+    };
+    poll_until(&mut keda, &r, Duration::from_secs(10), |p| lag(p, 10.0)).await.expect("two partitions, 5 behind each");
+
+    let deleted = admin.delete_groups(&["billing"], &AdminOptions::new()).await.expect("DeleteGroups");
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    // No commits any more: KEDA's rule for `offsetResetPolicy: latest` counts 1 per partition,
+    // so the app stays active instead of reading the deletion as "no lag".
+    let after = poll_until(&mut keda, &r, Duration::from_secs(10), |p| lag(p, 2.0)).await.expect("1 per partition");
+    assert!(after.active);
     server.shutdown().await.expect("shutdown");
 }
