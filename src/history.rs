@@ -12,9 +12,10 @@ pub const BUCKET_SECS: f64 = 30.0;
 pub const BUCKETS: usize = 120;
 
 /// One bucket.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Sample {
     /// Start of the bucket, Unix seconds.
+    #[serde(rename = "at")]
     pub at_secs: f64,
     pub rps: f64,
     pub lag: f64,

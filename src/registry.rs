@@ -27,7 +27,7 @@ use crate::engine::{Decision, EngineSettings, Inputs, Now, TargetEngine, lag};
 use crate::history::{History, Sample};
 use crate::peers::Peers;
 use crate::signals::prometheus::{self, QueryError};
-use crate::signals::{Collector, Hub, Reading, SourceKey, SourceView};
+use crate::signals::{Collector, Hub, Reading, SourceKey, SourceState, SourceView};
 use crate::target::{HttpRoute, InvalidMetadata, PredictiveMode, TargetSpec};
 use crate::telemetry::Telemetry;
 
@@ -188,9 +188,9 @@ impl Target {
         self.key.to_string()
     }
 
-    /// The sources this target reads, in the order of its signals.
-    pub fn sources(&self) -> Vec<SourceKey> {
-        self.setup.borrow().collectors.iter().map(|c| c.key.clone()).collect()
+    /// The sources this target reads, in the order of its signals, each with its latest state.
+    pub fn sources(&self) -> Vec<(SourceKey, SourceState)> {
+        self.setup.borrow().collectors.iter().map(|c| (c.key.clone(), c.borrow().clone())).collect()
     }
 }
 

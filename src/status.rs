@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::history::{BUCKETS, Sample};
-use crate::registry::{Registry, Target};
+use crate::registry::Registry;
 use crate::signals::SourceView;
 
 /// One target, as the status page shows it.
@@ -28,7 +28,7 @@ pub struct TargetStatus {
     pub sources: Vec<SourceStatus>,
     pub warnings: Vec<String>,
     /// The last hour in 30 s buckets, oldest first.
-    pub history: Vec<HistoryPoint>,
+    pub history: Vec<Sample>,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,19 +41,9 @@ pub struct SourceStatus {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct HistoryPoint {
-    pub at: f64,
-    pub rps: f64,
-    pub lag: f64,
-    pub forecast: f64,
-    pub active: bool,
-}
-
 /// Every live target, sorted by namespace and name.
 pub fn snapshot(registry: &Registry) -> Vec<TargetStatus> {
     let stale_after = registry.config().collectors.stale_after.0;
-    let collectors = registry.hub().live();
     let now = Instant::now();
     let mut rows: Vec<TargetStatus> = registry
         .targets()
@@ -63,23 +53,15 @@ pub fn snapshot(registry: &Registry) -> Vec<TargetStatus> {
             let sources = t
                 .sources()
                 .into_iter()
-                .map(|key| {
-                    let collector = collectors.iter().find(|c| c.key == key);
-                    let (state, age, error) = match collector {
-                        None => ("pending", None, None),
-                        Some(c) => {
-                            let s = c.borrow();
-                            let age =
-                                s.last_good.as_ref().map(|(_, at)| now.saturating_duration_since(*at).as_secs_f64());
-                            let state = match s.view(now, stale_after) {
-                                SourceView::Fresh(_) => "ok",
-                                SourceView::Pending => "pending",
-                                SourceView::Failed(_) => "failed",
-                                SourceView::Stale(_) => "stale",
-                            };
-                            (state, age, s.error.as_deref().map(str::to_string))
-                        }
+                .map(|(key, s)| {
+                    let age = s.last_good.as_ref().map(|(_, at)| now.saturating_duration_since(*at).as_secs_f64());
+                    let state = match s.view(now, stale_after) {
+                        SourceView::Fresh(_) => "ok",
+                        SourceView::Pending => "pending",
+                        SourceView::Failed(_) => "failed",
+                        SourceView::Stale(_) => "stale",
                     };
+                    let error = s.error.as_deref().map(str::to_string);
                     SourceStatus { kind: key.kind(), source: key.to_string(), state, reading_age_seconds: age, error }
                 })
                 .collect();
@@ -98,19 +80,12 @@ pub fn snapshot(registry: &Registry) -> Vec<TargetStatus> {
                 problem: state.problem.as_ref().map(ToString::to_string),
                 sources,
                 warnings: t.spec().warnings.clone(),
-                history: history(t),
+                history: t.history(),
             }
         })
         .collect();
     rows.sort_by(|a, b| (&a.namespace, &a.scaled_object).cmp(&(&b.namespace, &b.scaled_object)));
     rows
-}
-
-fn history(t: &Target) -> Vec<HistoryPoint> {
-    t.history()
-        .into_iter()
-        .map(|Sample { at_secs, rps, lag, forecast, active }| HistoryPoint { at: at_secs, rps, lag, forecast, active })
-        .collect()
 }
 
 /// The page: a table, one row per target, each with a chart of its last hour.
@@ -191,7 +166,7 @@ const CHART_W: f64 = BUCKETS as f64 * STEP;
 const CHART_H: f64 = 60.0;
 
 /// An inline SVG: active band, rate and forecast on one scale, lag on its own.
-fn chart(out: &mut String, points: &[HistoryPoint]) {
+fn chart(out: &mut String, points: &[Sample]) {
     let _ = write!(
         out,
         "<svg class=\"chart\" width=\"{CHART_W}\" height=\"{CHART_H}\" viewBox=\"0 0 {CHART_W} {CHART_H}\" role=\"img\"><title>last hour</title><rect width=\"{CHART_W}\" height=\"{CHART_H}\" fill=\"#fafafa\" stroke=\"#ddd\"/>"
@@ -213,15 +188,7 @@ fn chart(out: &mut String, points: &[HistoryPoint]) {
     out.push_str("</svg>");
 }
 
-fn line(
-    out: &mut String,
-    points: &[HistoryPoint],
-    x0: f64,
-    max: f64,
-    value: fn(&HistoryPoint) -> f64,
-    color: &str,
-    extra: &str,
-) {
+fn line(out: &mut String, points: &[Sample], x0: f64, max: f64, value: fn(&Sample) -> f64, color: &str, extra: &str) {
     if max <= 0.0 || points.is_empty() {
         return;
     }
@@ -260,8 +227,8 @@ mod tests {
 
     #[test]
     fn the_chart_draws_the_band_and_the_lines() {
-        let points: Vec<HistoryPoint> = (0..10)
-            .map(|i| HistoryPoint { at: i as f64 * 10.0, rps: i as f64, lag: 0.0, forecast: 1.0, active: i > 5 })
+        let points: Vec<Sample> = (0..10)
+            .map(|i| Sample { at_secs: i as f64 * 30.0, rps: i as f64, lag: 0.0, forecast: 1.0, active: i > 5 })
             .collect();
         let mut svg = String::new();
         chart(&mut svg, &points);
