@@ -179,10 +179,7 @@ impl StaticRoute {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {}
             _ => return Err(format!("scaledObject: {:?} is not namespace/name", self.scaled_object)),
         }
-        let backend: http::Uri = match self.backend.parse::<http::Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => uri,
-            _ => return Err(format!("backend: {:?} is not an http:// URL with a host", self.backend)),
-        };
+        let backend = crate::activator::parse_backend(&self.backend).map_err(|e| format!("backend: {e}"))?;
         let mut route = crate::activator::Route::new(self.scaled_object.clone(), self.hosts.clone(), backend);
         route.path_prefixes = self.path_prefixes.clone();
         route.hold_timeout = self.hold_timeout.map_or(route.hold_timeout, |d| d.0);

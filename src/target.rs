@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
+use crate::activator::{Route, parse_backend};
 use crate::duration;
 use crate::engine::schedule::Schedule;
 use crate::signals::kafka_security::KafkaConnection;
@@ -149,9 +150,6 @@ pub const KEYS: [&str; 37] = [
 
 /// As KEDA's prometheus scaler: an empty result is 0 (the query may legitimately match nothing at zero).
 pub const DEFAULT_IGNORE_NULL_VALUES: bool = true;
-/// The activator's hold limits when neither the trigger nor the config says.
-pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(20);
-pub const DEFAULT_MAX_HELD: usize = 1000;
 /// Requests per second per replica when neither the trigger nor the config says.
 pub const DEFAULT_TARGET_RPS: f64 = 10.0;
 /// KEDA's kafka scaler default.
@@ -497,14 +495,14 @@ impl Reader<'_> {
             self.problem(PATH_PREFIXES, format!("value {prefix:?} must start with `/`"));
         }
         let hold_timeout = match self.text(HOLD_TIMEOUT).map(|raw| (duration::parse(&raw), raw)) {
-            None => DEFAULT_HOLD_TIMEOUT,
+            None => Route::DEFAULT_HOLD_TIMEOUT,
             Some((Ok(d), _)) if !d.is_zero() && d <= Duration::from_secs(600) => d,
             Some((_, raw)) => {
                 self.problem(HOLD_TIMEOUT, format!("value {raw:?} is not a duration between 1ms and 10m (e.g. 20s)"));
-                DEFAULT_HOLD_TIMEOUT
+                Route::DEFAULT_HOLD_TIMEOUT
             }
         };
-        let max_held = self.number(MAX_HELD, DEFAULT_MAX_HELD as f64, Bound::Positive);
+        let max_held = self.number(MAX_HELD, Route::DEFAULT_MAX_HELD as f64, Bound::Positive);
         let cold_start_header = self.flag(COLD_START_HEADER, true);
         match (hosts.is_empty(), backend) {
             (true, None) => None,
@@ -519,8 +517,8 @@ impl Reader<'_> {
                 );
                 None
             }
-            (false, Some(raw)) => match raw.parse::<http::Uri>() {
-                Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Some(HttpRoute {
+            (false, Some(raw)) => match parse_backend(&raw) {
+                Ok(uri) => Some(HttpRoute {
                     hosts,
                     path_prefixes,
                     backend: uri,
@@ -528,8 +526,8 @@ impl Reader<'_> {
                     max_held: max_held.clamp(1.0, 1_000_000.0) as usize,
                     cold_start_header,
                 }),
-                _ => {
-                    self.problem(BACKEND, format!("value {raw:?} is not an http:// URL with a host"));
+                Err(e) => {
+                    self.problem(BACKEND, format!("value {e}"));
                     None
                 }
             },

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use routes::{Route, RouteConflict, RouteError};
+pub use routes::{Route, RouteConflict, RouteError, parse_backend};
 pub use stats::{MAX_WINDOW, RouteStats};
 
 use backend::BackendClient;

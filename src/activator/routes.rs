@@ -29,6 +29,14 @@ pub struct Route {
     pub cold_start_header: bool,
 }
 
+/// A backend URL the activator can forward to: `http://` with a host.
+pub fn parse_backend(text: &str) -> Result<http::Uri, String> {
+    match text.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Ok(uri),
+        _ => Err(format!("{text:?} is not an http:// URL with a host")),
+    }
+}
+
 impl Route {
     pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(20);
     pub const DEFAULT_MAX_HELD: usize = 1000;
