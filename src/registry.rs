@@ -270,8 +270,9 @@ impl Registry {
         })
     }
 
-    /// The HTTP activator, created on first use: a held request wakes its target at once.
-    pub fn activator(&self) -> Arc<Activator> {
+    /// Creates the HTTP activator (once; later calls return it): a held request wakes its
+    /// target at once. Triggers with `hosts` are refused until it exists.
+    pub fn enable_activator(&self) -> Arc<Activator> {
         self.activator
             .get_or_init(|| {
                 let registry = self.this.clone();
@@ -354,11 +355,6 @@ impl Registry {
                 Some(Instant::now() + http.hold_timeout);
             t.shared.demand.notify_one();
         }
-    }
-
-    /// The activator, if one was started.
-    pub fn activator_if_enabled(&self) -> Option<Arc<Activator>> {
-        self.activator.get().cloned()
     }
 
     /// A request for `target` (`namespace/name`) is held: its triggers evaluate now.

@@ -87,10 +87,10 @@ impl Server {
         let mut activator_serve = None;
         if let Some(listener) = options.activator {
             activator_addr = Some(listener.local_addr()?);
-            registry.activator();
+            let activator = registry.enable_activator();
             let routes = &registry.config().routes;
             registry.apply_static_routes(&[], routes).map_err(|p| anyhow::anyhow!("config: {}", p.join("; ")))?;
-            activator_serve = Some((listener, options.endpoints));
+            activator_serve = Some((activator, listener, options.endpoints));
         }
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -150,8 +150,7 @@ impl Server {
         });
         info!(grpc = %grpc_addr, http = %http_addr, "spinscale listening");
         tasks.extend([http_task, evictions]);
-        if let (Some(serve), Some(activator)) = (activator_serve, registry.activator_if_enabled()) {
-            let (listener, endpoints) = serve;
+        if let Some((activator, listener, endpoints)) = activator_serve {
             if let Some(client) = endpoints {
                 let follow = endpoints::follow(client, endpoints::poker(activator.clone()), shutdown.clone());
                 tasks.push(tokio::spawn(async move {
