@@ -188,6 +188,11 @@ impl Target {
         self.key.to_string()
     }
 
+    /// Whether this target belongs to the ScaledObject `id` (`namespace/name`), without allocating.
+    fn is(&self, id: &str) -> bool {
+        id.split_once('/') == Some((self.key.namespace.as_str(), self.key.name.as_str()))
+    }
+
     /// The sources this target reads, in the order of its signals, each with its latest state.
     pub fn sources(&self) -> Vec<(SourceKey, SourceState)> {
         self.setup.borrow().collectors.iter().map(|c| (c.key.clone(), c.borrow().clone())).collect()
@@ -349,7 +354,7 @@ impl Registry {
     /// `holdTimeout` at most (the longest the peer can hold it).
     pub fn peer_demand(&self, target: &str) {
         let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
-        for t in targets.values().filter(|t| t.id() == target) {
+        for t in targets.values().filter(|t| t.is(target)) {
             let Some(http) = t.spec().http.clone() else { continue };
             *t.shared.peer_held_until.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(Instant::now() + http.hold_timeout);
@@ -360,7 +365,7 @@ impl Registry {
     /// A request for `target` (`namespace/name`) is held: its triggers evaluate now.
     fn demand(&self, target: &str) {
         let targets = self.targets.read().unwrap_or_else(|e| e.into_inner());
-        for t in targets.values().filter(|t| t.spec().http.is_some() && t.id() == target) {
+        for t in targets.values().filter(|t| t.is(target) && t.spec().http.is_some()) {
             t.shared.demand.notify_one();
         }
     }
