@@ -46,6 +46,21 @@ struct Flood {
     other_errors: usize,
 }
 
+impl Flood {
+    fn calls(&self) -> usize {
+        self.admitted.len() + self.shed + self.other_errors
+    }
+
+    fn figures(&self) -> serde_json::Value {
+        serde_json::json!({
+            "achieved_offered_per_s": self.offered_per_s,
+            "ok": self.admitted.len(), "shed": self.shed, "errors": self.other_errors, "calls": self.calls(),
+            "p50_ms": ms_value(percentile(&self.admitted, 0.5)),
+            "p99_ms": ms_value(percentile(&self.admitted, 0.99)),
+        })
+    }
+}
+
 pub async fn run(plan: &OverloadPlan, report: &mut Report) -> anyhow::Result<()> {
     let source = Exposition::start("requests_total 0\n").await?;
     let url = format!("http://{}/metrics", source.addr);
@@ -74,11 +89,10 @@ pub async fn run(plan: &OverloadPlan, report: &mut Report) -> anyhow::Result<()>
             Some(base.as_secs_f64() / ours.as_secs_f64().max(1e-9)),
         );
     }
-    let total = |f: &Flood| f.admitted.len() + f.shed + f.other_errors;
     report.row(
         "10× overload: calls sent / answered OK / shed (RESOURCE_EXHAUSTED)",
-        format!("{} / {} / {}", total(&with_shedding), with_shedding.admitted.len(), with_shedding.shed),
-        format!("{} / {} / {} (no shedding)", total(&without), without.admitted.len(), without.shed),
+        format!("{} / {} / {}", with_shedding.calls(), with_shedding.admitted.len(), with_shedding.shed),
+        format!("{} / {} / {} (no shedding)", without.calls(), without.admitted.len(), without.shed),
         None,
     );
 
@@ -95,20 +109,8 @@ pub async fn run(plan: &OverloadPlan, report: &mut Report) -> anyhow::Result<()>
             "sustained_calls_per_s": sustained,
             "offered_calls_per_s": offered,
             "max_concurrent_calls": LIMIT,
-            "shedding": {
-                "achieved_offered_per_s": with_shedding.offered_per_s,
-                "ok": with_shedding.admitted.len(), "shed": with_shedding.shed, "errors": with_shedding.other_errors,
-                "calls": total(&with_shedding),
-                "p50_ms": ms_value(percentile(&with_shedding.admitted, 0.5)),
-                "p99_ms": ms_value(percentile(&with_shedding.admitted, 0.99)),
-            },
-            "no_shedding": {
-                "achieved_offered_per_s": without.offered_per_s,
-                "ok": without.admitted.len(), "shed": without.shed, "errors": without.other_errors,
-                "calls": total(&without),
-                "p50_ms": ms_value(percentile(&without.admitted, 0.5)),
-                "p99_ms": ms_value(percentile(&without.admitted, 0.99)),
-            },
+            "shedding": with_shedding.figures(),
+            "no_shedding": without.figures(),
             "stream_cycles": plan.stream_cycles, "rss_before_mib": before, "rss_after_mib": after,
         }),
     );
