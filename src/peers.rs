@@ -52,7 +52,8 @@ impl Peers {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        let id = std::collections::hash_map::RandomState::new().hash_one(std::process::id()) ^ nanos();
+        // RandomState is seeded randomly per process: a hash from it is an id no other replica has.
+        let id = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         Arc::new(Self { list, id, http, resolved: Mutex::new(None) })
     }
 
@@ -101,10 +102,6 @@ impl Peers {
         *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), resolved.clone()));
         resolved
     }
-}
-
-fn nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Parses `--peer-service NAME:PORT`.
