@@ -484,12 +484,8 @@ impl Reader<'_> {
     }
 
     fn http(&mut self) -> Option<HttpRoute> {
-        let list = |text: Option<String>| -> Vec<String> {
-            text.map(|t| t.split(',').map(str::trim).filter(|h| !h.is_empty()).map(String::from).collect())
-                .unwrap_or_default()
-        };
-        let hosts = list(self.text(HOSTS));
-        let path_prefixes = list(self.text(PATH_PREFIXES));
+        let hosts = self.list(HOSTS);
+        let path_prefixes = self.list(PATH_PREFIXES);
         let backend = self.text(BACKEND);
         for prefix in path_prefixes.iter().filter(|p| !p.starts_with('/')) {
             self.problem(PATH_PREFIXES, format!("value {prefix:?} must start with `/`"));
@@ -559,10 +555,7 @@ impl Reader<'_> {
     }
 
     fn scrape(&mut self) -> Option<ScrapeSource> {
-        let urls: Vec<String> = self
-            .text(SCRAPE_URL)
-            .map(|t| t.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect())
-            .unwrap_or_default();
+        let urls = self.list(SCRAPE_URL);
         let metric = self.text(SCRAPE_METRIC);
         let labels = self.pairs(SCRAPE_LABELS);
         for url in &urls {
@@ -587,10 +580,7 @@ impl Reader<'_> {
     fn kafka(&mut self) -> Option<KafkaSource> {
         let bootstrap_servers = self.text(BOOTSTRAP_SERVERS);
         let consumer_group = self.text(CONSUMER_GROUP);
-        let topics: Vec<String> = self
-            .text(TOPIC)
-            .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
-            .unwrap_or_default();
+        let topics = self.list(TOPIC);
         let mut partition_limitation = self.partition_limitation();
         let connection = self.text(KAFKA_CONNECTION);
         for (key, value) in [(KAFKA_TLS, "disable"), (KAFKA_SASL, "none")] {
@@ -671,6 +661,12 @@ impl Reader<'_> {
     // --- typed lookups ---
 
     /// The value of `key` (or its KEDA alias), then the default; blank counts as unset.
+    /// A comma list (items trimmed, empty ones dropped); empty when the key is not set.
+    fn list(&mut self, key: &str) -> Vec<String> {
+        let text = self.text(key).unwrap_or_default();
+        text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect()
+    }
+
     fn text(&mut self, key: &str) -> Option<String> {
         let own = self.metadata.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
         let alias = ALIASES.iter().find(|(k, _)| *k == key).map(|(_, a)| *a);
