@@ -58,6 +58,8 @@ pub struct ClusterReader {
     /// OffsetFetch needs a client per group id; none of them ever joins its group.
     groups: HashMap<String, BaseConsumer>,
     commits_seen: HashMap<(String, Partition), (Option<i64>, Instant)>,
+    /// Each partition's log end at the last cycle: it never moves back unless the topic was deleted.
+    ends_seen: HashMap<Partition, i64>,
 }
 
 impl ClusterReader {
@@ -74,6 +76,7 @@ impl ClusterReader {
             cluster,
             groups: HashMap::new(),
             commits_seen: HashMap::new(),
+            ends_seen: HashMap::new(),
         })
     }
 
@@ -98,7 +101,8 @@ impl ClusterReader {
             sources.iter().map(|s| partitions_of(&metadata, s)).collect();
         let committed = self.fetch_committed(sources, &wanted);
         let all: BTreeSet<&Partition> = wanted.iter().flatten().flatten().collect();
-        let latest = self.fetch_latest(&metadata, &all);
+        let mut latest = self.fetch_latest(&metadata, &all);
+        refuse_ends_gone_back(&mut self.ends_seen, &mut latest);
         let results = sources
             .iter()
             .zip(wanted)
@@ -252,12 +256,14 @@ impl ClusterReader {
             Ok(answer) => answer
                 .elements()
                 .iter()
-                .filter_map(|e| {
+                .map(|e| {
                     let key = (Arc::from(e.topic()), e.partition());
                     match (e.error(), e.offset()) {
-                        (Err(cause), _) => Some((key, Err(kafka_cause(&cause)))),
-                        (Ok(()), Offset::Offset(o)) => Some((key, Ok(o))),
-                        (Ok(()), _) => None,
+                        (Err(cause), _) => (key, Err(kafka_cause(&cause))),
+                        (Ok(()), Offset::Offset(o)) => (key, Ok(o)),
+                        // No offset and no error: dropped, it would read as a missing partition,
+                        // KEDA's lag 0, a silent "inactive".
+                        (Ok(()), other) => (key, Err(format!("the broker returned no offset ({other:?})"))),
                     }
                 })
                 .collect(),
@@ -376,6 +382,22 @@ fn kafka_cause(e: &KafkaError) -> String {
     }
 }
 
+/// A log end that moved back means the topic was deleted (a broker may still list it, empty, for
+/// a moment, or it was made again): that cycle fails for the partition instead of reading as an
+/// empty log, which would be lag 0 and a silent "inactive". The next cycle starts from the new end.
+fn refuse_ends_gone_back(seen: &mut HashMap<Partition, i64>, latest: &mut HashMap<Partition, Result<i64, String>>) {
+    seen.retain(|p, _| latest.contains_key(p));
+    for (partition, result) in latest.iter_mut() {
+        let Ok(end) = *result else { continue };
+        if let Some(before) = seen.insert(partition.clone(), end)
+            && before > end
+        {
+            *result =
+                Err(format!("its log end went back from {before} to {end} (the topic was deleted or made again)"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rdkafka::consumer::CommitMode;
@@ -445,5 +467,24 @@ mod tests {
         };
         assert_eq!(answer.get(&b0), Some(&Ok(5)), "{answer:?}");
         assert!(matches!(answer.get(&a0), Some(Err(_))), "{answer:?}");
+    }
+
+    #[test]
+    fn a_log_end_that_goes_back_fails_that_cycle_only() {
+        let p: Partition = (Arc::from("payments"), 0);
+        let mut seen = HashMap::new();
+        let cycle = |seen: &mut HashMap<Partition, i64>, end: i64| {
+            let mut latest = HashMap::from([(p.clone(), Ok(end))]);
+            refuse_ends_gone_back(seen, &mut latest);
+            latest.remove(&p).unwrap()
+        };
+        assert_eq!(cycle(&mut seen, 10), Ok(10));
+        assert_eq!(cycle(&mut seen, 12), Ok(12));
+        let gone = cycle(&mut seen, 0).unwrap_err();
+        assert!(gone.contains("went back from 12 to 0"), "{gone}");
+        assert_eq!(cycle(&mut seen, 0), Ok(0), "the next cycle reads the new log");
+        let mut none = HashMap::new();
+        refuse_ends_gone_back(&mut seen, &mut none);
+        assert!(seen.is_empty(), "partitions no longer read are forgotten");
     }
 }
