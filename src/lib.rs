@@ -29,6 +29,7 @@ pub mod engine;
 pub mod grpc;
 pub mod history;
 pub mod peers;
+pub mod quantity;
 pub mod registry;
 pub mod reload;
 pub mod server;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::activator::{Route, parse_backend};
 use crate::duration;
 use crate::engine::schedule::Schedule;
+use crate::quantity;
 use crate::signals::kafka_security::KafkaConnection;
 
 // === keys ===
@@ -80,6 +81,8 @@ pub const PREDICTIVE: &str = "predictive";
 pub const LEAD_TIME: &str = "leadTime";
 /// Cron expressions of known wake times, `;`-separated (e.g. `0 9 * * 1-5; 30 17 * * *`), UTC.
 pub const SCHEDULE: &str = "schedule";
+/// Memory of one instance of the app (a Kubernetes quantity, e.g. `128Mi`): what its idle time costs.
+pub const INSTANCE_MEMORY: &str = "instanceMemory";
 
 /// Hostnames the activator routes to this app (comma list; exact, or `*.suffix`), matched on the
 /// `Host` header without its port. With `backend`, a signal of its own: no `query` needed.
@@ -106,7 +109,7 @@ pub const ALIASES: [(&str, &str); 3] =
 const PASSTHROUGH_KEYS: [&str; 5] = [SCALER_ADDRESS, "enableTLS", "unsafeSsl", "metricName", "metricType"];
 
 /// Every key spinscale reads, for defaults validation and misspelling hints.
-pub const KEYS: [&str; 37] = [
+pub const KEYS: [&str; 38] = [
     PROMETHEUS_ADDRESS,
     SCRAPE_URL,
     SCRAPE_METRIC,
@@ -144,6 +147,7 @@ pub const KEYS: [&str; 37] = [
     PREDICTIVE,
     LEAD_TIME,
     SCHEDULE,
+    INSTANCE_MEMORY,
 ];
 
 // === defaults ===
@@ -273,11 +277,13 @@ pub struct PredictiveSpec {
     pub mode: PredictiveMode,
     pub lead_time: Duration,
     pub schedule: Option<Schedule>,
+    /// Memory of one instance, bytes: what an idle instance costs (`None`: the engine's 1 GiB reference).
+    pub instance_memory: Option<u64>,
 }
 
 impl Default for PredictiveSpec {
     fn default() -> Self {
-        Self { mode: DEFAULT_PREDICTIVE, lead_time: DEFAULT_LEAD_TIME, schedule: None }
+        Self { mode: DEFAULT_PREDICTIVE, lead_time: DEFAULT_LEAD_TIME, schedule: None, instance_memory: None }
     }
 }
 
@@ -480,7 +486,14 @@ impl Reader<'_> {
                 None
             }
         });
-        PredictiveSpec { mode, lead_time, schedule }
+        let instance_memory = self.text(INSTANCE_MEMORY).and_then(|raw| match quantity::parse_memory(&raw) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.problem(INSTANCE_MEMORY, format!("value {raw:?} {e}"));
+                None
+            }
+        });
+        PredictiveSpec { mode, lead_time, schedule, instance_memory }
     }
 
     fn http(&mut self) -> Option<HttpRoute> {
@@ -899,6 +912,8 @@ mod tests {
             ("leadTime", "3", "duration"),
             ("leadTime", "2h", "maximum 1h"),
             ("schedule", "0 25 * * *", "cron expressions"),
+            ("instanceMemory", "128MB", "unknown suffix"),
+            ("instanceMemory", "0", "from 1 byte to 1Ti"),
         ];
         for (key, value, allowed) in cases {
             let mut pairs = SEED.to_vec();
@@ -1026,11 +1041,17 @@ mod tests {
         assert_eq!(spec.predictive, PredictiveSpec::default());
         assert_eq!(spec.predictive.mode, PredictiveMode::Off);
         let mut pairs = SEED.to_vec();
-        pairs.extend([("predictive", "full"), ("leadTime", "1500ms"), ("schedule", "0 9 * * 1-5; 30 17 * * *")]);
+        pairs.extend([
+            ("predictive", "full"),
+            ("leadTime", "1500ms"),
+            ("schedule", "0 9 * * 1-5; 30 17 * * *"),
+            ("instanceMemory", "128Mi"),
+        ]);
         let spec = parse(&pairs).unwrap();
         assert_eq!(spec.predictive.mode, PredictiveMode::Full);
         assert_eq!(spec.predictive.lead_time, Duration::from_millis(1500));
         assert!(spec.predictive.schedule.is_some());
+        assert_eq!(spec.predictive.instance_memory, Some(128 << 20));
         let defaults: BTreeMap<String, String> = [("predictive".to_string(), "idle".to_string())].into();
         assert_eq!(check_defaults(&defaults), Ok(()));
         let spec = TargetSpec::parse(&meta(&SEED), &defaults).unwrap();

@@ -21,7 +21,7 @@ use spinscale::engine::{EngineSettings, Inputs, LagSummary, Now, PartitionOffset
 use spinscale::signals::prometheus::interpret;
 use spinscale::signals::scrape::{CounterRate, matching_series};
 use spinscale::target::{
-    ALIASES, KEYS, LagRules, MetricName, OffsetResetPolicy, PredictiveMode, RateRules, TargetSpec,
+    ALIASES, KEYS, LagRules, MetricName, OffsetResetPolicy, PredictiveMode, PredictiveSpec, RateRules, TargetSpec,
 };
 
 fn cases(n: u32) -> ProptestConfig {
@@ -356,8 +356,8 @@ const SECTIONS: [(&str, &[&str]); 3] = [
             "histogramMax",
             "histogramBins",
             "minGaps",
+            "coldStartBudget",
             "coldStartWorth",
-            "coldStartWorthExponent",
             "headMargin",
             "tailMargin",
             "timeOfDayWindow",
@@ -540,7 +540,8 @@ fn engine_with_rules() -> impl Strategy<Value = (TargetEngine, RateRules, LagRul
             let lag =
                 LagRules { lag_threshold: threshold, activation_lag_threshold: lag_activation, ..LagRules::default() };
             let schedule = schedule.map(|s| Schedule::parse(s).unwrap());
-            let params = EngineSettings::default().params(mode, Duration::from_secs(lead), schedule);
+            let spec = PredictiveSpec { mode, lead_time: Duration::from_secs(lead), schedule, instance_memory: None };
+            let params = EngineSettings::default().params(&spec);
             (TargetEngine::new(rate.clone(), lag.clone(), params), rate, lag)
         },
     )

@@ -1,6 +1,8 @@
 //! The idle-time model: a bounded histogram of a target's idle gaps, and the keep-alive / pre-warm
-//! windows it implies (the hybrid-histogram policy of Shahrad et al., ATC 2020, with lead time,
-//! tick awareness and a time-of-day memory for gaps longer than the histogram).
+//! windows it implies. Two rules choose the windows: the hybrid-histogram policy of Shahrad et al.
+//! (ATC 2020), and spinscale's cold-start budget, which spends an app's allowed cold starts on the
+//! gaps that are dearest to cover. Both know lead time and the tick, and remember the time of day
+//! of wakes after gaps longer than the histogram.
 //!
 //! A gap is the time from the last reading that showed activity to the next one, counted only
 //! when at least one quiet reading lies between. All times are `Duration`s since any fixed origin:
@@ -69,11 +71,13 @@ impl BinLayout {
 pub enum WindowRule {
     /// The paper's rule: pre-warm at the head percentile, keep alive to the tail percentile.
     Percentiles,
-    /// spinscale's rule: the window over the seen gaps that maximises `worth × cold starts avoided −
-    /// warm idle time`. `worth` is for a target that serves one request a day; it is divided by the
-    /// target's requests per day raised to `per_request` (0: every cold start weighs the same; 1: a
-    /// cold start weighs by the share of the target's requests it delays, the per-app cold-start rate).
-    Cost { worth: Duration, per_request: f64 },
+    /// spinscale's rule: at most `budget` of a target's requests may meet a cold start. While a cold
+    /// start is affordable, the bursts it may miss (`budget ×` requests per burst) are the longest
+    /// gaps, the dearest to cover: the window is the one with the least warm idle time that still
+    /// catches the rest. When none is affordable, every gap is worth covering. A window never costs
+    /// more than `worth` of idle time per cold start it avoids (for a 1 GiB instance; see
+    /// [`IdleParams::idle_cost`]); without one, the most `worth × cold starts avoided − idle time`.
+    Budget { budget: f64, worth: Duration },
 }
 
 /// Knobs of the idle model. [`IdleParams::spinscale`] and [`IdleParams::hybrid`] are the two presets.
@@ -103,6 +107,9 @@ pub struct IdleParams {
     pub decay_at: u32,
     /// How long a remembered time-of-day wake keeps the target pre-warmed on each side (0 = off).
     pub time_of_day_window: Duration,
+    /// What a second of this target's idle instance costs against a 1 GiB one (its memory ÷ 1 GiB):
+    /// `Budget`'s `worth` and the fallback keep-alive are divided by it.
+    pub idle_cost: f64,
 }
 
 impl IdleParams {
@@ -123,6 +130,7 @@ impl IdleParams {
             min_unloaded_ticks: 1.0,
             decay_at: u32::MAX,
             time_of_day_window: Duration::ZERO,
+            idle_cost: 1.0,
         }
     }
 }
@@ -263,9 +271,10 @@ pub struct IdleModel {
     plan: Option<Plan>,
     wakes: [Option<f64>; TIME_OF_DAY_SLOTS],
     next_wake_slot: usize,
-    /// Requests seen, and when the model started.
+    /// Requests, bursts and cold starts seen (halved together with the histogram's counts).
     requests: f64,
-    started: Option<Duration>,
+    bursts: f64,
+    cold_starts: f64,
 }
 
 impl IdleModel {
@@ -280,7 +289,8 @@ impl IdleModel {
             wakes: [None; TIME_OF_DAY_SLOTS],
             next_wake_slot: 0,
             requests: 0.0,
-            started: None,
+            bursts: 0.0,
+            cold_starts: 0.0,
         }
     }
 
@@ -294,12 +304,22 @@ impl IdleModel {
     }
 
     /// A reading with activity at `now` (`day_secs`: its wall-clock time of day; `requests`: about how
-    /// many requests since the previous reading).
-    pub fn on_activity(&mut self, now: Duration, day_secs: f64, requests: f64) {
+    /// many requests since the previous reading; `cold`: the target was inactive when it came).
+    pub fn on_activity(&mut self, now: Duration, day_secs: f64, requests: f64, cold: bool) {
         // A burst is at least one request, also for signals that count none (Kafka lag).
         let starts_burst = self.quiet_since_activity || self.last_activity.is_none();
+        if starts_burst {
+            if self.bursts >= f64::from(self.params.decay_at) {
+                self.requests /= 2.0;
+                self.bursts /= 2.0;
+                self.cold_starts /= 2.0;
+            }
+            self.bursts += 1.0;
+        }
         self.requests += if starts_burst { requests.max(1.0) } else { requests.max(0.0) };
-        self.started.get_or_insert(now);
+        if cold {
+            self.cold_starts += 1.0;
+        }
         if let (Some(last), true) = (self.last_activity, self.quiet_since_activity) {
             let gap = now.saturating_sub(last);
             if !self.histogram.record(gap, self.params.decay_at) && !self.params.time_of_day_window.is_zero() {
@@ -316,12 +336,11 @@ impl IdleModel {
     /// `tick` is the time between readings, `lead` the target's lead time.
     pub fn on_quiet(&mut self, now: Duration, day_secs: f64, tick: Duration, lead: Duration) -> Option<Reason> {
         self.quiet_since_activity = true;
-        self.started.get_or_insert(now);
         let last = self.last_activity?;
         let plan = match self.plan {
             Some(plan) => plan,
             None => {
-                let plan = self.plan(now, tick, lead);
+                let plan = self.plan(tick, lead);
                 self.plan = Some(plan);
                 plan
             }
@@ -334,28 +353,24 @@ impl IdleModel {
         held.or_else(|| self.time_of_day(day_secs, tick, lead))
     }
 
-    /// Requests per day so far, over at least an hour.
-    fn requests_per_day(&self, now: Duration) -> f64 {
-        let span = self.started.map_or(Duration::ZERO, |s| now.saturating_sub(s)).max(Duration::from_secs(3600));
-        self.requests * 86_400.0 / span.as_secs_f64()
+    /// Cold starts per request so far.
+    pub fn cold_start_rate(&self) -> f64 {
+        if self.requests > 0.0 { self.cold_starts / self.requests } else { 0.0 }
     }
 
-    /// The windows the histogram implies at `now`.
-    pub fn plan(&self, now: Duration, tick: Duration, lead: Duration) -> Plan {
+    /// The windows the histogram implies now.
+    pub fn plan(&self, tick: Duration, lead: Duration) -> Plan {
+        match self.params.rule {
+            WindowRule::Percentiles => self.percentile_plan(tick, lead),
+            WindowRule::Budget { budget, worth } => self.budget_plan(budget, worth, tick, lead),
+        }
+    }
+
+    fn percentile_plan(&self, tick: Duration, lead: Duration) -> Plan {
         let p = &self.params;
         let h = &self.histogram;
-        let trusted = h.total() >= p.min_gaps && h.cv() >= p.min_cv;
-        if let WindowRule::Cost { worth, per_request } = p.rule {
-            let worth = worth.as_secs_f64() / self.requests_per_day(now).max(1.0).powf(per_request);
-            if !trusted {
-                // Ski rental: without a usable history, stay up as long as one cold start is worth.
-                let until = worth.clamp(p.fallback_keep_alive.as_secs_f64(), p.max_keep_alive.as_secs_f64());
-                return Plan::KeepAlive { until: Duration::from_secs_f64(until) };
-            }
-            return self.cheapest_plan(worth, tick.as_secs_f64(), lead.as_secs_f64());
-        }
         let fallback = Plan::KeepAlive { until: p.fallback_keep_alive };
-        if !trusted {
+        if h.total() < p.min_gaps || h.cv() < p.min_cv {
             return fallback;
         }
         let (Some(head), Some(tail)) = (h.lower(p.head), h.upper(p.tail)) else { return fallback };
@@ -369,29 +384,64 @@ impl IdleModel {
         }
     }
 
-    /// The window over the seen gaps with the best `worth × hits − idle time`. Gaps in bins `i..=j`
-    /// are hits; a window from the start (`from` 0) is a keep-alive, any other is an unload and pre-warm.
-    fn cheapest_plan(&self, worth: f64, tick: f64, lead: f64) -> Plan {
+    fn budget_plan(&self, budget: f64, worth: Duration, tick: Duration, lead: Duration) -> Plan {
+        let p = &self.params;
+        let nothing = Plan::KeepAlive { until: Duration::ZERO };
+        let per_burst = self.requests / self.bursts.max(1.0);
+        // Cold starts still affordable should the next burst start cold.
+        let slack = budget * (self.requests + per_burst) - self.cold_starts;
+        let may_miss = if slack < 1.0 { 0.0 } else { (budget * per_burst).min(1.0) };
+        if may_miss >= 1.0 {
+            return nothing;
+        }
+        let cost = p.idle_cost.max(1e-6);
+        let fitted = self.cheapest_window(1.0 - may_miss, worth.as_secs_f64() / cost, tick, lead);
+        let gaps = self.histogram.total() + self.histogram.out_of_range();
+        if gaps >= p.min_gaps || may_miss > 0.0 {
+            return fitted.unwrap_or(nothing);
+        }
+        // Ski rental: too few gaps to trust and no cold start to spare, so stay up for a while whatever
+        // the few gaps say (a first long gap often follows a few short ones).
+        let fallback = (p.fallback_keep_alive.as_secs_f64() / cost).min(p.max_keep_alive.as_secs_f64());
+        let fitted_until = match fitted {
+            Some(Plan::KeepAlive { until } | Plan::Unload { until, .. }) => until.as_secs_f64(),
+            None => 0.0,
+        };
+        Plan::KeepAlive { until: Duration::from_secs_f64(fallback.max(fitted_until)) }
+    }
+
+    /// Among the windows over the seen gaps, the one with the least warm idle time that catches at
+    /// least `need` of them at no more than `worth` idle seconds per gap caught; failing that, the one
+    /// with the most `worth × caught − idle`. Gaps in bins `skip..=j` are caught; a window from the
+    /// start (`from` 0) is a keep-alive, any other an unload and pre-warm (only once `minGaps` gaps are
+    /// seen). `None` when no window is worth anything.
+    fn cheapest_window(&self, need: f64, worth: f64, tick: Duration, lead: Duration) -> Option<Plan> {
         let p = &self.params;
         let h = &self.histogram;
-        let all = (h.total() + h.out_of_range()) as f64;
+        let (tick, lead) = (tick.as_secs_f64(), lead.as_secs_f64());
+        let all = f64::from(h.total() + h.out_of_range());
+        let may_pre_warm = h.total() + h.out_of_range() >= p.min_gaps;
         let max_keep = p.max_keep_alive.as_secs_f64();
-        let mut best = (0.0, Plan::KeepAlive { until: Duration::ZERO });
+        let mut cheapest: Option<(f64, Plan)> = None;
+        let mut best: (f64, Option<Plan>) = (0.0, None);
         for (skip, (_, mean, shortest)) in h.filled().enumerate() {
-            // From the start (bin 0 only), or pre-warmed just before the gaps of bin `skip`: `headMargin`
-            // before their mean, or later when they are tightly spread (a timer's gaps are all one
-            // length), but never after the shortest seen less its distance to the mean.
+            // Pre-warmed `headMargin` before the mean gap of bin `skip`, or later when its gaps are
+            // tightly spread (a timer's are all one length), but never after the shortest seen less its
+            // distance to the mean.
             let head = (mean * (1.0 - p.head_margin)).max(shortest - (mean - shortest));
             let prewarm = head - tick - lead;
-            let starts = [(skip == 0).then_some(0.0), (prewarm >= p.min_unloaded_ticks * tick).then_some(prewarm)];
+            let starts = [
+                (skip == 0).then_some(0.0),
+                (may_pre_warm && prewarm >= p.min_unloaded_ticks * tick).then_some(prewarm),
+            ];
             for from in starts.into_iter().flatten() {
-                let (mut hits, mut idle, mut seen) = (0.0, 0.0, 0.0);
+                let (mut caught, mut idle, mut seen) = (0.0, 0.0, 0.0);
                 for (k, (count, gap, _)) in h.filled().enumerate() {
                     seen += count;
                     if k < skip {
                         continue;
                     }
-                    hits += count;
+                    caught += count;
                     idle += count * (gap - tick - from).max(0.0);
                     let until = (gap * (1.0 + p.tail_margin)).min(max_keep);
                     if gap - tick >= until {
@@ -400,20 +450,28 @@ impl IdleModel {
                     if until <= from {
                         continue;
                     }
-                    let value = worth * hits - idle - (all - seen) * (until - from);
+                    // Gaps longer than the window keep it warm to its end.
+                    let total_idle = idle + (all - seen) * (until - from);
+                    let until = Duration::from_secs_f64(until);
+                    let plan = if from == 0.0 {
+                        Plan::KeepAlive { until }
+                    } else {
+                        Plan::Unload { from: Duration::from_secs_f64(from), until }
+                    };
+                    if caught >= need * all
+                        && total_idle <= worth * caught
+                        && cheapest.is_none_or(|(least, _)| total_idle < least)
+                    {
+                        cheapest = Some((total_idle, plan));
+                    }
+                    let value = worth * caught - total_idle;
                     if value > best.0 {
-                        let until = Duration::from_secs_f64(until);
-                        let plan = if from == 0.0 {
-                            Plan::KeepAlive { until }
-                        } else {
-                            Plan::Unload { from: Duration::from_secs_f64(from), until }
-                        };
-                        best = (value, plan);
+                        best = (value, Some(plan));
                     }
                 }
             }
         }
-        best.1
+        cheapest.map(|(_, plan)| plan).or(best.1)
     }
 
     /// Pre-warm around a remembered time-of-day wake that lies just ahead.
@@ -455,6 +513,7 @@ mod tests {
             min_unloaded_ticks: 1.0,
             decay_at: 1000,
             time_of_day_window: 5 * MIN,
+            idle_cost: 1.0,
         }
     }
 
@@ -462,15 +521,25 @@ mod tests {
     /// minutes at which the model held the target active (and why).
     fn replay(model: &mut IdleModel, active: &[u64], end: u64) -> Vec<(u64, Reason)> {
         let mut held = Vec::new();
+        let mut warm = false;
         for m in 0..end {
             let now = MIN * m as u32;
+            let day_secs = (m * 60 % 86_400) as f64;
             if active.contains(&m) {
-                model.on_activity(now, (m * 60 % 86_400) as f64, 1.0);
-            } else if let Some(r) = model.on_quiet(now, (m * 60 % 86_400) as f64, MIN, Duration::ZERO) {
-                held.push((m, r));
+                model.on_activity(now, day_secs, 1.0, !warm);
+                warm = true;
+            } else {
+                let reason = model.on_quiet(now, day_secs, MIN, Duration::ZERO);
+                warm = reason.is_some();
+                held.extend(reason.map(|r| (m, r)));
             }
         }
         held
+    }
+
+    /// The spinscale rule with a budget and a worth, other knobs as [`spinscale_like`].
+    fn budget(budget: f64, worth: Duration) -> IdleParams {
+        IdleParams { rule: WindowRule::Budget { budget, worth }, ..spinscale_like() }
     }
 
     #[test]
@@ -509,10 +578,7 @@ mod tests {
     #[test]
     fn a_timer_is_pre_warmed_exactly_one_tick_before_each_run() {
         // Gaps of exactly 60 minutes: the bin's shortest gap equals its mean, so no head margin is needed.
-        let mut params = spinscale_like();
-        params.rule = WindowRule::Cost { worth: Duration::from_secs(100 * 3600), per_request: 0.0 };
-        params.head_margin = 0.1;
-        let mut model = IdleModel::new(params);
+        let mut model = IdleModel::new(IdleParams { head_margin: 0.1, ..budget(0.0, 100 * 60 * MIN) });
         let runs: Vec<u64> = (0..12).map(|k| k * 60).collect();
         let held = replay(&mut model, &runs, 720);
         for run in (480..720).step_by(60) {
@@ -520,9 +586,7 @@ mod tests {
             assert!(!held.iter().any(|(m, _)| *m == run - 2), "minute {} should be unloaded: {held:?}", run - 2);
         }
         // With jitter (58 and 62 minutes), the pre-warm starts before the shortest gap and lasts past the longest.
-        let mut params = spinscale_like();
-        params.rule = WindowRule::Cost { worth: Duration::from_secs(100 * 3600), per_request: 0.0 };
-        let mut model = IdleModel::new(params);
+        let mut model = IdleModel::new(budget(0.0, 100 * 60 * MIN));
         let mut runs = vec![0];
         for k in 0..12 {
             runs.push(runs.last().unwrap() + if k % 2 == 0 { 58 } else { 62 });
@@ -546,7 +610,7 @@ mod tests {
             m += gap;
         }
         let held = replay(&mut model, &active, m + 20);
-        let plan = model.plan(Duration::ZERO, MIN, Duration::ZERO);
+        let plan = model.plan(MIN, Duration::ZERO);
         match plan {
             Plan::KeepAlive { until } => assert!(until >= 4 * MIN && until <= 5 * MIN, "{until:?}"),
             other => panic!("a bursty target is kept alive, not unloaded: {other:?}"),
@@ -573,13 +637,79 @@ mod tests {
         assert!(!held.iter().any(|(m, _)| *m == 100 + 2 * day - 60), "not an hour before");
     }
 
+    /// Feeds bursts of `requests` one-minute readings at the given minutes (as [`replay`]).
+    fn replay_bursts(model: &mut IdleModel, active: &[u64], requests: f64, end: u64) -> Vec<(u64, Reason)> {
+        let mut held = Vec::new();
+        let mut warm = false;
+        for m in 0..end {
+            let day_secs = (m * 60 % 86_400) as f64;
+            if active.contains(&m) {
+                model.on_activity(MIN * m as u32, day_secs, requests, !warm);
+                warm = true;
+            } else {
+                let reason = model.on_quiet(MIN * m as u32, day_secs, MIN, Duration::ZERO);
+                warm = reason.is_some();
+                held.extend(reason.map(|r| (m, r)));
+            }
+        }
+        held
+    }
+
+    #[test]
+    fn without_a_cold_start_to_spare_every_gap_is_covered() {
+        // One request per burst at irregular gaps of 7 to 50 minutes, budget 5 %: after the first
+        // (always cold) request, the fallback keep-alive and then the fitted windows catch the bursts.
+        let params = IdleParams { fallback_keep_alive: 240 * MIN, min_gaps: 10, tail_margin: 0.5, ..spinscale_like() };
+        let mut model =
+            IdleModel::new(IdleParams { rule: WindowRule::Budget { budget: 0.05, worth: 100 * 60 * MIN }, ..params });
+        let mut active = vec![0];
+        for k in 0..40u64 {
+            active.push(active.last().unwrap() + 7 + (k * 37 % 44));
+        }
+        let held = replay_bursts(&mut model, &active, 1.0, active.last().unwrap() + 1);
+        assert!(
+            model.cold_start_rate() <= 2.0 / 41.0,
+            "at most one cold start after the first: {}",
+            model.cold_start_rate()
+        );
+        assert!(held.len() < (active.last().unwrap() - 41) as usize, "not simply kept up throughout");
+    }
+
+    #[test]
+    fn spare_cold_starts_go_to_the_longest_gaps() {
+        // Bursts of 4 requests, gaps alternating 3 minutes and 60 to 120 minutes. A 15 % budget lets
+        // 60 % of the bursts start cold: the engine keeps the target through the short gaps only.
+        let mut model = IdleModel::new(budget(0.15, 100 * 60 * MIN));
+        let mut active = vec![0];
+        for k in 0..40 {
+            active.push(active.last().unwrap() + if k % 2 == 0 { 3 } else { 60 + k * 37 % 61 });
+        }
+        let held = replay_bursts(&mut model, &active, 4.0, active.last().unwrap() + 1);
+        let rate = model.cold_start_rate();
+        assert!((0.08..=0.15).contains(&rate), "cold starts per request {rate}: within the budget, and spending it");
+        // Warm for the 3-minute gaps (kept alive, or pre-warmed just before them), then down.
+        let (Plan::KeepAlive { until } | Plan::Unload { until, .. }) = model.plan(MIN, Duration::ZERO);
+        assert!(until >= 2 * MIN && until <= 5 * MIN, "{until:?}");
+        let late = active[31];
+        assert!(!held.iter().any(|(m, _)| (late + 10..late + 50).contains(m)), "the long gaps are not held");
+    }
+
+    #[test]
+    fn a_bigger_instance_gets_a_shorter_keep_alive_while_history_is_short() {
+        let params = IdleParams { fallback_keep_alive: 240 * MIN, ..budget(0.0, 100 * 60 * MIN) };
+        let mut small = IdleModel::new(IdleParams { idle_cost: 0.5, ..params.clone() });
+        let mut big = IdleModel::new(IdleParams { idle_cost: 4.0, ..params });
+        for model in [&mut small, &mut big] {
+            model.on_activity(Duration::ZERO, 0.0, 1.0, true);
+        }
+        assert_eq!(small.plan(MIN, Duration::ZERO), Plan::KeepAlive { until: Duration::from_secs(4 * 3600) });
+        assert_eq!(big.plan(MIN, Duration::ZERO), Plan::KeepAlive { until: 60 * MIN });
+    }
+
     #[test]
     fn the_hybrid_preset_falls_back_to_four_hours_until_representative() {
         let model = IdleModel::new(IdleParams::hybrid());
-        assert_eq!(
-            model.plan(Duration::ZERO, MIN, Duration::ZERO),
-            Plan::KeepAlive { until: Duration::from_secs(4 * 3600) }
-        );
+        assert_eq!(model.plan(MIN, Duration::ZERO), Plan::KeepAlive { until: Duration::from_secs(4 * 3600) });
     }
 
     #[test]

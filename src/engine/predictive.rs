@@ -14,7 +14,9 @@ use super::idle::{BinLayout, IdleModel, IdleParams, WindowRule};
 use super::schedule::{Schedule, ScheduleState};
 use crate::config::Dur;
 use crate::duration;
-use crate::target::{LagRules, PredictiveMode, RateRules, TargetSpec};
+use crate::target::{LagRules, PredictiveMode, PredictiveSpec, RateRules, TargetSpec};
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// The time of one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -29,10 +31,11 @@ pub struct Now {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EngineSettings {
-    /// While a target has fewer than `minGaps` idle gaps, it is kept alive for as long as one cold start
-    /// is worth (ski rental), at least this and at most `maxKeepAlive`.
+    /// While a target has fewer than `minGaps` idle gaps and no cold start to spare, it is kept alive
+    /// this long after activity (ski rental), for a 1 GiB instance: longer for smaller ones (their
+    /// idle time costs less), at most `maxKeepAlive`.
     pub keep_alive: Dur,
-    /// The longest keep-alive the histogram may ask for.
+    /// The longest keep-alive or pre-warm window.
     pub max_keep_alive: Dur,
     /// Shortest idle gap the histogram resolves (its first bin).
     pub histogram_min: Dur,
@@ -40,15 +43,15 @@ pub struct EngineSettings {
     pub histogram_max: Dur,
     /// Log-spaced bins between `histogramMin` and `histogramMax`.
     pub histogram_bins: usize,
-    /// Idle gaps seen before the histogram is trusted.
+    /// Idle gaps seen before the histogram alone decides and pre-warms are tried.
     pub min_gaps: u32,
-    /// What one avoided cold start of a target serving one request a day is worth, in idle instance-time:
-    /// the idle model keeps or pre-warms a target over the window of past gaps where
-    /// `worth × cold starts avoided − idle time` is largest.
+    /// The share of a target's requests that may meet a cold start. The cold starts it allows are
+    /// spent on the longest gaps (the dearest to stay warm through); while none is left, every gap is
+    /// covered that `coldStartWorth` pays for. 0: cover every gap the worth allows.
+    pub cold_start_budget: f64,
+    /// The most idle time of a 1 GiB instance spent to avoid one cold start (scaled by the trigger's
+    /// `instanceMemory`: an app of 128Mi gets 8 times as much).
     pub cold_start_worth: Dur,
-    /// `coldStartWorth` is divided by the target's requests per day raised to this power (0: every cold
-    /// start weighs the same; 1: a cold start weighs by the share of the target's requests it delays).
-    pub cold_start_worth_exponent: f64,
     /// A pre-warm starts at most this fraction before the gaps of its window (and `leadTime` and one tick);
     /// less when their bin holds gaps of one length (timers).
     pub head_margin: f64,
@@ -74,16 +77,16 @@ impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             // Tuned on the Azure 100-function sample and NASA July (README, "Predictive activation").
-            keep_alive: Dur(Duration::from_secs(600)),
-            max_keep_alive: Dur(Duration::from_secs(6 * 3600)),
+            keep_alive: Dur(Duration::from_secs(6 * 3600)),
+            max_keep_alive: Dur(Duration::from_secs(24 * 3600)),
             histogram_min: Dur(Duration::from_secs(1)),
-            histogram_max: Dur(Duration::from_secs(4 * 3600)),
-            histogram_bins: 96,
-            min_gaps: 5,
-            cold_start_worth: Dur(Duration::from_secs(1000 * 3600)),
-            cold_start_worth_exponent: 1.2,
+            histogram_max: Dur(Duration::from_secs(24 * 3600)),
+            histogram_bins: 120,
+            min_gaps: 10,
+            cold_start_budget: 0.08,
+            cold_start_worth: Dur(Duration::from_secs(48 * 3600)),
             head_margin: 0.10,
-            tail_margin: 1.0,
+            tail_margin: 0.50,
             time_of_day_window: Dur(Duration::from_secs(5 * 60)),
             forecast_activation: 10.0,
             forecast_alpha: 0.5,
@@ -106,7 +109,7 @@ impl EngineSettings {
                 problems.push(format!("engine.{name}: {v} is not in {open}{lo}, {hi}]"));
             }
         };
-        fraction("coldStartWorthExponent", self.cold_start_worth_exponent, 0.0, 2.0, false);
+        fraction("coldStartBudget", self.cold_start_budget, 0.0, 1.0, false);
         fraction("headMargin", self.head_margin, 0.0, 0.9, false);
         fraction("tailMargin", self.tail_margin, 0.0, 10.0, false);
         fraction("forecastActivation", self.forecast_activation, 0.0, f64::MAX, true);
@@ -134,11 +137,12 @@ impl EngineSettings {
         problems
     }
 
-    /// The idle-model parameters these settings give.
-    pub fn idle_params(&self) -> IdleParams {
+    /// The idle-model parameters these settings give for an instance of `instance_memory` bytes
+    /// (`None`: 1 GiB).
+    pub fn idle_params(&self, instance_memory: Option<u64>) -> IdleParams {
         IdleParams {
             bins: BinLayout::Log { min: self.histogram_min.0, max: self.histogram_max.0, count: self.histogram_bins },
-            rule: WindowRule::Cost { worth: self.cold_start_worth.0, per_request: self.cold_start_worth_exponent },
+            rule: WindowRule::Budget { budget: self.cold_start_budget, worth: self.cold_start_worth.0 },
             head: 0.05,
             tail: 0.99,
             head_margin: self.head_margin,
@@ -150,16 +154,17 @@ impl EngineSettings {
             min_unloaded_ticks: 1.0,
             decay_at: 1000,
             time_of_day_window: self.time_of_day_window.0,
+            idle_cost: instance_memory.map_or(1.0, |bytes| bytes as f64 / GIB),
         }
     }
 
     /// The engine parameters for one target.
-    pub fn params(&self, mode: PredictiveMode, lead_time: Duration, schedule: Option<Schedule>) -> EngineParams {
+    pub fn params(&self, spec: &PredictiveSpec) -> EngineParams {
         EngineParams {
-            mode,
-            lead_time,
-            schedule,
-            idle: self.idle_params(),
+            mode: spec.mode,
+            lead_time: spec.lead_time,
+            schedule: spec.schedule.clone(),
+            idle: self.idle_params(spec.instance_memory),
             forecast: ForecastParams {
                 alpha: self.forecast_alpha,
                 beta: self.forecast_beta,
@@ -200,12 +205,14 @@ pub struct TargetEngine {
     tick: Duration,
     /// The latest forecast's maximum over the lead time, in requests per second.
     last_forecast: f64,
+    /// Whether the latest decision was active: activity after an inactive one is a cold start.
+    was_active: bool,
 }
 
 impl TargetEngine {
     /// The engine for a parsed trigger.
     pub fn for_spec(spec: &TargetSpec, settings: &EngineSettings) -> Self {
-        let params = settings.params(spec.predictive.mode, spec.predictive.lead_time, spec.predictive.schedule.clone());
+        let params = settings.params(&spec.predictive);
         Self::new(spec.rate.clone(), spec.lag.clone(), params)
     }
 
@@ -223,6 +230,7 @@ impl TargetEngine {
             last_step: None,
             tick: Duration::from_secs(1),
             last_forecast: 0.0,
+            was_active: false,
         }
     }
 
@@ -264,7 +272,7 @@ impl TargetEngine {
         if self.mode != PredictiveMode::Off {
             if d.active {
                 let requests = d.rps * self.tick.as_secs_f64();
-                self.idle.on_activity(now.mono, day_secs, requests);
+                self.idle.on_activity(now.mono, day_secs, requests, !self.was_active);
             } else if let Some(reason) = self.idle.on_quiet(now.mono, day_secs, self.tick, self.lead_time) {
                 d.active = true;
                 d.reason = reason;
@@ -293,6 +301,7 @@ impl TargetEngine {
                 d.reason = Reason::Schedule;
             }
         }
+        self.was_active = d.active;
         d
     }
 }
@@ -315,7 +324,8 @@ mod tests {
         let settings = EngineSettings::default();
         let schedule = schedule.map(|s| Schedule::parse(s).unwrap());
         let rate = RateRules { target_rps: 1.0, activation_rps: 0.0 };
-        TargetEngine::new(rate, LagRules::default(), settings.params(mode, lead, schedule))
+        let spec = PredictiveSpec { mode, lead_time: lead, schedule, instance_memory: None };
+        TargetEngine::new(rate, LagRules::default(), settings.params(&spec))
     }
 
     fn at(minute: u64) -> Now {
@@ -371,21 +381,36 @@ mod tests {
         e.step(at(0), &rps(2.0));
         let d = e.step(at(1), &rps(0.0));
         assert_eq!((d.active, d.reason, d.desired_replicas), (true, Reason::KeepAlive, 0.0));
-        // A couple of requests in a quiet first hour: a cold start is worth more than 6 h, so the whole maximum.
-        assert!(e.step(at(359), &rps(0.0)).active, "kept alive as long as a cold start is worth");
-        assert!(!e.step(at(360), &rps(0.0)).active, "but never past maxKeepAlive");
+        // A couple of requests and no gap seen yet, none of the cold-start budget left: `keepAlive`.
+        assert!(e.step(at(359), &rps(0.0)).active, "kept alive for engine.keepAlive");
+        assert!(!e.step(at(360), &rps(0.0)).active, "and no longer");
     }
 
     #[test]
     fn a_periodic_target_is_pre_warmed_before_its_next_run() {
+        // One request every 40 minutes: no cold start to spare, so each run is caught.
         let mut e = engine(PredictiveMode::Idle, None);
         let mut reasons = Vec::new();
-        for m in 0..400 {
-            let d = e.step(at(m), &rps(if m % 40 == 0 { 1.0 } else { 0.0 }));
+        for m in 0..600 {
+            let d = e.step(at(m), &rps(if m % 40 == 0 { 1.0 / 60.0 } else { 0.0 }));
             reasons.push(d.reason);
         }
-        assert_eq!(reasons[399], Reason::PreWarm);
-        assert_eq!(reasons[380], Reason::Idle, "unloaded between runs");
+        assert_eq!(reasons[599], Reason::PreWarm);
+        assert_eq!(reasons[580], Reason::Idle, "unloaded between runs");
+        assert_eq!(e.idle_model().cold_start_rate(), 1.0 / 15.0, "only the first run of 15 started cold");
+    }
+
+    #[test]
+    fn a_busy_target_spends_its_cold_start_budget_instead_of_idling() {
+        // 120 requests in each one-minute burst: 8 % of them is 9.6 cold starts per burst, so once the
+        // engine has seen one, it holds nothing beyond the reactive minute after each burst.
+        let mut e = engine(PredictiveMode::Idle, None);
+        for m in 0..600 {
+            let d = e.step(at(m), &rps(if m % 40 == 0 { 2.0 } else { 0.0 }));
+            if m > 80 && m % 40 > 1 {
+                assert!(!d.active, "minute {m}: {:?}", d.reason);
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::SimError;
 use crate::duration;
 use crate::engine::idle::IdleParams;
 use crate::engine::{EngineSettings, Inputs, Now, TargetEngine};
-use crate::target::{LagRules, PredictiveMode, RateRules};
+use crate::target::{LagRules, PredictiveMode, PredictiveSpec, RateRules};
 
 /// A policy by name.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,10 +43,18 @@ impl PolicyKind {
         })
     }
 
-    /// A fresh driver for one series.
-    pub fn driver(&self, settings: &EngineSettings, rate: &RateRules, lead: Duration) -> Box<dyn Driver> {
+    /// A fresh driver for one series whose instances take `memory_mb` when the trace says.
+    pub fn driver(
+        &self,
+        settings: &EngineSettings,
+        rate: &RateRules,
+        lead: Duration,
+        memory_mb: Option<f64>,
+    ) -> Box<dyn Driver> {
+        let instance_memory = memory_mb.map(|mb| (mb * 1024.0 * 1024.0).round().max(1.0) as u64);
         let engine = |mode, idle: Option<IdleParams>| {
-            let mut params = settings.params(mode, lead, None);
+            let spec = PredictiveSpec { mode, lead_time: lead, schedule: None, instance_memory };
+            let mut params = settings.params(&spec);
             if let Some(idle) = idle {
                 params.idle = idle;
             }

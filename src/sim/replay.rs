@@ -73,7 +73,7 @@ fn replay_series(
     } else {
         (HPA_STABILIZATION.as_secs_f64() / step_secs).ceil().max(1.0) as usize
     };
-    let mut driver = policy.driver(settings, rate, lead);
+    let mut driver = policy.driver(settings, rate, lead, series.memory_measured.then_some(series.memory_mb));
     let mut recent: VecDeque<f64> = VecDeque::with_capacity(stabilization + 1);
     // Replicas decided at the start of each of the last `lead_steps + 1` steps.
     let mut decided: VecDeque<f64> = VecDeque::with_capacity(lead_steps + 2);

@@ -31,6 +31,8 @@ pub struct Series {
     pub scored: Option<Vec<bool>>,
     /// Memory of one warm instance, MB (`AverageAllocatedMb` for Azure).
     pub memory_mb: f64,
+    /// Whether `memory_mb` comes from the trace (then the engine is told it) or from `--memory-mb`.
+    pub memory_measured: bool,
 }
 
 impl Series {
@@ -125,7 +127,7 @@ fn azure(prefix: &Path) -> Result<Trace, SimError> {
             return Err(bad(&inv_path, i + 1, "row has a different number of minutes"));
         }
         let memory_mb = memory.get(&app).copied().ok_or_else(|| bad(&mem_path, 0, format!("no row for app {app}")))?;
-        series.push(Series { name: function, counts, scored: None, memory_mb });
+        series.push(Series { name: function, counts, scored: None, memory_mb, memory_measured: true });
     }
     let name = prefix.file_name().map_or_else(|| prefix.display().to_string(), |n| n.to_string_lossy().into_owned());
     Ok(Trace { name, step: Duration::from_secs(60), start_wall: 0.0, series })
@@ -154,7 +156,13 @@ fn nasa(path: &Path, opts: &LoadOptions) -> Result<Trace, SimError> {
         counts[index - first_index] = requests;
         scored[index - first_index] = ok;
     }
-    let series = vec![Series { name: "nasa".into(), counts, scored: Some(scored), memory_mb: opts.memory_mb }];
+    let series = vec![Series {
+        name: "nasa".into(),
+        counts,
+        scored: Some(scored),
+        memory_mb: opts.memory_mb,
+        memory_measured: false,
+    }];
     let start_wall = first.and_utc().timestamp() as f64;
     Ok(Trace { name: "nasa_http_1995".into(), step: Duration::from_secs(60), start_wall, series })
 }
@@ -203,7 +211,7 @@ fn csv(path: &Path, opts: &LoadOptions) -> Result<Trace, SimError> {
             counts[t] = count.round().min(u32::MAX as f64) as u32;
             scored[t] = !(median > 0.0 && count <= median / 10.0);
         }
-        series.push(Series { name, counts, scored: Some(scored), memory_mb: opts.memory_mb });
+        series.push(Series { name, counts, scored: Some(scored), memory_mb: opts.memory_mb, memory_measured: false });
     }
     let name = path.file_stem().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     Ok(Trace { name, step: Duration::from_secs(step as u64), start_wall: start as f64, series })
@@ -295,7 +303,13 @@ mod tests {
             name: "t".into(),
             step: Duration::from_secs(60),
             start_wall: 0.0,
-            series: vec![Series { name: "s".into(), counts: vec![100; 100], scored: None, memory_mb: 1.0 }],
+            series: vec![Series {
+                name: "s".into(),
+                counts: vec![100; 100],
+                scored: None,
+                memory_mb: 1.0,
+                memory_measured: false,
+            }],
         };
         thin(&mut trace, 0.1, 7);
         let kept: u32 = trace.series[0].counts.iter().sum();

@@ -1,0 +1,57 @@
+//! Kubernetes memory quantities (`128Mi`, `1Gi`, `512M`, `1e9`), the format of a pod's
+//! `resources.limits.memory`.
+
+/// Bytes in the largest instance accepted (1 TiB): anything above is a typo.
+const MAX_BYTES: f64 = 1024.0 * 1024.0 * 1024.0 * 1024.0;
+
+/// Parses a memory quantity into bytes: a decimal number with an optional binary (`Ki`, `Mi`, `Gi`,
+/// `Ti`) or decimal (`k`, `M`, `G`, `T`) suffix, or an exponent (`1e9`). It must be above 0 and at
+/// most 1Ti. The error completes "value "…" ".
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let s = text.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-'));
+    let (number, suffix) = s.split_at(split.unwrap_or(s.len()));
+    let factor = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => MAX_BYTES,
+        _ => return Err(format!("has an unknown suffix {suffix:?} (use Ki, Mi, Gi, Ti, k, M, G or T, e.g. 128Mi)")),
+    };
+    let value: f64 = number.parse().map_err(|_| "is not a memory quantity (e.g. 128Mi, 1Gi, 512M)".to_string())?;
+    let bytes = value * factor;
+    if !(1.0..=MAX_BYTES).contains(&bytes) {
+        return Err("is not a memory size from 1 byte to 1Ti".into());
+    }
+    Ok(bytes.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_decimal_and_plain_quantities() {
+        assert_eq!(parse_memory("128Mi"), Ok(128 * 1024 * 1024));
+        assert_eq!(parse_memory("1.5Gi"), Ok(3 * 512 * 1024 * 1024));
+        assert_eq!(parse_memory("512M"), Ok(512_000_000));
+        assert_eq!(parse_memory("1e9"), Ok(1_000_000_000));
+        assert_eq!(parse_memory(" 4096 "), Ok(4096));
+        assert_eq!(parse_memory("1Ti"), Ok(1 << 40));
+    }
+
+    #[test]
+    fn bad_quantities_say_why() {
+        assert!(parse_memory("128MB").unwrap_err().contains("unknown suffix \"MB\""));
+        assert!(parse_memory("Mi").unwrap_err().contains("not a memory quantity"));
+        assert!(parse_memory("").unwrap_err().contains("not a memory quantity"));
+        assert!(parse_memory("0").unwrap_err().contains("from 1 byte to 1Ti"));
+        assert!(parse_memory("2Ti").unwrap_err().contains("from 1 byte to 1Ti"));
+        assert!(parse_memory("-1Gi").unwrap_err().contains("from 1 byte"));
+    }
+}
