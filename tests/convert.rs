@@ -121,9 +121,11 @@ fn the_article_manifests_become_the_deploy_example() {
             ("consumerGroup", "webhook-handler"),
             ("topic", "events"),
             ("lagThreshold", "5"),
+            ("instanceMemory", "64Mi"),
         ])
     );
     let parsed = spinscale_reads(trigger);
+    assert_eq!(parsed.predictive.instance_memory, Some(64 << 20), "the SpinApp's memory limit");
     assert_eq!(parsed.prometheus.expect("Prometheus source").address, "http://prometheus.monitoring:9090");
     assert_eq!(parsed.kafka.expect("Kafka source").consumer_group, "webhook-handler");
     assert_eq!((parsed.rate.target_rps, parsed.lag.lag_threshold, parsed.metrics), (10.0, 5.0, MetricsMode::Combined));

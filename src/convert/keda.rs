@@ -150,13 +150,15 @@ enum Item {
     Kept(Value),
 }
 
-/// `route`: the activator route `--activator` found for the scale target (from an Ingress).
+/// `route`: the activator route `--activator` found for the scale target (from an Ingress);
+/// `memory`: the target SpinApp's memory per instance, for `instanceMemory`.
 pub(crate) fn convert_scaled_object(
     object: &mut Mapping,
     doc: &DocRef,
     options: &Options,
     spin_apps: &[ObjectKey],
     route: Option<&RouteKeys>,
+    memory: Option<&str>,
 ) -> Result<Outcome, ConvertError> {
     let mut outcome = Outcome::default();
     let target_app = spin_app_target(object);
@@ -192,7 +194,13 @@ pub(crate) fn convert_scaled_object(
                 if let Some(at) = groups.iter().position(|g| g[0] == i) {
                     let members: Vec<&SourceTrigger> = groups[at].iter().map(|&m| &sources[m]).collect();
                     let route = route.filter(|_| at == route_group);
-                    triggers.push(build_trigger(&members, separate, options, route, doc, &mut outcome.notes)?);
+                    let mut trigger = build_trigger(&members, separate, options, route, doc, &mut outcome.notes)?;
+                    if at == 0
+                        && let Some(memory) = memory
+                    {
+                        add_instance_memory(&mut trigger, memory, &mut outcome.notes);
+                    }
+                    triggers.push(trigger);
                 }
             }
         }
@@ -223,6 +231,20 @@ pub(crate) fn convert_scaled_object(
         }
     }
     Ok(outcome)
+}
+
+/// The SpinApp's memory per instance as the trigger's `instanceMemory`, unless written there.
+fn add_instance_memory(trigger: &mut Value, memory: &str, notes: &mut Vec<String>) {
+    let Some(metadata) = trigger.get_mut("metadata").and_then(Value::as_mapping_mut) else { return };
+    if metadata.contains_key(target::INSTANCE_MEMORY) {
+        return;
+    }
+    metadata.insert(target::INSTANCE_MEMORY.into(), memory.into());
+    notes.push(format!(
+        "{}: {memory}, the SpinApp's memory per instance: what an idle replica costs spinscale's predictive engine \
+         (with `predictive: idle` or `full`, a smaller app may stay warm longer)",
+        target::INSTANCE_MEMORY
+    ));
 }
 
 /// A ScaledObject with no trigger spinscale takes over: the route goes into its spinscale trigger
@@ -703,7 +725,7 @@ spec:
 
     fn convert(yaml: &str, spin_apps: &[ObjectKey]) -> Result<(Mapping, Outcome), ConvertError> {
         let mut object: Mapping = serde_yaml_ng::from_str(yaml).expect("test YAML");
-        let outcome = convert_scaled_object(&mut object, &doc(), &Options::default(), spin_apps, None)?;
+        let outcome = convert_scaled_object(&mut object, &doc(), &Options::default(), spin_apps, None, None)?;
         Ok((object, outcome))
     }
 
@@ -900,7 +922,7 @@ spec:
     fn convert_with_route(yaml: &str) -> Result<(Mapping, Outcome), ConvertError> {
         let mut object: Mapping = serde_yaml_ng::from_str(yaml).expect("test YAML");
         let options = Options { activator: true, ..Options::default() };
-        let outcome = convert_scaled_object(&mut object, &doc(), &options, &[], Some(&route()))?;
+        let outcome = convert_scaled_object(&mut object, &doc(), &options, &[], Some(&route()), None)?;
         Ok((object, outcome))
     }
 

@@ -158,7 +158,17 @@ pub fn convert(text: &str, options: &Options) -> Result<Converted, ConvertError>
     let mut scaled_spin_apps: Vec<ObjectKey> = objects().filter_map(keda::spin_app_target).collect();
     scaled_spin_apps.extend(plan.scaled_apps.iter().cloned());
     let spin_apps: Vec<ObjectKey> = objects().filter(|o| spinkube::is_spin_app(o)).filter_map(object_key).collect();
-    let input = Input { options, scaled_spin_apps: &scaled_spin_apps, spin_apps: &spin_apps, plan: &plan };
+    let app_memory: Vec<(ObjectKey, String)> = objects()
+        .filter(|o| spinkube::is_spin_app(o))
+        .filter_map(|o| Some((object_key(o)?, spinkube::instance_memory(o)?)))
+        .collect();
+    let input = Input {
+        options,
+        scaled_spin_apps: &scaled_spin_apps,
+        spin_apps: &spin_apps,
+        app_memory: &app_memory,
+        plan: &plan,
+    };
 
     let mut notes = Vec::new();
     let mut out = Vec::with_capacity(docs.len());
@@ -193,6 +203,8 @@ struct Input<'a> {
     /// SpinApps a ScaledObject targets (as written, or added by `--activator`).
     scaled_spin_apps: &'a [ObjectKey],
     spin_apps: &'a [ObjectKey],
+    /// SpinApps' memory per instance, as written in their resources.
+    app_memory: &'a [(ObjectKey, String)],
     plan: &'a activator::Plan,
 }
 
@@ -206,7 +218,10 @@ fn convert_object(
     let key = object_key(object);
     if keda::is_scaled_object(object) {
         let route = input.plan.routes.get(&index);
-        keda::convert_scaled_object(object, doc, input.options, input.spin_apps, route)
+        let memory = keda::spin_app_target(object)
+            .and_then(|app| input.app_memory.iter().find(|(key, _)| key.matches(&app)))
+            .map(|(_, memory)| memory.as_str());
+        keda::convert_scaled_object(object, doc, input.options, input.spin_apps, route, memory)
     } else if spinkube::is_spin_app(object) {
         let scaled = key.as_ref().is_some_and(|k| input.scaled_spin_apps.iter().any(|t| t.matches(k)));
         spinkube::convert_spin_app(object, doc, scaled)

@@ -6,6 +6,7 @@
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{ConvertError, DocRef, ObjectKey, Outcome, show, str_at};
+use crate::quantity;
 
 pub(crate) const GROUP: &str = "core.spinkube.dev";
 pub(crate) const OLD_GROUP: &str = "core.spinoperator.dev";
@@ -16,6 +17,17 @@ const REPLICAS: &str = "replicas";
 pub(crate) fn is_spin_app(object: &Mapping) -> bool {
     let group = str_at(object, "apiVersion").and_then(|v| v.rsplit_once('/')).map(|(group, _)| group);
     str_at(object, "kind") == Some("SpinApp") && matches!(group, Some(GROUP | OLD_GROUP))
+}
+
+/// A SpinApp's memory per instance: `spec.resources.limits.memory`, else `requests.memory`, when it
+/// is a quantity spinscale reads.
+pub(crate) fn instance_memory(object: &Mapping) -> Option<String> {
+    let resources = object.get("spec")?.get("resources")?;
+    ["limits", "requests"]
+        .iter()
+        .filter_map(|kind| resources.get(kind)?.get("memory")?.as_str())
+        .find(|memory| quantity::parse_memory(memory).is_ok())
+        .map(String::from)
 }
 
 /// `core.spinoperator.dev/v1alpha1` → `core.spinkube.dev/v1alpha1`; other values unchanged.

@@ -256,6 +256,10 @@ pub enum Plan {
     Unload { from: Duration, until: Duration },
 }
 
+/// Cold starts the budget must still hold before one is spent on purpose: one planned miss, and
+/// half of one the windows did not plan for: apps with few requests have a budget of one or two.
+const COLD_START_RESERVE: f64 = 1.5;
+
 /// Remembered times of day (seconds after midnight) at which the target woke after a gap longer
 /// than the histogram, in a fixed ring.
 const TIME_OF_DAY_SLOTS: usize = 8;
@@ -390,7 +394,7 @@ impl IdleModel {
         let per_burst = self.requests / self.bursts.max(1.0);
         // Cold starts still affordable should the next burst start cold.
         let slack = budget * (self.requests + per_burst) - self.cold_starts;
-        let may_miss = if slack < 1.0 { 0.0 } else { (budget * per_burst).min(1.0) };
+        let may_miss = if slack < COLD_START_RESERVE { 0.0 } else { (budget * per_burst).min(1.0) };
         if may_miss >= 1.0 {
             return nothing;
         }

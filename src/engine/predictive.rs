@@ -77,16 +77,16 @@ impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             // Tuned on the Azure 100-function sample and NASA July (README, "Predictive activation").
-            keep_alive: Dur(Duration::from_secs(6 * 3600)),
+            keep_alive: Dur(Duration::from_secs(8 * 3600)),
             max_keep_alive: Dur(Duration::from_secs(24 * 3600)),
             histogram_min: Dur(Duration::from_secs(1)),
             histogram_max: Dur(Duration::from_secs(24 * 3600)),
             histogram_bins: 120,
-            min_gaps: 10,
-            cold_start_budget: 0.08,
-            cold_start_worth: Dur(Duration::from_secs(48 * 3600)),
-            head_margin: 0.10,
-            tail_margin: 0.50,
+            min_gaps: 15,
+            cold_start_budget: 0.09,
+            cold_start_worth: Dur(Duration::from_secs(12 * 3600)),
+            head_margin: 0.05,
+            tail_margin: 1.0,
             time_of_day_window: Dur(Duration::from_secs(5 * 60)),
             forecast_activation: 10.0,
             forecast_alpha: 0.5,
@@ -382,8 +382,8 @@ mod tests {
         let d = e.step(at(1), &rps(0.0));
         assert_eq!((d.active, d.reason, d.desired_replicas), (true, Reason::KeepAlive, 0.0));
         // A couple of requests and no gap seen yet, none of the cold-start budget left: `keepAlive`.
-        assert!(e.step(at(359), &rps(0.0)).active, "kept alive for engine.keepAlive");
-        assert!(!e.step(at(360), &rps(0.0)).active, "and no longer");
+        assert!(e.step(at(479), &rps(0.0)).active, "kept alive for engine.keepAlive");
+        assert!(!e.step(at(480), &rps(0.0)).active, "and no longer");
     }
 
     #[test]
@@ -391,13 +391,13 @@ mod tests {
         // One request every 40 minutes: no cold start to spare, so each run is caught.
         let mut e = engine(PredictiveMode::Idle, None);
         let mut reasons = Vec::new();
-        for m in 0..600 {
+        for m in 0..800 {
             let d = e.step(at(m), &rps(if m % 40 == 0 { 1.0 / 60.0 } else { 0.0 }));
             reasons.push(d.reason);
         }
-        assert_eq!(reasons[599], Reason::PreWarm);
-        assert_eq!(reasons[580], Reason::Idle, "unloaded between runs");
-        assert_eq!(e.idle_model().cold_start_rate(), 1.0 / 15.0, "only the first run of 15 started cold");
+        assert_eq!(reasons[799], Reason::PreWarm);
+        assert_eq!(reasons[780], Reason::Idle, "unloaded between runs once minGaps gaps are seen");
+        assert_eq!(e.idle_model().cold_start_rate(), 1.0 / 20.0, "only the first run of 20 started cold");
     }
 
     #[test]
