@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use spinscale::engine::EngineSettings;
+use spinscale::sim::hindsight;
 use spinscale::sim::policy::PolicyKind;
 use spinscale::sim::trace::{self, LoadOptions};
 use spinscale::sim::{SimulateArgs, simulate};
@@ -80,6 +81,34 @@ fn the_spinscale_policy_beats_hybrid_on_both_axes_on_the_held_out_sample() {
 }
 
 #[test]
+fn no_policy_in_the_replay_beats_the_hindsight_bounds() {
+    // The bounds are what a policy knowing each function's whole day could reach: every policy of
+    // the replay that keeps p75 below a rate wastes at least as much as the bound for that rate.
+    let Some(dir) = traces() else { return };
+    let spec = format!("azure:{}", dir.join("azure2019/azure2019_invitro_sample1000").display());
+    let trace = trace::load(&spec, &options()).expect("the sample loads");
+    let rate = RateRules { target_rps: 1.0, activation_rps: 0.0 };
+    let names = ["spinscale", "hybrid", "fixed-10m", "fixed-20m", "fixed-4h", "fixed-24h", "keda", "knative"];
+    let policies = names.map(|p| PolicyKind::parse(p).expect("a policy name"));
+    let result = simulate(&trace, &policies, &EngineSettings::default(), &rate, Duration::ZERO);
+    for below in [0.08, 0.1, 0.15, 0.3, 0.4, 0.6] {
+        let b = hindsight::bounds(&trace, below, 0.75);
+        let [floor, warm, window, keep] =
+            [b.floor, b.keep_warm, b.one_window, b.one_keep_alive].map(|v| v.expect("within reach"));
+        // A keep-alive is one way to stay warm through gaps, and one window; both beat no foresight.
+        assert!(floor <= warm && warm <= keep && floor <= window && window <= keep, "below {below}: {b:?}");
+        for p in result.policies.iter().filter(|p| p.p75 < below) {
+            let waste = p.wasted_gb_hours_per_day;
+            assert!(waste >= floor * 0.999, "{} wastes {waste} GB-h/day for p75 {}: {b:?}", p.policy, p.p75);
+            if p.policy.starts_with("fixed-") || p.policy == "keda" || p.policy == "knative" {
+                // One keep-alive for every function is one of the keep-alives the bound chooses from.
+                assert!(waste >= keep * 0.999, "{} wastes {waste} GB-h/day for p75 {}: {b:?}", p.policy, p.p75);
+            }
+        }
+    }
+}
+
+#[test]
 fn the_command_writes_a_table_json_csv_and_a_chart() {
     let Some(dir) = traces() else { return };
     let out = tempfile::tempdir().expect("a temp dir");
@@ -88,7 +117,15 @@ fn the_command_writes_a_table_json_csv_and_a_chart() {
         .arg("simulate")
         .arg("--trace")
         .arg(format!("azure:{}", dir.join("azure2019/azure2019_invitro_sample100").display()))
-        .args(["--policy", "spinscale,fixed-10m,hybrid,keda,knative", "--functions", "20", "--json"])
+        .args([
+            "--policy",
+            "spinscale,fixed-10m,hybrid,keda,knative",
+            "--functions",
+            "20",
+            "--hindsight",
+            "0.2",
+            "--json",
+        ])
         .arg(&json)
         .arg("--out")
         .arg(out.path())
@@ -103,6 +140,8 @@ fn the_command_writes_a_table_json_csv_and_a_chart() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("valid JSON");
     assert_eq!(parsed[0]["policies"].as_array().map(Vec::len), Some(5));
     assert_eq!(parsed[0]["series"], 20);
+    assert!(table.contains("hindsight, p75 below 20.0 %"), "{table}");
+    assert_eq!(parsed[0]["hindsight"]["needed"], 15, "floor(0.75 × 19) + 1 of 20 functions");
     let svg = std::fs::read_to_string(out.path().join("azure2019_invitro_sample100.svg")).expect("chart written");
     assert!(svg.starts_with("<svg") && svg.contains("hybrid"));
     let csv = std::fs::read_to_string(out.path().join("azure2019_invitro_sample100.spinscale.csv")).expect("csv");
@@ -111,10 +150,11 @@ fn the_command_writes_a_table_json_csv_and_a_chart() {
 
 #[test]
 fn bad_arguments_are_errors_that_name_them() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["--trace", "zip:x"], "zip:x"),
         (&["--trace", "csv:/nonexistent/t.csv"], "/nonexistent/t.csv"),
         (&["--trace", "csv:/dev/null", "--policy", "magic"], "magic"),
+        (&["--trace", "csv:/dev/null", "--hindsight", "2"], "--hindsight 2"),
     ];
     for (args, named) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_spinscale")).arg("simulate").args(args).output().expect("runs");

@@ -3,9 +3,11 @@
 //!
 //! - [`trace`]: loaders (Azure 2019 invitro samples, NASA-HTTP per minute, generic CSV);
 //! - [`policy`]: the policies (the engine itself for `spinscale` and `hybrid`; timers for the rest);
-//! - [`replay`]: the virtual clock and the scoring; [`report`] and [`chart`]: the outputs.
+//! - [`replay`]: the virtual clock and the scoring; [`report`] and [`chart`]: the outputs;
+//! - [`hindsight`]: what a policy that knew the whole trace could reach, as a yardstick.
 
 pub mod chart;
+pub mod hindsight;
 pub mod policy;
 pub mod replay;
 pub mod report;
@@ -58,6 +60,10 @@ pub struct SimulateArgs {
     /// Engine knobs from a spinscale config file (its `engine:` section).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Also print hindsight bounds: the least wasted memory with which a policy knowing each
+    /// series' whole trace could keep the per-series cold-start p75 below this rate (e.g. 0.1).
+    #[arg(long)]
+    pub hindsight: Option<f64>,
     /// Seed of `--thin`.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -106,6 +112,8 @@ pub struct TraceResult {
     pub lead_secs: f64,
     pub elapsed_secs: f64,
     pub policies: Vec<PolicySummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hindsight: Option<hindsight::Bounds>,
 }
 
 /// Loads, replays and scores one trace under every policy.
@@ -132,6 +140,7 @@ pub fn simulate(
         lead_secs: lead.as_secs_f64(),
         elapsed_secs: started.elapsed().as_secs_f64(),
         policies: summaries,
+        hindsight: None,
     }
 }
 
@@ -152,6 +161,11 @@ pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
     {
         return Err(SimError::Argument(format!("--thin {f}: expected a fraction in (0, 1]")));
     }
+    if let Some(r) = args.hindsight
+        && !(r > 0.0 && r <= 1.0)
+    {
+        return Err(SimError::Argument(format!("--hindsight {r}: expected a cold-start rate in (0, 1]")));
+    }
     if !(args.target_rps.is_finite() && args.target_rps > 0.0) {
         return Err(SimError::Argument(format!("--target-rps {}: expected a number above 0", args.target_rps)));
     }
@@ -171,12 +185,16 @@ pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
     let mut results = Vec::new();
     for spec in &args.trace {
         let trace = trace::load(spec, &opts)?;
-        let result = simulate(&trace, &policies, &settings, &rate, args.lead);
+        let mut result = simulate(&trace, &policies, &settings, &rate, args.lead);
+        result.hindsight = args.hindsight.map(|r| hindsight::bounds(&trace, r, 0.75));
         let title = format!(
             "{}: {} series, {:.1} days, step {}s, lead {}s ({:.2}s)",
             result.trace, result.series, result.days, result.step_secs, result.lead_secs, result.elapsed_secs
         );
         println!("{}", report::table(&title, &result.policies));
+        if let Some(bounds) = &result.hindsight {
+            println!("{}", report::hindsight(bounds, result.series));
+        }
         if let Some(dir) = &args.out {
             write_outputs(dir, &title, &result)?;
         }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::hindsight::Bounds;
 use super::replay::SeriesScore;
 
 /// One policy's results over a whole trace.
@@ -120,6 +121,27 @@ pub fn table(title: &str, summaries: &[PolicySummary]) -> String {
          p50/p75/p90: per-series cold-start rate"
     );
     out
+}
+
+/// The hindsight bounds, in a few lines.
+pub fn hindsight(b: &Bounds, series: usize) -> String {
+    let gb = |v: Option<f64>| v.map_or("out of reach".to_string(), |v| format!("{v:.1} GB-h/day"));
+    format!(
+        "hindsight, p{:.0} below {:.1} % (the cheapest {} of {} series below it; {} can be), wasted at least:\n  \
+         {} with every arrival known (the reactive steps alone)\n  \
+         {} staying warm through the gaps each series must cover\n  \
+         {} with the best pre-warm window per series\n  \
+         {} with the best keep-alive per series\n",
+        100.0 * b.percentile,
+        100.0 * b.rate,
+        b.needed,
+        series,
+        b.feasible,
+        gb(b.floor),
+        gb(b.keep_warm),
+        gb(b.one_window),
+        gb(b.one_keep_alive)
+    )
 }
 
 /// One CSV per policy: a row per series.
