@@ -118,6 +118,8 @@ struct Shared {
     forecast: AtomicU64,
     /// Idle gaps the engine's idle-time model holds.
     learned_gaps: AtomicU32,
+    /// The engine's count of cold starts.
+    cold_starts: AtomicU64,
     /// The activator is holding a request for this target: evaluate now, not at the next tick.
     demand: Notify,
     /// A peer replica holds a request for this target, until then at the latest.
@@ -176,6 +178,11 @@ impl Target {
     /// Idle gaps the engine has learned (from the backfilled past and since).
     pub fn learned_gaps(&self) -> u32 {
         self.shared.learned_gaps.load(Ordering::Relaxed)
+    }
+
+    /// Times the signals rose while the target was inactive (since its engine started).
+    pub fn cold_starts(&self) -> u64 {
+        self.shared.cold_starts.load(Ordering::Relaxed)
     }
 
     /// The last hour, oldest first.
@@ -550,6 +557,7 @@ impl Registry {
             all_streams: self.open_streams.clone(),
             forecast: AtomicU64::new(0),
             learned_gaps: AtomicU32::new(0),
+            cold_starts: AtomicU64::new(0),
             demand: Notify::new(),
             peer_held_until: Mutex::new(None),
             history: Mutex::new(History::default()),
@@ -824,6 +832,7 @@ impl Shared {
         let forecast = engine.forecast();
         self.forecast.store(forecast.to_bits(), Ordering::Relaxed);
         self.learned_gaps.store(engine.idle_model().histogram().total(), Ordering::Relaxed);
+        self.cold_starts.store(engine.cold_starts(), Ordering::Relaxed);
         let d = &state.decision;
         self.history.lock().unwrap_or_else(|e| e.into_inner()).observe(wall_secs(), d.rps, d.lag, forecast, d.active);
     }

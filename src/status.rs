@@ -22,6 +22,8 @@ pub struct TargetStatus {
     pub forecast: f64,
     /// Idle gaps the engine has learned (the backfilled past included).
     pub learned_gaps: u32,
+    /// Times a signal rose while the target was inactive.
+    pub cold_starts: u64,
     pub open_streams: usize,
     /// Why unary calls answer `UNAVAILABLE`, if they do.
     pub problem: Option<String>,
@@ -76,6 +78,7 @@ pub fn snapshot(registry: &Registry) -> Vec<TargetStatus> {
                 lag: d.lag,
                 forecast: t.forecast(),
                 learned_gaps: t.learned_gaps(),
+                cold_starts: t.cold_starts(),
                 open_streams: t.open_streams(),
                 problem: state.problem.as_ref().map(ToString::to_string),
                 sources,
@@ -135,8 +138,8 @@ pub fn html(rows: &[TargetStatus]) -> String {
         }
         let _ = write!(
             out,
-            "</td><td>{:.2} rps<br>lag {:.0}<br>forecast {:.2} rps<br><small>{} idle gaps learned</small></td><td><ul>",
-            r.rps, r.lag, r.forecast, r.learned_gaps
+            "</td><td>{:.2} rps<br>lag {:.0}<br>forecast {:.2} rps<br><small>{} idle gaps learned, {} cold starts</small></td><td><ul>",
+            r.rps, r.lag, r.forecast, r.learned_gaps, r.cold_starts
         );
         for s in &r.sources {
             let age = s.reading_age_seconds.map_or(String::new(), |a| format!(", {a:.1} s old"));

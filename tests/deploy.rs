@@ -25,7 +25,7 @@ use spinscale::target::TargetSpec;
 const NAMESPACE: &str = "spinscale";
 
 /// The exporter's metric names (histograms also expose `_bucket`, `_sum` and `_count`).
-const METRICS: [&str; 17] = [
+const METRICS: [&str; 18] = [
     "spinscale_source_up",
     "spinscale_source_reading_age_seconds",
     "spinscale_push_failures_total",
@@ -37,6 +37,7 @@ const METRICS: [&str; 17] = [
     "spinscale_target_desired_replicas",
     "spinscale_target_signal",
     "spinscale_target_forecast",
+    "spinscale_target_cold_starts_total",
     "spinscale_pushes_total",
     "spinscale_push_latency_seconds",
     "spinscale_source_errors_total",

@@ -292,6 +292,7 @@ async fn the_exporter_shows_targets_sources_calls_and_pushes_and_forgets_dropped
     let lag = [("namespace", "default"), ("scaledobject", "orders"), ("signal", "lag")];
     assert_eq!(value(&m, "spinscale_target_signal", &lag), Some(5.0));
     assert_eq!(value(&m, "spinscale_target_desired_replicas", &so), Some(0.5), "lag 5 / lagThreshold 10");
+    assert_eq!(value(&m, "spinscale_target_cold_starts_total", &so), Some(1.0), "the lag found it inactive once");
     assert_eq!(value(&m, "spinscale_target_reason", &[("scaledobject", "orders"), ("reason", "lag")]), Some(1.0));
     assert_eq!(value(&m, "spinscale_targets", &[]), Some(1.0));
     assert_eq!(value(&m, "spinscale_open_streams", &[]), Some(1.0));

@@ -207,6 +207,8 @@ pub struct TargetEngine {
     last_forecast: f64,
     /// Whether the latest decision was active: activity after an inactive one is a cold start.
     was_active: bool,
+    /// Cold starts so far: steps whose signals were active while the latest decision was not.
+    cold_starts: u64,
 }
 
 impl TargetEngine {
@@ -231,6 +233,7 @@ impl TargetEngine {
             tick: Duration::from_secs(1),
             last_forecast: 0.0,
             was_active: false,
+            cold_starts: 0,
         }
     }
 
@@ -241,6 +244,12 @@ impl TargetEngine {
 
     pub fn idle_model(&self) -> &IdleModel {
         &self.idle
+    }
+
+    /// Times the signals rose while the target was inactive (traffic found the app at zero), in every
+    /// mode.
+    pub fn cold_starts(&self) -> u64 {
+        self.cold_starts
     }
 
     /// Elements held in this target's buffers (idle histogram, time-of-day ring, daily profile). All
@@ -260,6 +269,8 @@ impl TargetEngine {
     /// activation threshold.
     pub fn step(&mut self, now: Now, inputs: &Inputs) -> Decision {
         let mut d = decide(&self.rate, &self.lag, inputs);
+        let cold = d.active && !self.was_active;
+        self.cold_starts += u64::from(cold);
         if let Some(previous) = self.last_step
             && now.mono > previous
         {
@@ -272,7 +283,7 @@ impl TargetEngine {
         if self.mode != PredictiveMode::Off {
             if d.active {
                 let requests = d.rps * self.tick.as_secs_f64();
-                self.idle.on_activity(now.mono, day_secs, requests, !self.was_active);
+                self.idle.on_activity(now.mono, day_secs, requests, cold);
             } else if let Some(reason) = self.idle.on_quiet(now.mono, day_secs, self.tick, self.lead_time) {
                 d.active = true;
                 d.reason = reason;
@@ -373,6 +384,22 @@ mod tests {
         assert!(e.step(at(0), &rps(2.0)).active);
         let d = e.step(at(1), &rps(0.0));
         assert_eq!((d.active, d.reason), (false, Reason::Idle));
+    }
+
+    #[test]
+    fn a_wake_from_inactive_is_a_cold_start_in_every_mode() {
+        for mode in [PredictiveMode::Off, PredictiveMode::Idle] {
+            let mut e = engine(mode, None);
+            for m in 0..3 {
+                e.step(at(m), &rps(1.0));
+            }
+            assert_eq!(e.cold_starts(), 1, "{mode:?}: one wake, then active");
+            for m in 3..1000 {
+                e.step(at(m), &rps(0.0));
+            }
+            e.step(at(1000), &rps(1.0));
+            assert_eq!(e.cold_starts(), 2, "{mode:?}: woken again after the keep-alive ended");
+        }
     }
 
     #[test]

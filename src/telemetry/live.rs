@@ -26,6 +26,7 @@ struct ScaledObject {
     rps: f64,
     lag: f64,
     forecast: f64,
+    cold_starts: u64,
     reasons: Vec<&'static str>,
 }
 
@@ -57,6 +58,8 @@ impl Collector for Live {
             o.rps = o.rps.max(d.rps);
             o.lag = o.lag.max(d.lag);
             o.forecast = o.forecast.max(t.forecast());
+            // Triggers of one ScaledObject wake together: the most any of them counted.
+            o.cold_starts = o.cold_starts.max(t.cold_starts());
             if !o.reasons.contains(&d.reason.as_str()) {
                 o.reasons.push(d.reason.as_str());
             }
@@ -81,6 +84,18 @@ impl Collector for Live {
         per_object(&mut encoder, "spinscale_target_forecast", "Forecast request rate within the lead time", &|o| {
             o.forecast
         })?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "spinscale_target_cold_starts",
+                "Times a signal rose while the target was inactive: traffic found the app at zero",
+                None,
+                MetricType::Counter,
+            )?;
+            for ((namespace, so), o) in &objects {
+                let labels: Labels = [("namespace", namespace), ("scaledobject", so)];
+                ConstCounter::new(o.cold_starts).encode(family.encode_family(&labels)?)?;
+            }
+        }
         {
             let mut family = encoder.encode_descriptor(
                 "spinscale_target_signal",
