@@ -394,6 +394,7 @@ mod tests {
             ("defaults:\n  targetRps: \"0\"\n", "defaults.targetRps: value \"0\""),
             ("engine:\n  keepAlive: 25h\n", "engine.keepAlive: 90000s is above engine.maxKeepAlive"),
             ("engine:\n  coldStartBudget: 1.5\n", "engine.coldStartBudget: 1.5 is not in [0, 1]"),
+            ("engine:\n  coldStartWorth: 0s\n", "engine.coldStartWorth: must be above 0s"),
             ("engine:\n  tailMargins: 0.2\n", "tailMargins"),
             ("profiles:\n  batch:\n    lagThreshold: \"-1\"\n", "profiles.batch.lagThreshold: value \"-1\""),
             ("profiles:\n  batch:\n    lagTreshold: \"5\"\n", "profiles.batch.lagTreshold: is not a trigger key"),

@@ -1,8 +1,14 @@
 //! Kubernetes memory quantities (`128Mi`, `1Gi`, `512M`, `1e9`), the format of a pod's
 //! `resources.limits.memory`.
 
-/// Bytes in the largest instance accepted (1 TiB): anything above is a typo.
-const MAX_BYTES: f64 = 1024.0 * 1024.0 * 1024.0 * 1024.0;
+/// Bytes in a kibibyte, mebibyte, gibibyte and tebibyte.
+pub const KI: f64 = 1024.0;
+pub const MI: f64 = KI * 1024.0;
+pub const GI: f64 = MI * 1024.0;
+pub const TI: f64 = GI * 1024.0;
+
+/// Bytes in the largest instance accepted: anything above is a typo.
+const MAX_BYTES: f64 = TI;
 
 /// Parses a memory quantity into bytes: a decimal number with an optional binary (`Ki`, `Mi`, `Gi`,
 /// `Ti`) or decimal (`k`, `M`, `G`, `T`) suffix, or an exponent (`1e9`). It must be above 0 and at
@@ -17,10 +23,10 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         "M" => 1e6,
         "G" => 1e9,
         "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => MAX_BYTES,
+        "Ki" => KI,
+        "Mi" => MI,
+        "Gi" => GI,
+        "Ti" => TI,
         _ => return Err(format!("has an unknown suffix {suffix:?} (use Ki, Mi, Gi, Ti, k, M, G or T, e.g. 128Mi)")),
     };
     let value: f64 = number.parse().map_err(|_| "is not a memory quantity (e.g. 128Mi, 1Gi, 512M)".to_string())?;

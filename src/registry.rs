@@ -118,7 +118,7 @@ struct Shared {
     forecast: AtomicU64,
     /// Idle gaps the engine's idle-time model holds.
     learned_gaps: AtomicU32,
-    /// The engine's count of cold starts.
+    /// Times a signal made the target active after an inactive decision (live steps only).
     cold_starts: AtomicU64,
     /// The activator is holding a request for this target: evaluate now, not at the next tick.
     demand: Notify,
@@ -180,7 +180,7 @@ impl Target {
         self.shared.learned_gaps.load(Ordering::Relaxed)
     }
 
-    /// Times the signals rose while the target was inactive (since its engine started).
+    /// Times a signal made the target active while it was inactive: traffic found the app at zero.
     pub fn cold_starts(&self) -> u64 {
         self.shared.cold_starts.load(Ordering::Relaxed)
     }
@@ -678,8 +678,13 @@ async fn run_target(
             let state = evaluation.evaluate(&setup, Instant::now());
             shared.record(&state, &evaluation.engine);
             let was_active = tx.borrow().decision.active;
-            if state.decision.active && !was_active && shared.open_streams.load(Ordering::Relaxed) == 0 {
-                evaluation.telemetry.push_failures.inc();
+            if state.decision.active && !was_active {
+                if state.decision.reason.is_signal() {
+                    shared.cold_starts.fetch_add(1, Ordering::Relaxed);
+                }
+                if shared.open_streams.load(Ordering::Relaxed) == 0 {
+                    evaluation.telemetry.push_failures.inc();
+                }
             }
             tx.send_if_modified(|current| {
                 let changed = !current.same_outcome(&state);
@@ -832,7 +837,6 @@ impl Shared {
         let forecast = engine.forecast();
         self.forecast.store(forecast.to_bits(), Ordering::Relaxed);
         self.learned_gaps.store(engine.idle_model().histogram().total(), Ordering::Relaxed);
-        self.cold_starts.store(engine.cold_starts(), Ordering::Relaxed);
         let d = &state.decision;
         self.history.lock().unwrap_or_else(|e| e.into_inner()).observe(wall_secs(), d.rps, d.lag, forecast, d.active);
     }

@@ -150,11 +150,12 @@ fn the_command_writes_a_table_json_csv_and_a_chart() {
 
 #[test]
 fn bad_arguments_are_errors_that_name_them() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--trace", "zip:x"], "zip:x"),
         (&["--trace", "csv:/nonexistent/t.csv"], "/nonexistent/t.csv"),
         (&["--trace", "csv:/dev/null", "--policy", "magic"], "magic"),
         (&["--trace", "csv:/dev/null", "--hindsight", "2"], "--hindsight 2"),
+        (&["--trace", "csv:/dev/null", "--hindsight", "0.1", "--lead", "1m"], "--lead 0s"),
     ];
     for (args, named) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_spinscale")).arg("simulate").args(args).output().expect("runs");

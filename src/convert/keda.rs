@@ -195,9 +195,7 @@ pub(crate) fn convert_scaled_object(
                     let members: Vec<&SourceTrigger> = groups[at].iter().map(|&m| &sources[m]).collect();
                     let route = route.filter(|_| at == route_group);
                     let mut trigger = build_trigger(&members, separate, options, route, doc, &mut outcome.notes)?;
-                    if at == 0
-                        && let Some(memory) = memory
-                    {
+                    if let Some(memory) = memory {
                         add_instance_memory(&mut trigger, memory, &mut outcome.notes);
                     }
                     triggers.push(trigger);
@@ -805,6 +803,14 @@ spec:
             "{:?}",
             outcome.notes
         );
+
+        // The SpinApp's memory goes to every trigger spinscale serves: each is its own target.
+        let mut object: Mapping = serde_yaml_ng::from_str(&yaml).expect("test YAML");
+        convert_scaled_object(&mut object, &doc(), &Options::default(), &[], None, Some("128Mi")).expect("converts");
+        let triggers = object["spec"]["triggers"].as_sequence().expect("triggers");
+        for i in [0, 2] {
+            assert_eq!(triggers[i]["metadata"]["instanceMemory"], Value::from("128Mi"), "trigger {i}");
+        }
     }
 
     #[test]

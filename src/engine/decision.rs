@@ -49,6 +49,11 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Whether a signal itself (not a prediction) made the target active.
+    pub const fn is_signal(self) -> bool {
+        matches!(self, Reason::Rps | Reason::Lag | Reason::HeldRequest)
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Reason::Idle => "idle",

@@ -80,7 +80,8 @@ pub enum WindowRule {
     Budget { budget: f64, worth: Duration },
 }
 
-/// Knobs of the idle model. [`IdleParams::spinscale`] and [`IdleParams::hybrid`] are the two presets.
+/// Knobs of the idle model: [`IdleParams::hybrid`] is the paper's preset; spinscale's come from the
+/// config (`EngineSettings::idle_params`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdleParams {
     pub bins: BinLayout,
@@ -193,6 +194,11 @@ impl GapHistogram {
         self.out_of_range
     }
 
+    /// Every gap recorded, in the range or not.
+    pub fn all(&self) -> u32 {
+        self.total.saturating_add(self.out_of_range)
+    }
+
     /// Elements held in its buffers: three per bin, fixed when it is built.
     pub fn footprint(&self) -> usize {
         self.counts.len() + self.sums.len() + self.mins.len()
@@ -200,7 +206,7 @@ impl GapHistogram {
 
     /// The bin holding percentile `p` (0..=1) of all gaps, `None` when it lies above the range.
     fn percentile_bin(&self, p: f64) -> Option<usize> {
-        let all = self.total + self.out_of_range;
+        let all = self.all();
         if all == 0 {
             return None;
         }
@@ -256,6 +262,15 @@ pub enum Plan {
     Unload { from: Duration, until: Duration },
 }
 
+impl Plan {
+    /// When the plan lets the target go for good.
+    pub fn until(self) -> Duration {
+        match self {
+            Plan::KeepAlive { until } | Plan::Unload { until, .. } => until,
+        }
+    }
+}
+
 /// Cold starts the budget must still hold before one is spent on purpose: one planned miss, and
 /// half of one the windows did not plan for: apps with few requests have a budget of one or two.
 const COLD_START_RESERVE: f64 = 1.5;
@@ -275,7 +290,8 @@ pub struct IdleModel {
     plan: Option<Plan>,
     wakes: [Option<f64>; TIME_OF_DAY_SLOTS],
     next_wake_slot: usize,
-    /// Requests, bursts and cold starts seen (halved together with the histogram's counts).
+    /// Requests, bursts and cold starts seen; halved together when the bursts reach `decay_at`, so
+    /// recent ones weigh more (as the histogram's counts).
     requests: f64,
     bursts: f64,
     cold_starts: f64,
@@ -310,7 +326,9 @@ impl IdleModel {
     /// A reading with activity at `now` (`day_secs`: its wall-clock time of day; `requests`: about how
     /// many requests since the previous reading; `cold`: the target was inactive when it came).
     pub fn on_activity(&mut self, now: Duration, day_secs: f64, requests: f64, cold: bool) {
-        // A burst is at least one request, also for signals that count none (Kafka lag).
+        // A burst is at least one request, also for signals that count none (Kafka lag); a reading
+        // beyond any real rate is capped so the counts stay finite.
+        let requests = if requests.is_finite() { requests.clamp(0.0, 1e12) } else { 0.0 };
         let starts_burst = self.quiet_since_activity || self.last_activity.is_none();
         if starts_burst {
             if self.bursts >= f64::from(self.params.decay_at) {
@@ -320,7 +338,7 @@ impl IdleModel {
             }
             self.bursts += 1.0;
         }
-        self.requests += if starts_burst { requests.max(1.0) } else { requests.max(0.0) };
+        self.requests += if starts_burst { requests.max(1.0) } else { requests };
         if cold {
             self.cold_starts += 1.0;
         }
@@ -400,17 +418,13 @@ impl IdleModel {
         }
         let cost = p.idle_cost.max(1e-6);
         let fitted = self.cheapest_window(1.0 - may_miss, worth.as_secs_f64() / cost, tick, lead);
-        let gaps = self.histogram.total() + self.histogram.out_of_range();
-        if gaps >= p.min_gaps || may_miss > 0.0 {
+        if self.histogram.all() >= p.min_gaps || may_miss > 0.0 {
             return fitted.unwrap_or(nothing);
         }
         // Ski rental: too few gaps to trust and no cold start to spare, so stay up for a while whatever
         // the few gaps say (a first long gap often follows a few short ones).
         let fallback = (p.fallback_keep_alive.as_secs_f64() / cost).min(p.max_keep_alive.as_secs_f64());
-        let fitted_until = match fitted {
-            Some(Plan::KeepAlive { until } | Plan::Unload { until, .. }) => until.as_secs_f64(),
-            None => 0.0,
-        };
+        let fitted_until = fitted.map_or(0.0, |plan| plan.until().as_secs_f64());
         Plan::KeepAlive { until: Duration::from_secs_f64(fallback.max(fitted_until)) }
     }
 
@@ -423,16 +437,16 @@ impl IdleModel {
         let p = &self.params;
         let h = &self.histogram;
         let (tick, lead) = (tick.as_secs_f64(), lead.as_secs_f64());
-        let all = f64::from(h.total() + h.out_of_range());
-        let may_pre_warm = h.total() + h.out_of_range() >= p.min_gaps;
+        let all = f64::from(h.all());
+        let may_pre_warm = h.all() >= p.min_gaps;
         let max_keep = p.max_keep_alive.as_secs_f64();
         let mut cheapest: Option<(f64, Plan)> = None;
         let mut best: (f64, Option<Plan>) = (0.0, None);
         for (skip, (_, mean, shortest)) in h.filled().enumerate() {
             // Pre-warmed `headMargin` before the mean gap of bin `skip`, or later when its gaps are
-            // tightly spread (a timer's are all one length), but never after the shortest seen less its
-            // distance to the mean.
-            let head = (mean * (1.0 - p.head_margin)).max(shortest - (mean - shortest));
+            // tightly spread (a timer's are all one length): from the shortest seen less its distance
+            // to the mean, and never after the shortest itself.
+            let head = (mean * (1.0 - p.head_margin)).max(shortest - (mean - shortest)).min(shortest);
             let prewarm = head - tick - lead;
             let starts = [
                 (skip == 0).then_some(0.0),
@@ -692,7 +706,7 @@ mod tests {
         let rate = model.cold_start_rate();
         assert!((0.08..=0.15).contains(&rate), "cold starts per request {rate}: within the budget, and spending it");
         // Warm for the 3-minute gaps (kept alive, or pre-warmed just before them), then down.
-        let (Plan::KeepAlive { until } | Plan::Unload { until, .. }) = model.plan(MIN, Duration::ZERO);
+        let until = model.plan(MIN, Duration::ZERO).until();
         assert!(until >= 2 * MIN && until <= 5 * MIN, "{until:?}");
         let late = active[31];
         assert!(!held.iter().any(|(m, _)| (late + 10..late + 50).contains(m)), "the long gaps are not held");

@@ -14,9 +14,8 @@ use super::idle::{BinLayout, IdleModel, IdleParams, WindowRule};
 use super::schedule::{Schedule, ScheduleState};
 use crate::config::Dur;
 use crate::duration;
+use crate::quantity::GI;
 use crate::target::{LagRules, PredictiveMode, PredictiveSpec, RateRules, TargetSpec};
-
-const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// The time of one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -127,6 +126,9 @@ impl EngineSettings {
                 duration::format(self.histogram_max.0)
             ));
         }
+        if self.cold_start_worth.0.is_zero() {
+            problems.push("engine.coldStartWorth: must be above 0s".into());
+        }
         if self.keep_alive.0 > self.max_keep_alive.0 {
             problems.push(format!(
                 "engine.keepAlive: {} is above engine.maxKeepAlive ({})",
@@ -154,7 +156,7 @@ impl EngineSettings {
             min_unloaded_ticks: 1.0,
             decay_at: 1000,
             time_of_day_window: self.time_of_day_window.0,
-            idle_cost: instance_memory.map_or(1.0, |bytes| bytes as f64 / GIB),
+            idle_cost: instance_memory.map_or(1.0, |bytes| bytes as f64 / GI),
         }
     }
 
@@ -207,8 +209,6 @@ pub struct TargetEngine {
     last_forecast: f64,
     /// Whether the latest decision was active: activity after an inactive one is a cold start.
     was_active: bool,
-    /// Cold starts so far: steps whose signals were active while the latest decision was not.
-    cold_starts: u64,
 }
 
 impl TargetEngine {
@@ -233,7 +233,6 @@ impl TargetEngine {
             tick: Duration::from_secs(1),
             last_forecast: 0.0,
             was_active: false,
-            cold_starts: 0,
         }
     }
 
@@ -244,12 +243,6 @@ impl TargetEngine {
 
     pub fn idle_model(&self) -> &IdleModel {
         &self.idle
-    }
-
-    /// Times the signals rose while the target was inactive (traffic found the app at zero), in every
-    /// mode.
-    pub fn cold_starts(&self) -> u64 {
-        self.cold_starts
     }
 
     /// Elements held in this target's buffers (idle histogram, time-of-day ring, daily profile). All
@@ -270,7 +263,8 @@ impl TargetEngine {
     pub fn step(&mut self, now: Now, inputs: &Inputs) -> Decision {
         let mut d = decide(&self.rate, &self.lag, inputs);
         let cold = d.active && !self.was_active;
-        self.cold_starts += u64::from(cold);
+        // Requests since the previous step: the server also steps between ticks, on every reading.
+        let since_previous = self.last_step.map_or(self.tick, |p| now.mono.saturating_sub(p)).min(self.tick);
         if let Some(previous) = self.last_step
             && now.mono > previous
         {
@@ -282,7 +276,7 @@ impl TargetEngine {
         let day_secs = now.wall_secs.rem_euclid(86_400.0);
         if self.mode != PredictiveMode::Off {
             if d.active {
-                let requests = d.rps * self.tick.as_secs_f64();
+                let requests = d.rps * since_previous.as_secs_f64();
                 self.idle.on_activity(now.mono, day_secs, requests, cold);
             } else if let Some(reason) = self.idle.on_quiet(now.mono, day_secs, self.tick, self.lead_time) {
                 d.active = true;
@@ -387,30 +381,21 @@ mod tests {
     }
 
     #[test]
-    fn a_wake_from_inactive_is_a_cold_start_in_every_mode() {
-        for mode in [PredictiveMode::Off, PredictiveMode::Idle] {
-            let mut e = engine(mode, None);
-            for m in 0..3 {
-                e.step(at(m), &rps(1.0));
-            }
-            assert_eq!(e.cold_starts(), 1, "{mode:?}: one wake, then active");
-            for m in 3..1000 {
-                e.step(at(m), &rps(0.0));
-            }
-            e.step(at(1000), &rps(1.0));
-            assert_eq!(e.cold_starts(), 2, "{mode:?}: woken again after the keep-alive ended");
+    fn readings_between_ticks_do_not_count_requests_twice() {
+        // The server steps on every tick and on every reading: a minute at 2 rps is 120 requests
+        // whether one step or four see it.
+        let (mut once, mut often) = (engine(PredictiveMode::Idle, None), engine(PredictiveMode::Idle, None));
+        for m in 0..3 {
+            once.step(at(m), &rps(0.0));
+            often.step(at(m), &rps(0.0));
         }
-    }
-
-    #[test]
-    fn idle_keeps_a_target_alive_after_activity() {
-        let mut e = engine(PredictiveMode::Idle, None);
-        e.step(at(0), &rps(2.0));
-        let d = e.step(at(1), &rps(0.0));
-        assert_eq!((d.active, d.reason, d.desired_replicas), (true, Reason::KeepAlive, 0.0));
-        // A couple of requests and no gap seen yet, none of the cold-start budget left: `keepAlive`.
-        assert!(e.step(at(479), &rps(0.0)).active, "kept alive for engine.keepAlive");
-        assert!(!e.step(at(480), &rps(0.0)).active, "and no longer");
+        once.step(at(3), &rps(2.0));
+        for quarter in 1..=4 {
+            let t = MIN * 2 + Duration::from_secs(15 * quarter);
+            often.step(Now { mono: t, wall_secs: EPOCH + t.as_secs_f64() }, &rps(2.0));
+        }
+        let rate = |e: &TargetEngine| e.idle_model().cold_start_rate();
+        assert_eq!((rate(&once), rate(&often)), (1.0 / 120.0, 1.0 / 120.0), "one cold start in 120 requests");
     }
 
     #[test]
@@ -429,7 +414,7 @@ mod tests {
 
     #[test]
     fn a_busy_target_spends_its_cold_start_budget_instead_of_idling() {
-        // 120 requests in each one-minute burst: 8 % of them is 9.6 cold starts per burst, so once the
+        // 120 requests in each one-minute burst: 9 % of them is 10.8 cold starts per burst, so once the
         // engine has seen one, it holds nothing beyond the reactive minute after each burst.
         let mut e = engine(PredictiveMode::Idle, None);
         for m in 0..600 {

@@ -34,7 +34,9 @@ pub struct Bounds {
     pub rate: f64,
     /// Percentile that must fall below it (0.75).
     pub percentile: f64,
-    /// Series that must be below it (`floor(p·(n−1)) + 1` of the `n` with invocations).
+    /// Series with invocations (the others have no rate).
+    pub series: usize,
+    /// Series that must be below it (`floor(p·(n−1)) + 1` of them).
     pub needed: usize,
     /// Series that can be below it at all.
     pub feasible: usize,
@@ -66,6 +68,7 @@ pub fn bounds(trace: &Trace, rate: f64, percentile: f64) -> Bounds {
     Bounds {
         rate,
         percentile,
+        series: series.len(),
         needed,
         feasible: series.iter().filter(|(_, c)| c.floor.is_some()).count(),
         floor: total(|c| c.floor),

@@ -161,10 +161,15 @@ pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
     {
         return Err(SimError::Argument(format!("--thin {f}: expected a fraction in (0, 1]")));
     }
-    if let Some(r) = args.hindsight
-        && !(r > 0.0 && r <= 1.0)
-    {
-        return Err(SimError::Argument(format!("--hindsight {r}: expected a cold-start rate in (0, 1]")));
+    if let Some(r) = args.hindsight {
+        if !(r > 0.0 && r <= 1.0) {
+            return Err(SimError::Argument(format!("--hindsight {r}: expected a cold-start rate in (0, 1]")));
+        }
+        if !args.lead.is_zero() {
+            return Err(SimError::Argument(
+                "--hindsight: its bounds are for --lead 0s (the step right after activity is the reactive one)".into(),
+            ));
+        }
     }
     if !(args.target_rps.is_finite() && args.target_rps > 0.0) {
         return Err(SimError::Argument(format!("--target-rps {}: expected a number above 0", args.target_rps)));
@@ -193,7 +198,7 @@ pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
         );
         println!("{}", report::table(&title, &result.policies));
         if let Some(bounds) = &result.hindsight {
-            println!("{}", report::hindsight(bounds, result.series));
+            println!("{}", report::hindsight(bounds));
         }
         if let Some(dir) = &args.out {
             write_outputs(dir, &title, &result)?;

@@ -9,6 +9,7 @@ use super::SimError;
 use crate::duration;
 use crate::engine::idle::IdleParams;
 use crate::engine::{EngineSettings, Inputs, Now, TargetEngine};
+use crate::quantity::MI;
 use crate::target::{LagRules, PredictiveMode, PredictiveSpec, RateRules};
 
 /// A policy by name.
@@ -51,7 +52,7 @@ impl PolicyKind {
         lead: Duration,
         memory_mb: Option<f64>,
     ) -> Box<dyn Driver> {
-        let instance_memory = memory_mb.map(|mb| (mb * 1024.0 * 1024.0).round().max(1.0) as u64);
+        let instance_memory = memory_mb.map(|mb| (mb * MI).round().max(1.0) as u64);
         let engine = |mode, idle: Option<IdleParams>| {
             let spec = PredictiveSpec { mode, lead_time: lead, schedule: None, instance_memory };
             let mut params = settings.params(&spec);

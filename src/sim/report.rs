@@ -124,7 +124,7 @@ pub fn table(title: &str, summaries: &[PolicySummary]) -> String {
 }
 
 /// The hindsight bounds, in a few lines.
-pub fn hindsight(b: &Bounds, series: usize) -> String {
+pub fn hindsight(b: &Bounds) -> String {
     let gb = |v: Option<f64>| v.map_or("out of reach".to_string(), |v| format!("{v:.1} GB-h/day"));
     format!(
         "hindsight, p{:.0} below {:.1} % (the cheapest {} of {} series below it; {} can be), wasted at least:\n  \
@@ -135,7 +135,7 @@ pub fn hindsight(b: &Bounds, series: usize) -> String {
         100.0 * b.percentile,
         100.0 * b.rate,
         b.needed,
-        series,
+        b.series,
         b.feasible,
         gb(b.floor),
         gb(b.keep_warm),

@@ -58,7 +58,7 @@ impl Collector for Live {
             o.rps = o.rps.max(d.rps);
             o.lag = o.lag.max(d.lag);
             o.forecast = o.forecast.max(t.forecast());
-            // Triggers of one ScaledObject wake together: the most any of them counted.
+            // Each trigger counts its own wakes; the ScaledObject shows the most any of them counted.
             o.cold_starts = o.cold_starts.max(t.cold_starts());
             if !o.reasons.contains(&d.reason.as_str()) {
                 o.reasons.push(d.reason.as_str());
@@ -76,18 +76,10 @@ impl Collector for Live {
             }
             Ok(())
         };
-        per_object(&mut encoder, "spinscale_target_active", "1 while the target is active", &|o| flag(o.active))?;
-        per_object(&mut encoder, "spinscale_target_healthy", "1 while every source has a fresh reading", &|o| {
-            flag(o.healthy)
-        })?;
-        per_object(&mut encoder, "spinscale_target_desired_replicas", "Replicas the target wants", &|o| o.desired)?;
-        per_object(&mut encoder, "spinscale_target_forecast", "Forecast request rate within the lead time", &|o| {
-            o.forecast
-        })?;
         {
             let mut family = encoder.encode_descriptor(
                 "spinscale_target_cold_starts",
-                "Times a signal rose while the target was inactive: traffic found the app at zero",
+                "Times a signal made the target active while it was inactive: traffic found the app at zero",
                 None,
                 MetricType::Counter,
             )?;
@@ -96,6 +88,14 @@ impl Collector for Live {
                 ConstCounter::new(o.cold_starts).encode(family.encode_family(&labels)?)?;
             }
         }
+        per_object(&mut encoder, "spinscale_target_active", "1 while the target is active", &|o| flag(o.active))?;
+        per_object(&mut encoder, "spinscale_target_healthy", "1 while every source has a fresh reading", &|o| {
+            flag(o.healthy)
+        })?;
+        per_object(&mut encoder, "spinscale_target_desired_replicas", "Replicas the target wants", &|o| o.desired)?;
+        per_object(&mut encoder, "spinscale_target_forecast", "Forecast request rate within the lead time", &|o| {
+            o.forecast
+        })?;
         {
             let mut family = encoder.encode_descriptor(
                 "spinscale_target_signal",
