@@ -46,7 +46,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use rdkafka::mocking::MockCoordinator;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use spinscale::config::Config;
 use spinscale::embedded::Exposition;
@@ -685,8 +686,18 @@ fn lagging<'a>(bootstrap: &'a str, topic: &'a str) -> Vec<(&'a str, &'a str)> {
 /// reconnects with its own backoff once the broker is back.
 const KAFKA_BUDGET: Duration = Duration::from_secs(3);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_broker_down_and_up() {
+type Mock = MockCluster<'static, DefaultProducerContext>;
+
+/// One fault on a single-broker cluster whose group is 30 records behind on `events` (3 replicas),
+/// with a healthy target on another cluster beside it: `fault` breaks the broker, `mend` puts it
+/// right, and the answers are checked before, during and after.
+async fn kafka_fault(
+    name: &str,
+    fault: impl FnOnce(&Mock),
+    during: During,
+    mend: impl FnOnce(&Mock),
+    budget: Duration,
+) {
     let kafka = Kafka::new(&[("events", 1)]);
     kafka.produce("events", 0, 30);
     kafka.commit(GROUP, "events", 0, 0);
@@ -695,15 +706,27 @@ async fn kafka_broker_down_and_up() {
     let client = connect(&server).await;
     let control = control(&client, &other).await;
     let bootstrap = kafka.bootstrap();
-    let r = so_ref("down", &lagging(&bootstrap, "events"));
-    let mut s = Scenario::healthy("kafka broker down", &client, r, format!("kafka {bootstrap}"), 3.0).await;
-    kafka.mock.broker_down(1).unwrap();
-    // Each lookup waits for its timeout, so a loaded machine may see the reading go stale first.
-    s.fault(During::Unavailable("metadata request failed|the last good reading is")).await;
-    kafka.mock.broker_up(1).unwrap();
-    let recovery = s.recover(KAFKA_BUDGET).await;
+    let r = so_ref(name, &lagging(&bootstrap, "events"));
+    let mut s = Scenario::healthy(name, &client, r, format!("kafka {bootstrap}"), 3.0).await;
+    fault(&kafka.mock);
+    s.fault(during).await;
+    mend(&kafka.mock);
+    let recovery = s.recover(budget).await;
     s.finish(recovery);
     control.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_broker_down_and_up() {
+    kafka_fault(
+        "kafka broker down",
+        |mock| mock.broker_down(1).unwrap(),
+        // Each lookup waits for its timeout, so a loaded machine may see the reading go stale first.
+        During::Unavailable("metadata request failed|the last good reading is"),
+        |mock| mock.broker_up(1).unwrap(),
+        KAFKA_BUDGET,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -734,69 +757,47 @@ async fn kafka_one_broker_of_three_down_fails_only_the_topics_it_leads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_broker_slow_beyond_the_timeout() {
-    let kafka = Kafka::new(&[("events", 1)]);
-    kafka.produce("events", 0, 30);
-    kafka.commit(GROUP, "events", 0, 0);
-    let other = control_cluster();
-    let server = start_server(config()).await;
-    let client = connect(&server).await;
-    let control = control(&client, &other).await;
-    let bootstrap = kafka.bootstrap();
-    let r = so_ref("slow", &lagging(&bootstrap, "events"));
-    let mut s = Scenario::healthy("kafka broker slow", &client, r, format!("kafka {bootstrap}"), 3.0).await;
-    kafka.mock.broker_round_trip_time(1, Duration::from_secs(10)).unwrap();
-    // librdkafka reports requests past its timeout as timed out, or, once it drops the connection
-    // over them, as a transport failure: both name the source.
-    s.fault(During::Unavailable("Timed out|timed out|Broker transport failure|the last good reading is")).await;
-    kafka.mock.broker_round_trip_time(1, Duration::ZERO).unwrap();
-    let recovery = s.recover(KAFKA_BUDGET + TIMEOUT).await;
-    s.finish(recovery);
-    control.finish().await;
+    kafka_fault(
+        "kafka broker slow",
+        |mock| mock.broker_round_trip_time(1, Duration::from_secs(10)).unwrap(),
+        // librdkafka reports requests past its timeout as timed out, or, once it drops the connection
+        // over them, as a transport failure: both name the source.
+        During::Unavailable("Timed out|timed out|Broker transport failure|the last good reading is"),
+        |mock| mock.broker_round_trip_time(1, Duration::ZERO).unwrap(),
+        KAFKA_BUDGET + TIMEOUT,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_topic_reported_unknown_by_the_broker() {
     // Injected: the mock cannot delete a topic (no DeleteTopics), but it can answer Metadata for it
     // with UNKNOWN_TOPIC_OR_PART, which is what spinscale sees of a deleted topic.
-    let kafka = Kafka::new(&[("events", 1)]);
-    kafka.produce("events", 0, 30);
-    kafka.commit(GROUP, "events", 0, 0);
-    let other = control_cluster();
-    let server = start_server(config()).await;
-    let client = connect(&server).await;
-    let control = control(&client, &other).await;
-    let bootstrap = kafka.bootstrap();
-    let r = so_ref("unknown", &lagging(&bootstrap, "events"));
-    let mut s = Scenario::healthy("kafka topic unknown", &client, r, format!("kafka {bootstrap}"), 3.0).await;
-    kafka.mock.topic_error("events", RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART).unwrap();
-    s.fault(During::Unavailable("topic \"events\" does not exist")).await;
-    kafka.mock.topic_error("events", RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).unwrap();
-    let recovery = s.recover(KAFKA_BUDGET).await;
-    s.finish(recovery);
-    control.finish().await;
+    kafka_fault(
+        "kafka topic unknown",
+        |mock| mock.topic_error("events", RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART).unwrap(),
+        During::Unavailable("topic \"events\" does not exist"),
+        |mock| mock.topic_error("events", RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).unwrap(),
+        KAFKA_BUDGET,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_list_offsets_refused_by_the_broker() {
     // Injected: the broker answers ListOffsets with TOPIC_AUTHORIZATION_FAILED for the partition
     // (an ACL change). KEDA fails the call; a silent lag of 0 would scale the app in.
-    let kafka = Kafka::new(&[("events", 1)]);
-    kafka.produce("events", 0, 30);
-    kafka.commit(GROUP, "events", 0, 0);
-    let other = control_cluster();
-    let server = start_server(config()).await;
-    let client = connect(&server).await;
-    let control = control(&client, &other).await;
-    let bootstrap = kafka.bootstrap();
-    let r = so_ref("refused", &lagging(&bootstrap, "events"));
-    let mut s = Scenario::healthy("kafka ListOffsets refused", &client, r, format!("kafka {bootstrap}"), 3.0).await;
-    let refusals = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1000];
-    kafka.mock.request_errors(RDKafkaApiKey::ListOffsets, &refusals);
-    s.fault(During::Unavailable("events/0")).await;
-    kafka.mock.clear_request_errors(RDKafkaApiKey::ListOffsets);
-    let recovery = s.recover(KAFKA_BUDGET).await;
-    s.finish(recovery);
-    control.finish().await;
+    kafka_fault(
+        "kafka ListOffsets refused",
+        |mock| {
+            let refusals = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1000];
+            mock.request_errors(RDKafkaApiKey::ListOffsets, &refusals)
+        },
+        During::Unavailable("events/0"),
+        |mock| mock.clear_request_errors(RDKafkaApiKey::ListOffsets),
+        KAFKA_BUDGET,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
