@@ -526,14 +526,9 @@ impl Registry {
                 crate::target::BACKEND
             )));
         };
-        let route = Route {
-            path_prefixes: http.path_prefixes.clone(),
-            hold_timeout: http.hold_timeout,
-            max_held: http.max_held,
-            cold_start_header: http.cold_start_header,
-            ..Route::new(key.to_string(), http.hosts.clone(), http.backend.clone())
-        };
-        activator.set_route(route).map_err(|e| Refused::Route(format!("{}: {e}", crate::target::HOSTS)))
+        activator
+            .set_route(Route::of_trigger(key.to_string(), http))
+            .map_err(|e| Refused::Route(format!("{}: {e}", crate::target::HOSTS)))
     }
 
     fn setup(&self, spec: Arc<TargetSpec>, config: &Config) -> Setup {

@@ -370,11 +370,7 @@ fn route_of(trigger: &Trigger, expected: &[(&str, &str)]) -> HttpRoute {
 fn install(routes: &[(&str, &HttpRoute)]) -> Result<(), spinscale::activator::RouteError> {
     let activator = Activator::new(std::sync::Arc::new(|_: &str| {}));
     for (target, http) in routes {
-        let route = Route {
-            path_prefixes: http.path_prefixes.clone(),
-            ..Route::new(*target, http.hosts.clone(), http.backend.clone())
-        };
-        activator.set_route(route)?;
+        activator.set_route(Route::of_trigger(*target, http))?;
     }
     Ok(())
 }

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::target::HttpRoute;
+
 /// Requests for these hosts (and path prefixes) go to `backend`, held while it is not ready.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -51,6 +53,19 @@ impl Route {
             hold_timeout: Self::DEFAULT_HOLD_TIMEOUT,
             max_held: Self::DEFAULT_MAX_HELD,
             cold_start_header: true,
+        }
+    }
+
+    /// The route a trigger's `hosts`, `backend` and hold keys ask for, for `target`.
+    pub fn of_trigger(target: impl Into<String>, http: &HttpRoute) -> Self {
+        Self {
+            target: target.into(),
+            hosts: http.hosts.clone(),
+            path_prefixes: http.path_prefixes.clone(),
+            backend: http.backend.clone(),
+            hold_timeout: http.hold_timeout,
+            max_held: http.max_held,
+            cold_start_header: http.cold_start_header,
         }
     }
 }
