@@ -5,21 +5,13 @@
 mod support;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::routing::get;
 use spinscale::config::Config;
 use spinscale::reload::{self, ConfigSource};
-use support::{Kafka, connect, kafka_meta, poll_until, so_ref, start_server};
-use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use support::kube::RecordedApi;
+use support::{Kafka, connect, kafka_meta, poll_until, so_ref, start_server, until};
 
 const FAST: &str = "collectors:\n  kafkaInterval: 200ms\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n";
 
@@ -143,81 +135,28 @@ async fn a_mounted_config_change_applies_live_and_a_bad_one_is_rejected_whole() 
     server.shutdown().await.expect("shutdown");
 }
 
-/// A Kubernetes API server replaying recorded responses for one ConfigMap: GET returns the
-/// current object, watches stream the events the test sends (each also becomes the current object).
-#[derive(Clone)]
-struct RecordedApi {
-    current: Arc<Mutex<serde_json::Value>>,
-    watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<String>>>>,
-    requests: Arc<Mutex<Vec<String>>>,
+const CONFIGMAP: &str = "/api/v1/namespaces/spinscale/configmaps/spinscale-config";
+
+/// The recorded API serving the spinscale ConfigMap.
+fn configmap_api() -> RecordedApi {
+    let api = RecordedApi::default();
+    api.answer(CONFIGMAP, serde_json::from_str(include_str!("fixtures/kube/configmap.json")).expect("fixture"));
+    api
 }
 
-impl RecordedApi {
-    fn new() -> Self {
-        let current = serde_json::from_str(include_str!("fixtures/kube/configmap.json")).expect("fixture");
-        Self { current: Arc::new(Mutex::new(current)), watchers: Arc::default(), requests: Arc::default() }
+/// Sends a recorded watch event; unless it is an error, its object is what a GET reads from now on.
+fn send(api: &RecordedApi, event: &str) {
+    let parsed: serde_json::Value = serde_json::from_str(event).expect("event fixture");
+    if parsed["type"] != "ERROR" {
+        api.answer(CONFIGMAP, parsed["object"].clone());
     }
-
-    async fn serve(&self) -> String {
-        async fn get_one(State(api): State<RecordedApi>, request: Request) -> axum::response::Response {
-            api.requests.lock().unwrap().push(request.uri().to_string());
-            let body = api.current.lock().unwrap().to_string();
-            axum::response::Response::builder()
-                .header("content-type", "application/json")
-                .body(Body::from(body))
-                .unwrap()
-        }
-        async fn watch(State(api): State<RecordedApi>, request: Request) -> axum::response::Response {
-            api.requests.lock().unwrap().push(request.uri().to_string());
-            let (tx, rx) = mpsc::unbounded_channel();
-            api.watchers.lock().unwrap().push(tx);
-            let lines = UnboundedReceiverStream::new(rx).map(|line| Ok::<_, Infallible>(format!("{line}\n")));
-            axum::response::Response::builder()
-                .header("content-type", "application/json")
-                .body(Body::from_stream(lines))
-                .unwrap()
-        }
-        let app = Router::new()
-            .route("/api/v1/namespaces/spinscale/configmaps/spinscale-config", get(get_one))
-            .route("/api/v1/namespaces/spinscale/configmaps", get(watch))
-            .with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}")
-    }
-
-    /// Sends a recorded watch event to every open watch.
-    fn send(&self, event: &str) {
-        let parsed: serde_json::Value = serde_json::from_str(event).expect("event fixture");
-        if parsed["type"] != "ERROR" {
-            *self.current.lock().unwrap() = parsed["object"].clone();
-        }
-        let line = parsed.to_string();
-        self.watchers.lock().unwrap().retain(|w| w.send(line.clone()).is_ok());
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
+    api.send(event);
 }
 
 #[tokio::test]
 async fn a_watched_configmap_applies_changes_rejects_bad_ones_and_rewatches_after_expiry() {
-    let api = RecordedApi::new();
-    let url = api.serve().await;
-    let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("kube client");
+    let api = configmap_api();
+    let client = api.client().await;
     let initial = reload::fetch_configmap(client.clone(), "spinscale", "spinscale-config").await.expect("initial");
     assert_eq!(initial.defaults["activationLagThreshold"], "10");
 
@@ -228,7 +167,7 @@ async fn a_watched_configmap_applies_changes_rejects_bad_ones_and_rewatches_afte
         namespace: "spinscale".into(),
         name: "spinscale-config".into(),
     });
-    assert!(until(Duration::from_secs(3), || api.requests().iter().any(|r| r.contains("watch=true"))).await);
+    assert!(until(Duration::from_secs(3), || api.watches() == 1).await);
     let watch = api.requests().into_iter().find(|r| r.contains("watch=true")).expect("a watch");
     assert!(watch.contains("fieldSelector=metadata.name%3Dspinscale-config"), "{watch}");
     assert!(watch.contains("resourceVersion=48213"), "watches from the version it read: {watch}");
@@ -240,7 +179,7 @@ async fn a_watched_configmap_applies_changes_rejects_bad_ones_and_rewatches_afte
     assert!(!first.active);
     let mut stream = client.stream_is_active(r.clone()).await.expect("stream").into_inner();
 
-    api.send(include_str!("fixtures/kube/watch-modified-invalid.json"));
+    send(&api, include_str!("fixtures/kube/watch-modified-invalid.json"));
     let deadline = Instant::now() + Duration::from_secs(2);
     while reloads(&server, "rejected").await < 1.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -249,15 +188,14 @@ async fn a_watched_configmap_applies_changes_rejects_bad_ones_and_rewatches_afte
     assert_eq!(server.registry.config().defaults["activationLagThreshold"], "10", "the previous config stays");
 
     let sent = Instant::now();
-    api.send(include_str!("fixtures/kube/watch-modified.json"));
+    send(&api, include_str!("fixtures/kube/watch-modified.json"));
     let pushed = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
     assert!(matches!(pushed, Ok(Ok(Some(ref m))) if m.result), "{pushed:?}");
     println!("ConfigMap event → true on the open stream: {} ms", sent.elapsed().as_millis());
 
     // 410 Gone: read again, watch again from the new version; the config stays as applied.
-    let watches = |api: &RecordedApi| api.requests().iter().filter(|r| r.contains("watch=true")).count();
-    api.send(include_str!("fixtures/kube/watch-gone.json"));
-    assert!(until(Duration::from_secs(3), || watches(&api) == 2).await, "{:?}", api.requests());
+    send(&api, include_str!("fixtures/kube/watch-gone.json"));
+    assert!(until(Duration::from_secs(3), || api.watches() == 2).await, "{:?}", api.requests());
     let rewatch = api.requests().into_iter().rfind(|r| r.contains("watch=true")).expect("rewatch");
     assert!(rewatch.contains("resourceVersion=48377"), "{rewatch}");
     assert_eq!(server.registry.config().defaults["activationLagThreshold"], "2");

@@ -2,6 +2,8 @@
 //! Kafka (librdkafka's mock cluster: a real wire-protocol broker) and the real `prometheus`.
 #![allow(dead_code)]
 
+pub mod kube;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -87,6 +89,18 @@ pub async fn poll_until(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether `done` holds within `limit` (checked every 20 ms, and once more at the end).
+pub async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
 }
 
 /// Whether a missing component must fail the test (CI) rather than skip it.
