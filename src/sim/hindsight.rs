@@ -119,9 +119,8 @@ fn best_window(gaps: &[u64], tail: u64, must_cover: usize, keep_alive: bool) -> 
         let held = |g: u64| (g.saturating_sub(1).min(hi) + 1).saturating_sub(lo);
         gaps.iter().map(|&g| held(g)).sum::<u64>() + held(tail + 1)
     };
-    let starts: Vec<usize> = if keep_alive { vec![0] } else { (0..gaps.len()).collect() };
+    let starts = if keep_alive { 0..1 } else { 0..gaps.len() };
     starts
-        .into_iter()
         .filter(|&i| i == 0 || gaps[i] != gaps[i - 1])
         .filter_map(|i| {
             // From the i-th shortest gap, the window must reach the one `must_cover − 1` further on.
