@@ -107,7 +107,7 @@ impl Forward<'_> {
     fn backend_uri(&self, original: &Uri) -> Result<Uri, http::Error> {
         let path = original.path_and_query().map_or("/", |p| p.as_str());
         Uri::builder()
-            .scheme(self.settings.scheme.clone())
+            .scheme(http::uri::Scheme::HTTP)
             .authority(self.settings.authority.clone())
             .path_and_query(path)
             .build()

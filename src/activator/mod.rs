@@ -103,11 +103,6 @@ impl Activator {
         Ok(())
     }
 
-    /// The targets that have a route.
-    pub fn routed(&self) -> Vec<String> {
-        self.read().targets.keys().cloned().collect()
-    }
-
     /// Removes the target's route: its requests get `404`, including those held now.
     pub fn remove_route(&self, target: &str) {
         let removed = {
@@ -149,16 +144,17 @@ impl Activator {
     /// Pokes every target whose backend is the Service `name` in `namespace` (its host is
     /// `name.namespace[.svc[.cluster.local]]`): it has ready endpoints now.
     pub fn poke_service(&self, namespace: &str, name: &str) -> usize {
-        let targets: Vec<Arc<Target>> = self.read().targets.values().cloned().collect();
+        let table = self.read();
         let mut poked = 0;
-        for target in targets {
+        for target in table.targets.values() {
             let settings = target.settings();
-            let host = settings.route.backend.host().unwrap_or_default();
-            let mut labels = host.split('.');
-            let matches = labels.next() == Some(name)
-                && labels.next() == Some(namespace)
-                && matches!(labels.collect::<Vec<_>>().as_slice(), [] | ["svc"] | ["svc", "cluster", "local"]);
-            if matches {
+            let rest = settings
+                .authority
+                .host()
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix('.'))
+                .and_then(|r| r.strip_prefix(namespace));
+            if matches!(rest, Some("" | ".svc" | ".svc.cluster.local")) {
                 target.poke.notify_one();
                 poked += 1;
             }

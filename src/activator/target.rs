@@ -13,8 +13,8 @@ use super::stats::Stats;
 
 /// A route with its backend address split out once.
 pub(super) struct Settings {
+    /// An `http://` backend (the only scheme accepted).
     pub route: Route,
-    pub scheme: Scheme,
     pub authority: Authority,
     /// `host:port` to connect to.
     pub address: String,
@@ -24,8 +24,7 @@ impl Settings {
     pub fn of(route: Route) -> Result<Self, RouteError> {
         let invalid = |reason: String| RouteError::Invalid { target: route.target.clone(), reason };
         let backend = &route.backend;
-        let scheme = backend.scheme().cloned().unwrap_or(Scheme::HTTP);
-        if scheme != Scheme::HTTP {
+        if backend.scheme().is_some_and(|s| *s != Scheme::HTTP) {
             return Err(invalid(format!("backend {backend}: only http:// backends are supported")));
         }
         let Some(authority) = backend.authority().cloned() else {
@@ -35,7 +34,7 @@ impl Settings {
             return Err(invalid("maxHeld must be at least 1".into()));
         }
         let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
-        Ok(Self { route, scheme, authority, address })
+        Ok(Self { route, authority, address })
     }
 }
 
