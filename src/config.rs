@@ -172,12 +172,16 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// `namespace/name`, both parts non-empty, as `(namespace, name)`.
+pub fn split_namespaced(text: &str) -> Option<(&str, &str)> {
+    text.split_once('/').filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+}
+
 impl StaticRoute {
     /// The activator's route, checked: `scaledObject` is `namespace/name`, the backend an http URL.
     pub fn to_route(&self) -> Result<crate::activator::Route, String> {
-        match self.scaled_object.split_once('/') {
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {}
-            _ => return Err(format!("scaledObject: {:?} is not namespace/name", self.scaled_object)),
+        if split_namespaced(&self.scaled_object).is_none() {
+            return Err(format!("scaledObject: {:?} is not namespace/name", self.scaled_object));
         }
         let backend = crate::activator::parse_backend(&self.backend).map_err(|e| format!("backend: {e}"))?;
         let mut route = crate::activator::Route::new(self.scaled_object.clone(), self.hosts.clone(), backend);

@@ -176,13 +176,14 @@ async fn main() -> anyhow::Result<()> {
                 None => None,
             };
             let peers = peer_service.or((!peers.is_empty()).then_some(PeerList::Static(peers)));
-            let endpoints = match watch_endpoints {
-                true => Some(
+            let endpoints = match (watch_endpoints, &source) {
+                (false, _) => None,
+                (true, Some(ConfigSource::ConfigMap { client, .. })) => Some(client.clone()),
+                (true, _) => Some(
                     kube::Client::try_default()
                         .await
                         .context("--watch-endpoints needs Kubernetes credentials (in-cluster or a kubeconfig)")?,
                 ),
-                false => None,
             };
             let options = Options { tls, activator, peers, endpoints };
             let mut server = Server::start_with(initial, grpc, http, options).await?;
@@ -241,12 +242,9 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn parse_configmap(s: &str) -> Result<(String, String), String> {
-    match s.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((ns.to_string(), name.to_string()))
-        }
-        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
-    }
+    spinscale::config::split_namespaced(s)
+        .map(|(ns, name)| (ns.to_string(), name.to_string()))
+        .ok_or_else(|| format!("{s:?} is not NAMESPACE/NAME"))
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {

@@ -327,15 +327,9 @@ impl Registry {
                 Err(e) => problems.push(format!("routes[{i}]: {e}")),
             }
         }
-        let previous = |id: &str| old.iter().find(|r| r.scaled_object == id).and_then(|r| r.to_route().ok());
         if !problems.is_empty() {
             for id in applied {
-                match previous(&id) {
-                    Some(route) => {
-                        let _ = activator.set_route(route);
-                    }
-                    None => activator.remove_route(&id),
-                }
+                restore_static_route(activator, old, &id);
             }
             return Err(problems);
         }
@@ -468,8 +462,9 @@ impl Registry {
             warn!(target = %key, "{warning}");
         }
         let setup = self.setup(spec, &config);
+        let sources = setup.collectors.len();
         let target = Arc::new(self.start(key.clone(), setup, now_ms));
-        info!(target = %key, sources = target.sources().len(), "target registered");
+        info!(target = %key, sources, "target registered");
         targets.insert(key, target.clone());
         Ok(target)
     }
@@ -576,7 +571,8 @@ impl Registry {
 
     /// Drops targets nobody asked about for `targets.idleTimeout` and that have no open stream.
     pub fn evict_idle(&self) -> usize {
-        let idle_timeout = self.config().targets.idle_timeout.0;
+        let config = self.config();
+        let idle_timeout = config.targets.idle_timeout.0;
         let idle_ms = idle_timeout.as_millis() as u64;
         let now_ms = self.now_ms();
         let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
@@ -587,14 +583,8 @@ impl Registry {
             if !keep {
                 info!(target = %key, "target dropped: not asked about for {}", duration::format(idle_timeout));
                 if let (Some(activator), Some(_)) = (self.activator.get(), &t.spec().http) {
-                    let id = key.to_string();
                     // The config's route for this app, if any, outlives the trigger's.
-                    match self.config().routes.iter().find(|r| r.scaled_object == id).and_then(|r| r.to_route().ok()) {
-                        Some(route) => {
-                            let _ = activator.set_route(route);
-                        }
-                        None => activator.remove_route(&id),
-                    }
+                    restore_static_route(activator, &config.routes, &key.to_string());
                 }
             }
             keep
@@ -820,6 +810,17 @@ impl Evaluation {
             None => self.engine.step(Now { mono: self.mono(now), wall_secs: wall_secs() }, &inputs),
         };
         TargetState { decision, problem, observed_at }
+    }
+}
+
+/// Puts the route of `routes` for the ScaledObject `id` back in the activator, or removes the
+/// route there when `routes` has none.
+fn restore_static_route(activator: &Activator, routes: &[StaticRoute], id: &str) {
+    match routes.iter().find(|r| r.scaled_object == id).and_then(|r| r.to_route().ok()) {
+        Some(route) => {
+            let _ = activator.set_route(route);
+        }
+        None => activator.remove_route(id),
     }
 }
 
