@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use routes::{Route, RouteConflict, RouteError, parse_backend};
+pub(crate) use routes::{covers, normalize_prefix};
 pub use stats::{MAX_WINDOW, RouteStats};
 
 use backend::BackendClient;

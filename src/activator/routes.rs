@@ -117,8 +117,7 @@ impl Patterns {
             if !prefix.starts_with('/') {
                 return Err(invalid(format!("path prefix {prefix:?} does not start with /")));
             }
-            let trimmed = prefix.trim_end_matches('/');
-            let prefix = if trimmed.is_empty() { "/" } else { trimmed }.to_string();
+            let prefix = normalize_prefix(prefix);
             if !prefixes.contains(&prefix) {
                 prefixes.push(prefix);
             }
@@ -145,8 +144,14 @@ fn normalize_host_pattern(host: &str) -> Result<String, &'static str> {
     Ok(host)
 }
 
+/// `/api/` → `/api`; `/` (and the empty prefix) → `/`.
+pub(crate) fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() { "/".into() } else { trimmed.into() }
+}
+
 /// Whether `prefix` (normalized) covers `path` on whole segments.
-fn covers(prefix: &str, path: &str) -> bool {
+pub(crate) fn covers(prefix: &str, path: &str) -> bool {
     prefix == "/" || (path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
 }
 
@@ -284,6 +289,17 @@ fn strip_port(authority: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_cover_on_whole_segments() {
+        assert!(covers("/", "/api"));
+        assert!(covers("/api", "/api/v1"));
+        assert!(covers("/api", "/api"));
+        assert!(!covers("/api", "/apix"));
+        assert_eq!(normalize_prefix("/api/"), "/api");
+        assert_eq!(normalize_prefix("/"), "/");
+        assert_eq!(normalize_prefix(""), "/");
+    }
 
     fn route(target: &str, hosts: &[&str], prefixes: &[&str]) -> Route {
         let mut route =

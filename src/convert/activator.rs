@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{ConvertError, DocRef, Document, ObjectKey, Options, Outcome, keda, object_key, show, spinkube, str_at};
+use crate::activator::{covers, normalize_prefix};
 use crate::target;
 
 /// The Service an Ingress points at for the activator: the deploy kit's, and the ExternalName
@@ -390,14 +391,7 @@ fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
 
 /// Labels of the old SpinKube group read as the current group's, as the conversion rewrites them.
 fn current_labels(labels: BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let old = format!("{}/", spinkube::OLD_GROUP);
-    labels
-        .into_iter()
-        .map(|(k, v)| match k.strip_prefix(&old) {
-            Some(rest) => (format!("{}/{rest}", spinkube::GROUP), v),
-            None => (k, v),
-        })
-        .collect()
+    labels.into_iter().map(|(k, v)| (spinkube::current_group(&k).unwrap_or(k), v)).collect()
 }
 
 fn service_info(object: &Mapping) -> Option<ServiceInfo> {
@@ -595,17 +589,6 @@ fn resolve_port(
             ),
         )
     })
-}
-
-/// `/api/` → `/api`; `/` stays.
-fn normalize_prefix(prefix: &str) -> String {
-    let trimmed = prefix.trim_end_matches('/');
-    if trimmed.is_empty() { "/".into() } else { trimmed.into() }
-}
-
-/// `shorter` covers `path` on whole segments, as the activator matches.
-fn covers(shorter: &str, path: &str) -> bool {
-    shorter == "/" || path == shorter || path.strip_prefix(shorter).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The route of one app from the Ingress paths that reach it, and a note if its namespace is guessed.
@@ -817,17 +800,6 @@ fn external_name_service(namespace: Option<String>, for_ingress: &str, options: 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefixes_cover_on_whole_segments() {
-        assert!(covers("/", "/api"));
-        assert!(covers("/api", "/api/v1"));
-        assert!(covers("/api", "/api"));
-        assert!(!covers("/api", "/apix"));
-        assert_eq!(normalize_prefix("/api/"), "/api");
-        assert_eq!(normalize_prefix("/"), "/");
-        assert_eq!(normalize_prefix(""), "/");
-    }
 
     #[test]
     fn the_activator_service_is_found_next_to_the_scaler_service() {

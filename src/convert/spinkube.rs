@@ -30,17 +30,18 @@ pub(crate) fn instance_memory(object: &Mapping) -> Option<String> {
         .map(String::from)
 }
 
-/// `core.spinoperator.dev/v1alpha1` → `core.spinkube.dev/v1alpha1`; other values unchanged.
-pub(crate) fn current_api_version(api_version: &str) -> Option<String> {
-    let version = api_version.strip_prefix(OLD_GROUP)?.strip_prefix('/')?;
-    Some(format!("{GROUP}/{version}"))
+/// `core.spinoperator.dev/x` → `core.spinkube.dev/x` (an apiVersion or a label name); `None` for
+/// other values.
+pub(crate) fn current_group(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(OLD_GROUP)?.strip_prefix('/')?;
+    Some(format!("{GROUP}/{rest}"))
 }
 
 /// `scaled`: a ScaledObject of the same input targets this SpinApp.
 pub(crate) fn convert_spin_app(object: &mut Mapping, doc: &DocRef, scaled: bool) -> Result<Outcome, ConvertError> {
     let mut outcome = Outcome::default();
     if let Some(old) = str_at(object, "apiVersion").map(String::from)
-        && let Some(new) = current_api_version(&old)
+        && let Some(new) = current_group(&old)
     {
         outcome.notes.push(format!(
             "apiVersion {old} → {new}: SpinKube's API group has been {GROUP} since 2024, the old one is not served"
@@ -126,18 +127,16 @@ pub(crate) fn convert_service(
     spin_apps: &[ObjectKey],
 ) -> Result<Outcome, ConvertError> {
     let mut outcome = Outcome::default();
-    let old_prefix = format!("{OLD_GROUP}/");
     let selector = object.get_mut("spec").and_then(|s| s.get_mut("selector"));
     if let Some(selector) = selector {
         let selector = selector.as_mapping_mut().ok_or_else(|| doc.error("spec.selector", "is not a mapping"))?;
         let mut rebuilt = Mapping::with_capacity(selector.len());
         for (label, value) in std::mem::take(selector) {
-            match label.as_str().and_then(|l| l.strip_prefix(&old_prefix)) {
-                Some(rest) => {
-                    let new = format!("{GROUP}/{rest}");
+            match label.as_str().and_then(|l| Some((l, current_group(l)?))) {
+                Some((old, new)) => {
                     outcome.notes.push(format!(
-                        "spec.selector: label {OLD_GROUP}/{rest} → {new}: the Spin operator labels pods with {GROUP} \
-                         names now, so the old label selects no pod"
+                        "spec.selector: label {old} → {new}: the Spin operator labels pods with {GROUP} names now, \
+                         so the old label selects no pod"
                     ));
                     rebuilt.insert(new.into(), value);
                     outcome.changed = true;
@@ -246,11 +245,8 @@ mod tests {
 
     #[test]
     fn api_versions_of_the_old_group_are_rewritten_only() {
-        assert_eq!(
-            current_api_version("core.spinoperator.dev/v1alpha1").as_deref(),
-            Some("core.spinkube.dev/v1alpha1")
-        );
-        assert_eq!(current_api_version("core.spinkube.dev/v1alpha1"), None);
-        assert_eq!(current_api_version("core.spinoperator.devx/v1"), None);
+        assert_eq!(current_group("core.spinoperator.dev/v1alpha1").as_deref(), Some("core.spinkube.dev/v1alpha1"));
+        assert_eq!(current_group("core.spinkube.dev/v1alpha1"), None);
+        assert_eq!(current_group("core.spinoperator.devx/v1"), None);
     }
 }
