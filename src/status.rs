@@ -203,8 +203,8 @@ fn line(out: &mut String, points: &[Sample], x0: f64, max: f64, value: fn(&Sampl
     out.push_str("\"/>");
 }
 
-/// HTML text and attribute escaping.
-fn escape(text: &str) -> String {
+/// HTML (and SVG) text and attribute escaping.
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -185,7 +185,7 @@ impl Hub {
             ),
             SourceKey::Kafka(source) => {
                 let (cycles_tx, cycles) = watch::channel(None);
-                let membership = self.join_cluster(source, s, cycles_tx);
+                let membership = self.join_cluster(source, s, cycle, cycles_tx);
                 let task = tokio::spawn(run_kafka(source.clone(), s.tail_fetch_wait.0, cycles, tx).instrument(span));
                 return Collector { key, state: rx, task, _membership: Some(membership) };
             }
@@ -195,11 +195,13 @@ impl Hub {
 }
 
 impl Hub {
-    /// Adds `source` to its cluster's offsets cycle, starting the cycle if it is the first.
+    /// Adds `source` to its cluster's offsets cycle, starting the cycle (timed into `cycle`) if it is
+    /// the first.
     fn join_cluster(
         &self,
         source: &KafkaSource,
         settings: &CollectorSettings,
+        cycle: Histogram,
         cycles: watch::Sender<CycleResult>,
     ) -> Membership {
         let mut clusters = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
@@ -210,7 +212,6 @@ impl Hub {
                 clusters.retain(|_, c| c.strong_count() > 0);
                 let shared = Arc::new(ClusterShared::default());
                 let span = info_span!("kafka_cluster", bootstrap = %source.bootstrap_servers);
-                let cycle = self.telemetry.source_cycle("kafka");
                 let run = run_cluster(address.clone(), settings.clone(), cycle, shared.clone());
                 let cluster = Arc::new(Cluster { shared, task: tokio::spawn(run.instrument(span)) });
                 clusters.insert(address, Arc::downgrade(&cluster));

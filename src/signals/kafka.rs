@@ -86,12 +86,10 @@ impl ClusterReader {
         let fail_all = |e: OffsetsError| sources.iter().map(|_| Err(e.clone())).collect();
         // Any broker can answer Metadata. A request that went to a broker just lost fails the whole
         // cycle, every source of the cluster with it: ask once more, librdkafka then picks another.
-        let metadata = match self.cluster.fetch_metadata(None, self.timeout) {
+        let fetch = || self.cluster.fetch_metadata(None, self.timeout);
+        let metadata = match fetch().or_else(|_| fetch()) {
             Ok(m) => m,
-            Err(_) => match self.cluster.fetch_metadata(None, self.timeout) {
-                Ok(m) => m,
-                Err(e) => return fail_all(OffsetsError::Metadata(kafka_cause(&e))),
-            },
+            Err(e) => return fail_all(OffsetsError::Metadata(kafka_cause(&e))),
         };
         if let Err(e) = self.prepare_groups(sources) {
             return fail_all(e);

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::report::PolicySummary;
+use crate::status::escape;
 
 const W: f64 = 640.0;
 const H: f64 = 420.0;
@@ -47,8 +48,4 @@ pub fn svg(title: &str, summaries: &[PolicySummary], by_memory: bool) -> String 
     }
     out.push_str("</svg>\n");
     out
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
