@@ -172,6 +172,20 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// The trigger key `key` names `name`, which `section` does not define; the error lists what it does.
+fn unknown_name<'a>(
+    key: &str,
+    name: &str,
+    what: &str,
+    section: &str,
+    defined: impl Iterator<Item = &'a String>,
+) -> InvalidMetadata {
+    let defined: Vec<&str> = defined.map(String::as_str).collect();
+    let defined = if defined.is_empty() { "none".to_string() } else { defined.join(", ") };
+    let message = format!("{name:?} is not {what}: {section} defines {defined}");
+    InvalidMetadata { problems: vec![Problem { key: key.into(), message }], hints: vec![] }
+}
+
 /// `namespace/name`, both parts non-empty, as `(namespace, name)`.
 pub fn split_namespaced(text: &str) -> Option<(&str, &str)> {
     text.split_once('/').filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
@@ -238,15 +252,7 @@ impl Config {
         };
         match self.profiles.get(name.trim()) {
             Some(keys) => Ok(Cow::Owned(self.merged_defaults(keys))),
-            None => {
-                let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
-                let message = if known.is_empty() {
-                    format!("{name:?} is not a profile: the config defines none")
-                } else {
-                    format!("{name:?} is not a profile: the config defines {}", known.join(", "))
-                };
-                Err(InvalidMetadata { problems: vec![Problem { key: target::PROFILE.into(), message }], hints: vec![] })
-            }
+            None => Err(unknown_name(target::PROFILE, name, "a profile", "the config", self.profiles.keys())),
         }
     }
 
@@ -259,15 +265,13 @@ impl Config {
                 kafka.security = Some(connection.clone());
                 Ok(())
             }
-            None => {
-                let known: Vec<&str> = self.kafka_connections.keys().map(String::as_str).collect();
-                let defined = if known.is_empty() { "none".to_string() } else { known.join(", ") };
-                let message = format!("{name:?} is not a connection: the config's kafkaConnections defines {defined}");
-                Err(InvalidMetadata {
-                    problems: vec![Problem { key: target::KAFKA_CONNECTION.into(), message }],
-                    hints: vec![],
-                })
-            }
+            None => Err(unknown_name(
+                target::KAFKA_CONNECTION,
+                name,
+                "a connection",
+                "the config's kafkaConnections",
+                self.kafka_connections.keys(),
+            )),
         }
     }
 
