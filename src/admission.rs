@@ -13,6 +13,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use crate::duration;
+use crate::grpc::UNARY_PATHS;
 use crate::registry::Registry;
 
 /// The layer; limits are read from the registry's config on every call, so reloads apply.
@@ -51,12 +52,6 @@ impl Drop for Slot {
     }
 }
 
-const UNARY: [&str; 3] = [
-    "/externalscaler.ExternalScaler/IsActive",
-    "/externalscaler.ExternalScaler/GetMetricSpec",
-    "/externalscaler.ExternalScaler/GetMetrics",
-];
-
 impl<S, B> Service<http::Request<B>> for Admission<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
@@ -72,7 +67,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if !UNARY.contains(&request.uri().path()) {
+        if !UNARY_PATHS.contains(&request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
         let limits = self.layer.registry.config().limits.clone();

@@ -24,6 +24,17 @@ use crate::telemetry::Telemetry;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// The HTTP paths of the ExternalScaler methods that answer once.
+pub const UNARY_PATHS: [&str; 3] = [
+    "/externalscaler.ExternalScaler/IsActive",
+    "/externalscaler.ExternalScaler/GetMetricSpec",
+    "/externalscaler.ExternalScaler/GetMetrics",
+];
+
+/// The HTTP paths of its streaming methods.
+pub const STREAM_PATHS: [&str; 2] =
+    ["/externalscaler.ExternalScaler/StreamIsActive", "/externalscaler.ExternalScaler/StreamMetricSpec"];
+
 /// The gRPC service. Cheap to clone.
 #[derive(Clone)]
 pub struct Scaler {

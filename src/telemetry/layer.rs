@@ -9,6 +9,7 @@ use std::time::Instant;
 use tower::{Layer, Service};
 
 use super::Telemetry;
+use crate::grpc::{STREAM_PATHS, UNARY_PATHS};
 
 /// Counts and times every call to the gRPC server it wraps.
 #[derive(Clone)]
@@ -66,16 +67,9 @@ where
 
 /// A fixed set of values, so a client sending junk paths cannot grow the label set.
 fn method_label(path: &str) -> &'static str {
-    const KNOWN: [&str; 7] = [
-        "/externalscaler.ExternalScaler/IsActive",
-        "/externalscaler.ExternalScaler/StreamIsActive",
-        "/externalscaler.ExternalScaler/GetMetricSpec",
-        "/externalscaler.ExternalScaler/GetMetrics",
-        "/externalscaler.ExternalScaler/StreamMetricSpec",
-        "/grpc.health.v1.Health/Check",
-        "/grpc.health.v1.Health/Watch",
-    ];
-    KNOWN.iter().find(|k| **k == path).and_then(|k| k.rsplit('/').next()).unwrap_or("unknown")
+    const HEALTH: [&str; 2] = ["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"];
+    let known = UNARY_PATHS.iter().chain(&STREAM_PATHS).chain(&HEALTH);
+    known.copied().find(|k| *k == path).and_then(|k| k.rsplit('/').next()).unwrap_or("unknown")
 }
 
 /// gRPC's canonical code names, as grpc-go spells them.
