@@ -673,13 +673,13 @@ impl Reader<'_> {
 
     // --- typed lookups ---
 
-    /// The value of `key` (or its KEDA alias), then the default; blank counts as unset.
     /// A comma list (items trimmed, empty ones dropped); empty when the key is not set.
     fn list(&mut self, key: &str) -> Vec<String> {
         let text = self.text(key).unwrap_or_default();
         text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect()
     }
 
+    /// The value of `key` (or its KEDA alias), then the default; blank counts as unset.
     fn text(&mut self, key: &str) -> Option<String> {
         let own = self.metadata.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
         let alias = ALIASES.iter().find(|(k, _)| *k == key).map(|(_, a)| *a);
@@ -755,9 +755,8 @@ impl Reader<'_> {
 
     /// `k1=v1,k2=v2`.
     fn pairs(&mut self, key: &str) -> Vec<(String, String)> {
-        let Some(raw) = self.text(key) else { return Vec::new() };
         let mut pairs = Vec::new();
-        for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        for item in self.list(key) {
             match item.split_once('=') {
                 Some((k, v)) if !k.trim().is_empty() => pairs.push((k.trim().to_string(), v.trim().to_string())),
                 _ => self.problem(key, format!("item {item:?} is not of the form key=value")),
