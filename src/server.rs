@@ -12,7 +12,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::Html;
+use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -208,28 +208,19 @@ async fn peer_demand(State(registry): State<Arc<Registry>>, Json(demand): Json<D
     StatusCode::NO_CONTENT
 }
 
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], registry.telemetry().encode())
+}
+
+async fn status_json(State(registry): State<Arc<Registry>>) -> Json<Vec<status::TargetStatus>> {
+    Json(status::snapshot(&registry))
+}
+
+async fn status_page(State(registry): State<Arc<Registry>>) -> Html<String> {
+    Html(status::html(&status::snapshot(&registry)))
+}
+
 fn http_router(registry: Arc<Registry>, shutdown: CancellationToken) -> Router {
-    let metrics = {
-        let registry = registry.clone();
-        move || {
-            let body = registry.telemetry().encode();
-            async move { ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], body) }
-        }
-    };
-    let status_json = {
-        let registry = registry.clone();
-        move || {
-            let rows = status::snapshot(&registry);
-            async move { Json(rows) }
-        }
-    };
-    let status_page = {
-        let registry = registry.clone();
-        move || {
-            let page = status::html(&status::snapshot(&registry));
-            async move { Html(page) }
-        }
-    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
