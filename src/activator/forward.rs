@@ -17,7 +17,7 @@ use tracing::{debug, info};
 use super::Activator;
 use super::body::{Lender, ProxyBody};
 use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
-use super::proxy::{Refusal, until_ready};
+use super::proxy::until_ready;
 use super::reply;
 use super::stats::InFlight;
 use super::target::{Settings, Target};
@@ -87,11 +87,9 @@ impl Forward<'_> {
                         self.held = waited.or(self.held);
                         continue;
                     }
-                    Err(Refusal::TimedOut) => return reply::timed_out(&self.target.id, self.arrived.elapsed()),
-                    Err(Refusal::Full) => return reply::full(&self.target.id, self.settings.route.max_held),
-                    Err(Refusal::Shutdown) => return reply::shutting_down(&self.target.id),
-                    Err(Refusal::Removed) => {
-                        return reply::bad_gateway(&self.target.id, &self.settings.route.backend, &error);
+                    Err(refusal) => {
+                        let gone = || reply::bad_gateway(&self.target.id, &self.settings.route.backend, &error);
+                        return refusal.reply(self.target, self.settings, self.arrived, gone);
                     }
                 }
             }

@@ -33,10 +33,9 @@ pub(super) async fn handle(
     let settings = target.settings();
     let held = match until_ready(&activator, &target, &settings, arrived).await {
         Ok(held) => held,
-        Err(Refusal::Full) => return reply::full(&target.id, settings.route.max_held),
-        Err(Refusal::Removed) => return reply::no_route(&host, request.uri().path()),
-        Err(Refusal::Shutdown) => return reply::shutting_down(&target.id),
-        Err(Refusal::TimedOut) => return reply::timed_out(&target.id, arrived.elapsed()),
+        Err(refusal) => {
+            return refusal.reply(&target, &settings, arrived, || reply::no_route(&host, request.uri().path()));
+        }
     };
     drop(host); // it borrows `request`, which the forward takes
     let forward = Forward {
@@ -57,6 +56,24 @@ pub(super) enum Refusal {
     Removed,
     Shutdown,
     TimedOut,
+}
+
+impl Refusal {
+    /// The reply to a request refused while held; `removed` is the one for a route that went.
+    pub(super) fn reply(
+        self,
+        target: &Target,
+        settings: &Settings,
+        arrived: Instant,
+        removed: impl FnOnce() -> Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        match self {
+            Refusal::Full => reply::full(&target.id, settings.route.max_held),
+            Refusal::Removed => removed(),
+            Refusal::Shutdown => reply::shutting_down(&target.id),
+            Refusal::TimedOut => reply::timed_out(&target.id, arrived.elapsed()),
+        }
+    }
 }
 
 /// Waits (held) until the target's backend is ready, waking the target on the first hold.
