@@ -21,9 +21,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpSocket;
 
-use super::Rng;
 use super::report::Report;
 use super::server::{CONFIG, ServerProcess};
+use super::{Rng, schedule};
 
 /// The sizes of one activator run.
 #[derive(Clone, Copy, Debug)]
@@ -142,14 +142,6 @@ fn reserve_ports(n: usize) -> anyhow::Result<Vec<(TcpSocket, u16)>> {
             Ok((socket, port))
         })
         .collect()
-}
-
-/// `n` indices at shuffled offsets within `spread`, earliest first: the same schedule every run.
-fn schedule(n: usize, spread: Duration, seed: u64) -> Vec<(Duration, usize)> {
-    let mut rng = Rng(seed);
-    let mut order: Vec<(Duration, usize)> = (0..n).map(|i| (spread.mul_f64(rng.unit()), i)).collect();
-    order.sort();
-    order
 }
 
 /// A note with one of the goals and where this run landed.

@@ -117,6 +117,14 @@ fn finish(report: &Report, args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `n` indices at shuffled offsets within `spread`, earliest first: the same schedule every run.
+fn schedule(n: usize, spread: Duration, seed: u64) -> Vec<(Duration, usize)> {
+    let mut rng = Rng(seed);
+    let mut order: Vec<(Duration, usize)> = (0..n).map(|i| (spread.mul_f64(rng.unit()), i)).collect();
+    order.sort();
+    order
+}
+
 /// A small deterministic generator (xorshift): the same schedule every run.
 struct Rng(u64);
 

@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 use super::report::{Report, ms, ms_value};
 use super::server::ServerProcess;
-use super::{Plan, Rng, percentile};
+use super::{Plan, Rng, percentile, schedule};
 use crate::embedded::Exposition;
 use crate::grpc::scaled_object_ref;
 use crate::proto::ScaledObjectRef;
@@ -164,11 +164,8 @@ async fn fire_events(wakes: &Wakes, plan: &Plan, bootstrap: &str, endpoints: &[E
     let producer: BaseProducer =
         ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "0").create()?;
     let n = plan.wakeups;
-    let mut rng = Rng(0xfeed_beef);
-    let mut order: Vec<(Duration, usize)> = (0..2 * n).map(|i| (plan.spread.mul_f64(rng.unit()), i)).collect();
-    order.sort();
     let start = tokio::time::Instant::now();
-    for (at, i) in order {
+    for (at, i) in schedule(2 * n, plan.spread, 0xfeed_beef) {
         tokio::time::sleep_until(start + at).await;
         let now = Instant::now();
         if i < n {
