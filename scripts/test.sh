@@ -21,7 +21,7 @@ export SPINSCALE_REQUIRE_COMPONENTS=1
 echo "--- cargo fmt --check"
 cargo fmt --all -- --check
 echo "--- cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "--- cargo test"
-cargo test --all-targets --locked
-cargo test --doc --locked
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked

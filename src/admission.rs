@@ -12,9 +12,9 @@ use std::task::{Context, Poll};
 use tonic::Status;
 use tower::{Layer, Service};
 
-use crate::duration;
 use crate::grpc::UNARY_PATHS;
 use crate::registry::Registry;
+use spinscale_core::duration;
 
 /// The layer; limits are read from the registry's config on every call, so reloads apply.
 #[derive(Clone)]

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::signals::kafka_security::KafkaConnection;
-use crate::target::{InvalidMetadata, Problem};
-use crate::{duration, target};
+use spinscale_core::duration::{self, Dur};
+use spinscale_core::spec as target;
+use spinscale_core::spec::kafka_connection::KafkaConnection;
+use spinscale_core::spec::{InvalidMetadata, Problem};
 
 /// The whole tuning config.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -31,7 +32,7 @@ pub struct Config {
     pub targets: TargetSettings,
     /// Knobs of the predictive engine (idle-time model, forecast, schedules).
     #[serde(default)]
-    pub engine: crate::engine::EngineSettings,
+    pub engine: spinscale_core::engine::EngineSettings,
     #[serde(default)]
     pub limits: LimitSettings,
     /// Named Kafka connections (TLS, SASL; secrets in files), picked by `kafkaConnection: NAME`.
@@ -161,17 +162,6 @@ impl Default for TargetSettings {
     }
 }
 
-/// A Go-style duration in the file (`"2s"`, `"500ms"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        duration::parse(&text).map(Dur).map_err(serde::de::Error::custom)
-    }
-}
-
 /// The trigger key `key` names `name`, which `section` does not define; the error lists what it does.
 fn unknown_name<'a>(
     key: &str,
@@ -193,17 +183,17 @@ pub fn split_namespaced(text: &str) -> Option<(&str, &str)> {
 
 impl StaticRoute {
     /// The activator's route, checked: `scaledObject` is `namespace/name`, the backend an http URL.
-    pub fn to_route(&self) -> Result<crate::activator::Route, String> {
+    pub fn to_route(&self) -> Result<spinscale_activator::Route, String> {
         if split_namespaced(&self.scaled_object).is_none() {
             return Err(format!("scaledObject: {:?} is not namespace/name", self.scaled_object));
         }
-        let backend = crate::activator::parse_backend(&self.backend).map_err(|e| format!("backend: {e}"))?;
-        let mut route = crate::activator::Route::new(self.scaled_object.clone(), self.hosts.clone(), backend);
+        let backend = spinscale_core::spec::parse_backend(&self.backend).map_err(|e| format!("backend: {e}"))?;
+        let mut route = spinscale_activator::Route::new(self.scaled_object.clone(), self.hosts.clone(), backend);
         route.path_prefixes = self.path_prefixes.clone();
         route.hold_timeout = self.hold_timeout.map_or(route.hold_timeout, |d| d.0);
         route.max_held = self.max_held.unwrap_or(route.max_held);
         route.cold_start_header = self.cold_start_header.unwrap_or(route.cold_start_header);
-        crate::activator::check_route(&route)?;
+        spinscale_activator::check_route(&route)?;
         Ok(route)
     }
 }

@@ -4,39 +4,34 @@
 //! from signals it watches itself (Prometheus request rate, Kafka consumer lag) and pushes
 //! "active" over `StreamIsActive` the moment an app must wake up.
 //!
-//! - [`target`]: trigger metadata → a validated spec;
-//! - [`signals`]: one collector per distinct source;
-//! - [`engine`]: the pure decision;
-//! - [`registry`]: live targets and their decision channels;
-//! - [`grpc`]: KEDA's `ExternalScaler` service;
-//! - [`telemetry`]: the `/metrics` exporter; [`history`]: the last hour per target;
-//! - [`server`]: wiring and graceful shutdown; [`demo`]: everything embedded;
+//! The flow, one way: trigger spec (`spinscale_core::spec`) → [`signals`] → engine
+//! (`spinscale_core::engine`) → [`registry`] → [`grpc`] / [`telemetry`] and [`status`] / the
+//! activator (`spinscale_activator`) → [`server`].
+//!
+//! - [`config`]: the tuning file and its defaults; [`reload`]: following it live;
+//! - [`signals`]: one collector per distinct source (Prometheus, exposition scrape, Kafka);
+//! - [`registry`]: live targets, their tasks and decision channels, activator routes, peer demand;
+//! - [`grpc`]: KEDA's `ExternalScaler` service; [`admission`]: its load shedding;
+//! - [`telemetry`]: the `/metrics` families; [`history`]: the last hour per target; [`status`]: the page;
+//! - [`peers`]: demand shared between replicas; [`tls`]: certificates that reload;
+//! - [`server`]: wiring and graceful shutdown;
 //! - [`sim`]: `spinscale simulate`, trace replay through the engine on a virtual clock;
-//! - [`convert`]: `spinscale convert`, KEDA prometheus/kafka manifests rewritten for spinscale;
-//! - [`activator`]: the HTTP reverse proxy that holds requests while an app wakes from zero.
+//! - [`convert`]: `spinscale convert`, KEDA prometheus/kafka manifests rewritten for spinscale.
+//!
+//! Module arrows point one way; `docs/architecture.md` lists who may use whom.
 
-#![forbid(unsafe_code)]
-
-pub mod activator;
 pub mod admission;
-pub mod bench;
 pub mod config;
 pub mod convert;
-pub mod demo;
-pub mod duration;
-pub mod embedded;
-pub mod engine;
 pub mod grpc;
 pub mod history;
 pub mod peers;
-pub mod quantity;
 pub mod registry;
 pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod sim;
 pub mod status;
-pub mod target;
 pub mod telemetry;
 pub mod tls;
 

@@ -87,7 +87,7 @@ impl Peers {
             PeerList::Static(peers) => return peers.clone(),
             PeerList::Service { name, port } => (name, *port),
         };
-        if let Some((at, cached)) = self.resolved.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        if let Some((at, cached)) = self.resolved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
             && at.elapsed() < DNS_CACHE
         {
             return cached.clone();
@@ -99,7 +99,8 @@ impl Peers {
                 Vec::new()
             }
         };
-        *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), resolved.clone()));
+        *self.resolved.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((Instant::now(), resolved.clone()));
         resolved
     }
 }

@@ -21,17 +21,18 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::activator::endpoints;
 use crate::admission::AdmissionLayer;
 use crate::config::Config;
+use crate::grpc::GrpcMetricsLayer;
 use crate::grpc::Scaler;
 use crate::peers::{Demand, PeerList, Peers};
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::registry::Registry;
 use crate::reload::{self, ConfigSource};
 use crate::status;
-use crate::telemetry::{self, GrpcMetricsLayer};
+use crate::telemetry;
 use crate::tls::{self, Certificates, TlsFiles};
+use spinscale_activator::endpoints;
 
 /// How long shutdown waits for connections to drain before giving up on them.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);

@@ -80,7 +80,7 @@ impl TlsFiles {
 
 fn read_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .and_then(std::iter::Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| file_error(flag, path, e))?;
     if certs.is_empty() {
         return Err(file_error(flag, path, "no PEM certificate in the file"));
@@ -106,7 +106,7 @@ impl Certificates {
     }
 
     fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        TlsAcceptor::from(self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
     }
 
     /// Re-reads the files whenever their contents change, until `shutdown`.
@@ -124,7 +124,7 @@ impl Certificates {
             }
             match self.files.load() {
                 Ok(config) => {
-                    *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+                    *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
                     info!("TLS certificates reloaded");
                 }
                 // A half-written set (cert updated, key not yet) fails here and loads on a later tick.

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use spinscale::activator::{Activator, Route, RouteError};
+use spinscale_activator::{Activator, Route, RouteError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,7 @@ impl Proxy {
     }
 
     fn route(&self, target: &str, hosts: &[&str], backend: SocketAddr) -> Route {
-        let route = Route::new(target, hosts.iter().map(|h| h.to_string()).collect(), uri(backend));
+        let route = Route::new(target, hosts.iter().map(std::string::ToString::to_string).collect(), uri(backend));
         self.activator.set_route(route.clone()).unwrap();
         route
     }

@@ -7,7 +7,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use spinscale::activator::endpoints;
+use spinscale_activator::endpoints;
 use support::kube::RecordedApi;
 use support::until;
 use tokio_util::sync::CancellationToken;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use spinscale::embedded::free_port;
 use spinscale::proto::external_scaler_client::ExternalScalerClient;
+use spinscale_testkit::free_port;
 use support::so_ref;
 use tokio::net::TcpListener;
 

@@ -15,9 +15,9 @@ use std::process::{Command, Output, Stdio};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressTLS};
 use manifests::{ScaledObject, SpinApp, Trigger};
-use spinscale::activator::{Activator, Route};
 use spinscale::convert::{COMMENT_PREFIX, Converted, DEFAULT_SCALER_ADDRESS, Options, convert};
-use spinscale::target::{HttpRoute, MetricsMode, OffsetResetPolicy, TargetSpec};
+use spinscale_activator::Activator;
+use spinscale_core::spec::{HttpRoute, MetricsMode, OffsetResetPolicy, TargetSpec};
 
 fn fixture(name: &str) -> (PathBuf, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/convert").join(name);
@@ -367,10 +367,10 @@ fn route_of(trigger: &Trigger, expected: &[(&str, &str)]) -> HttpRoute {
 }
 
 /// Installs the routes in a real activator, as spinscale does when KEDA first calls for each target.
-fn install(routes: &[(&str, &HttpRoute)]) -> Result<(), spinscale::activator::RouteError> {
+fn install(routes: &[(&str, &HttpRoute)]) -> Result<(), spinscale_activator::RouteError> {
     let activator = Activator::new(std::sync::Arc::new(|_: &str| {}));
     for (target, http) in routes {
-        activator.set_route(Route::of_trigger(*target, http))?;
+        activator.set_route(spinscale::registry::trigger_route(*target, http))?;
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use manifests::{Kustomization, PrometheusRule, ScaledObject, ServiceMonitor, Spi
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spinscale::config::Config;
-use spinscale::target::TargetSpec;
+use spinscale_core::spec::TargetSpec;
 
 const NAMESPACE: &str = "spinscale";
 
@@ -138,7 +138,7 @@ impl Bundle {
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => self.role_bindings.push(built_in(doc, origin)),
             ("rbac.authorization.k8s.io/v1", "ClusterRole") => self.cluster_roles.push(built_in(doc, origin)),
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-                self.cluster_role_bindings.push(built_in(doc, origin))
+                self.cluster_role_bindings.push(built_in(doc, origin));
             }
             ("policy/v1", "PodDisruptionBudget") => self.disruption_budgets.push(built_in(doc, origin)),
             ("core.spinkube.dev/v1alpha1", "SpinApp") => self.spin_apps.push(manifests::typed(doc, origin)),
@@ -624,7 +624,7 @@ fn the_role_binding_lets_the_deployment_service_account_read_configmaps() {
         .rules
         .iter()
         .flatten()
-        .filter(|r| r.api_groups.iter().flatten().any(|g| g.is_empty()))
+        .filter(|r| r.api_groups.iter().flatten().any(std::string::String::is_empty))
         .filter(|r| r.resources.iter().flatten().any(|res| res == "configmaps"))
         .flat_map(|r| r.verbs.iter().map(String::as_str))
         .collect();

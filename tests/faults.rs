@@ -50,8 +50,8 @@ use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use spinscale::config::Config;
-use spinscale::embedded::Exposition;
 use spinscale::proto::{GetMetricsRequest, ScaledObjectRef};
+use spinscale_testkit::Exposition;
 use support::*;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -791,7 +791,7 @@ async fn kafka_list_offsets_refused_by_the_broker() {
         "kafka ListOffsets refused",
         |mock| {
             let refusals = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1000];
-            mock.request_errors(RDKafkaApiKey::ListOffsets, &refusals)
+            mock.request_errors(RDKafkaApiKey::ListOffsets, &refusals);
         },
         During::Unavailable("events/0"),
         |mock| mock.clear_request_errors(RDKafkaApiKey::ListOffsets),

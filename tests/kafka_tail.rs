@@ -86,6 +86,7 @@ async fn the_tail_watch_restarts_after_each_catch_up_and_never_commits_for_the_g
     tpl.add_partition(TOPIC, 0);
     tpl.add_partition(TOPIC, 1);
     let committed = observer.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
-    let offsets: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    let offsets: Vec<Offset> =
+        committed.elements().iter().map(rdkafka::topic_partition_list::TopicPartitionListElem::offset).collect();
     assert_eq!(offsets, vec![Offset::Offset(0), Offset::Offset(3)], "only the app's own commits");
 }

@@ -76,7 +76,7 @@ async fn a_mounted_config_change_applies_live_and_a_bad_one_is_rejected_whole() 
     let mut client = connect(&server).await;
     let bootstrap = kafka.bootstrap();
     let r = so_ref("orders", &kafka_meta(&bootstrap, "billing", "orders"));
-    let first = poll_until(&mut client, &r, Duration::from_secs(5), |p| p.is_ok()).await.expect("poll");
+    let first = poll_until(&mut client, &r, Duration::from_secs(5), std::result::Result::is_ok).await.expect("poll");
     assert!(!first.active, "lag 5 is not above the default activation threshold 10");
     let mut stream = client.stream_is_active(r.clone()).await.expect("stream").into_inner();
 
@@ -175,7 +175,7 @@ async fn a_watched_configmap_applies_changes_rejects_bad_ones_and_rewatches_afte
     let mut client = connect(&server).await;
     let bootstrap = kafka.bootstrap();
     let r = so_ref("orders", &kafka_meta(&bootstrap, "billing", "orders"));
-    let first = poll_until(&mut client, &r, Duration::from_secs(5), |p| p.is_ok()).await.expect("poll");
+    let first = poll_until(&mut client, &r, Duration::from_secs(5), std::result::Result::is_ok).await.expect("poll");
     assert!(!first.active);
     let mut stream = client.stream_is_active(r.clone()).await.expect("stream").into_inner();
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use spinscale::embedded::Exposition;
+use spinscale_testkit::Exposition;
 use support::*;
 use tonic::Code;
 
@@ -106,7 +106,7 @@ async fn prometheus_down_is_unavailable_never_a_silent_zero() {
     let r = so_ref("ready", &query_meta(&prometheus.address, "rps_gauge", &[]));
 
     prometheus.stop();
-    let down = poll_until(&mut client, &r, Duration::from_secs(5), |p| p.is_err()).await.unwrap_err();
+    let down = poll_until(&mut client, &r, Duration::from_secs(5), std::result::Result::is_err).await.unwrap_err();
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
     assert!(down.message().contains(&format!("prometheus {}", prometheus.address)), "{down:?}");
     assert!(down.message().contains("Connection refused") || down.message().contains("connect"), "{down:?}");

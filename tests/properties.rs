@@ -15,12 +15,12 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::{Value, json};
 use spinscale::config::{Config, ConfigError};
-use spinscale::engine::lag::summarize;
-use spinscale::engine::schedule::Schedule;
-use spinscale::engine::{EngineSettings, Inputs, LagSummary, Now, PartitionOffsets, TargetEngine, decide};
 use spinscale::signals::prometheus::interpret;
 use spinscale::signals::scrape::{CounterRate, matching_series};
-use spinscale::target::{
+use spinscale_core::engine::lag::summarize;
+use spinscale_core::engine::{EngineSettings, Inputs, LagSummary, Now, PartitionOffsets, TargetEngine, decide};
+use spinscale_core::spec::schedule::Schedule;
+use spinscale_core::spec::{
     ALIASES, KEYS, LagRules, MetricName, OffsetResetPolicy, PredictiveMode, PredictiveSpec, RateRules, TargetSpec,
 };
 

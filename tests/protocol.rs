@@ -205,18 +205,18 @@ async fn kafka_down_is_unavailable_naming_the_source_and_recovers() {
     keda_poll(&mut client, &r).await.expect("healthy at first");
 
     kafka.mock.broker_down(1).unwrap();
-    let down = poll_until(&mut client, &r, Duration::from_secs(10), |p| p.is_err()).await.unwrap_err();
+    let down = poll_until(&mut client, &r, Duration::from_secs(10), std::result::Result::is_err).await.unwrap_err();
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
     assert!(down.message().contains(&format!("kafka {bootstrap}")), "{down:?}");
     let down_active = client.is_active(r.clone()).await.unwrap_err();
     assert_eq!(down_active.code(), Code::Unavailable, "never a silent false");
 
     kafka.mock.broker_up(1).unwrap();
-    poll_until(&mut client, &r, Duration::from_secs(10), |p| p.is_ok()).await.unwrap();
+    poll_until(&mut client, &r, Duration::from_secs(10), std::result::Result::is_ok).await.unwrap();
 
-    let nowhere = format!("127.0.0.1:{}", spinscale::embedded::free_port().unwrap());
+    let nowhere = format!("127.0.0.1:{}", spinscale_testkit::free_port().unwrap());
     let r = so_ref("nowhere", &kafka_meta(&nowhere, GROUP, TOPIC));
-    let status = poll_until(&mut client, &r, Duration::from_secs(10), |p| p.is_err()).await.unwrap_err();
+    let status = poll_until(&mut client, &r, Duration::from_secs(10), std::result::Result::is_err).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains(&nowhere), "{status:?}");
 }

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use spinscale::config::Config;
-use spinscale::embedded::PrometheusProcess;
+use spinscale_testkit::PrometheusProcess;
 use support::{Kafka, components_required, connect, kafka_meta, keda_poll, poll_until, so_ref, start_server};
 
 /// Three hours of a counter at one sample a minute: two busy minutes (10 requests/s) every 15.
@@ -56,7 +56,7 @@ async fn a_restarted_server_learns_the_targets_past_from_prometheus() {
         let server = start_server(config).await;
         let mut client = connect(&server).await;
         let r = so_ref("api", &meta);
-        poll_until(&mut client, &r, Duration::from_secs(5), |p| p.is_ok()).await.expect("poll");
+        poll_until(&mut client, &r, Duration::from_secs(5), std::result::Result::is_ok).await.expect("poll");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut gaps = learned_gaps(&server).await;
         while expect_gaps && gaps.unwrap_or(0) < 10 && std::time::Instant::now() < deadline {

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use spinscale::embedded::Exposition;
+use spinscale_testkit::Exposition;
 use support::*;
 use tonic::Code;
 
@@ -149,7 +149,7 @@ async fn the_first_request_after_idleness_is_pushed_within_one_scrape_interval()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_endpoint_is_unavailable_naming_its_url() {
     let good = Exposition::start(&counters(&[("app=\"a\"", 1)])).await.unwrap();
-    let port = spinscale::embedded::free_port().unwrap();
+    let port = spinscale_testkit::free_port().unwrap();
     let server = start_server(scrape_config()).await;
     let mut client = connect(&server).await;
     let dead = format!("http://127.0.0.1:{port}/metrics");

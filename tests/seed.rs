@@ -7,7 +7,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use spinscale::embedded::{Exposition, free_port};
+use spinscale_testkit::{Exposition, free_port};
 use support::*;
 use tonic::Code;
 
@@ -76,7 +76,7 @@ async fn seed_trigger_values_work_end_to_end_and_sigterm_ends_streams_with_ok() 
     // Specs, then idle values (Prometheus needs a few seconds for its first scrapes).
     let specs = client.get_metric_spec(r.clone()).await.unwrap().into_inner().metric_specs;
     assert_eq!(specs.iter().map(|s| s.metric_name.as_str()).collect::<Vec<_>>(), ["spinscale-replicas"]);
-    let idle = poll_until(&mut client, &r, Duration::from_secs(40), |p| p.is_ok()).await.unwrap();
+    let idle = poll_until(&mut client, &r, Duration::from_secs(40), std::result::Result::is_ok).await.unwrap();
     assert_eq!((idle.values["spinscale-replicas"], idle.active), (0.0, false));
 
     // The first record on the idle topic is pushed within one Kafka interval (1 s by default).
@@ -122,7 +122,7 @@ async fn seed_trigger_values_work_end_to_end_and_sigterm_ends_streams_with_ok() 
 
     // Prometheus down: UNAVAILABLE naming it, never a silent 0 (Kafka still says active).
     prometheus.stop();
-    let down = poll_until(&mut client, &r, Duration::from_secs(10), |p| p.is_err()).await.unwrap_err();
+    let down = poll_until(&mut client, &r, Duration::from_secs(10), std::result::Result::is_err).await.unwrap_err();
     assert_eq!(down.code(), Code::Unavailable);
     assert!(down.message().contains("prometheus"), "{down:?}");
 

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use spinscale::engine::EngineSettings;
 use spinscale::sim::hindsight;
 use spinscale::sim::policy::PolicyKind;
 use spinscale::sim::trace::{self, LoadOptions};
 use spinscale::sim::{SimulateArgs, simulate};
-use spinscale::target::RateRules;
+use spinscale_core::engine::EngineSettings;
+use spinscale_core::spec::RateRules;
 
 /// The traces folder, or `None` (after printing why) when it is missing outside CI.
 fn traces() -> Option<PathBuf> {

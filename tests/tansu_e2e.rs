@@ -20,7 +20,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use spinscale::config::Config;
-use spinscale::embedded::free_port;
+use spinscale_testkit::free_port;
 use support::{connect, kafka_meta, poll_until, so_ref, start_server};
 
 struct Tansu {
@@ -126,7 +126,8 @@ async fn a_real_broker_lag_wakes_the_app_and_a_real_consumer_puts_it_back_to_sle
     let mut meta = kafka_meta(&broker.bootstrap, "billing", "orders");
     meta.extend([("offsetResetPolicy", "earliest"), ("lagThreshold", "10")]);
     let r = so_ref("orders", &meta);
-    let idle = poll_until(&mut keda, &r, Duration::from_secs(10), |p| p.is_ok()).await.expect("first poll");
+    let idle =
+        poll_until(&mut keda, &r, Duration::from_secs(10), std::result::Result::is_ok).await.expect("first poll");
     assert!(!idle.active, "an empty topic is idle: {idle:?}");
     let mut stream = keda.stream_is_active(r.clone()).await.expect("stream").into_inner();
 
@@ -164,7 +165,7 @@ async fn a_real_broker_lag_wakes_the_app_and_a_real_consumer_puts_it_back_to_sle
 
     // The broker process dies: UNAVAILABLE naming the source, never a silent "inactive".
     broker.kill();
-    let down = poll_until(&mut keda, &r, Duration::from_secs(10), |p| p.is_err()).await;
+    let down = poll_until(&mut keda, &r, Duration::from_secs(10), std::result::Result::is_err).await;
     let status = down.expect_err("unavailable");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains(&broker.bootstrap), "{status:?}");

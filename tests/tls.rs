@@ -35,8 +35,8 @@ impl Pki {
 
     fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
+        let mut params = CertificateParams::new(names.iter().map(std::string::ToString::to_string).collect::<Vec<_>>())
+            .expect("params");
         params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&key, &self.issuer).expect("leaf").pem();
         Leaf { cert, key: key.serialize_pem() }

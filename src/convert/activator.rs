@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{ConvertError, DocRef, Document, ObjectKey, Options, Outcome, keda, object_key, show, spinkube, str_at};
-use crate::activator::{covers, normalize_prefix};
-use crate::target;
+use spinscale_activator::{covers, normalize_prefix};
+use spinscale_core::spec as target;
 
 /// The Service an Ingress points at for the activator: the deploy kit's, and the ExternalName
 /// Service standing for it in an app's namespace.

@@ -8,7 +8,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::activator::RouteKeys;
 use super::{ConvertError, DocRef, ObjectKey, Options, Outcome, show, str_at};
-use crate::target::{self, TargetSpec};
+use spinscale_core::spec::{self, TargetSpec};
 
 pub(crate) const PUSH_TYPE: &str = "external-push";
 
@@ -49,33 +49,33 @@ impl Source {
 
 /// KEDA's prometheus keys and spinscale's names for them.
 const PROMETHEUS_KEYS: [(&str, &str); 9] = [
-    ("serverAddress", target::PROMETHEUS_ADDRESS),
-    ("threshold", target::TARGET_RPS),
-    ("activationThreshold", target::ACTIVATION_RPS),
-    (target::QUERY, target::QUERY),
-    (target::IGNORE_NULL_VALUES, target::IGNORE_NULL_VALUES),
-    (target::TIMEOUT, target::TIMEOUT),
-    (target::CUSTOM_HEADERS, target::CUSTOM_HEADERS),
-    (target::QUERY_PARAMETERS, target::QUERY_PARAMETERS),
-    (target::NAMESPACE, target::NAMESPACE),
+    ("serverAddress", spec::PROMETHEUS_ADDRESS),
+    ("threshold", spec::TARGET_RPS),
+    ("activationThreshold", spec::ACTIVATION_RPS),
+    (spec::QUERY, spec::QUERY),
+    (spec::IGNORE_NULL_VALUES, spec::IGNORE_NULL_VALUES),
+    (spec::TIMEOUT, spec::TIMEOUT),
+    (spec::CUSTOM_HEADERS, spec::CUSTOM_HEADERS),
+    (spec::QUERY_PARAMETERS, spec::QUERY_PARAMETERS),
+    (spec::NAMESPACE, spec::NAMESPACE),
 ];
 
 /// KEDA's kafka keys spinscale reads under the same names (`tls` and `sasl` only as disable/none).
 const KAFKA_KEYS: [&str; 14] = [
-    target::BOOTSTRAP_SERVERS,
-    target::CONSUMER_GROUP,
-    target::TOPIC,
-    target::PARTITION_LIMITATION,
-    target::LAG_THRESHOLD,
-    target::ACTIVATION_LAG_THRESHOLD,
-    target::OFFSET_RESET_POLICY,
-    target::ALLOW_IDLE_CONSUMERS,
-    target::EXCLUDE_PERSISTENT_LAG,
-    target::LIMIT_TO_PARTITIONS_WITH_LAG,
-    target::SCALE_TO_ZERO_ON_INVALID_OFFSET,
-    target::ENSURE_EVEN_DISTRIBUTION,
-    target::KAFKA_TLS,
-    target::KAFKA_SASL,
+    spec::BOOTSTRAP_SERVERS,
+    spec::CONSUMER_GROUP,
+    spec::TOPIC,
+    spec::PARTITION_LIMITATION,
+    spec::LAG_THRESHOLD,
+    spec::ACTIVATION_LAG_THRESHOLD,
+    spec::OFFSET_RESET_POLICY,
+    spec::ALLOW_IDLE_CONSUMERS,
+    spec::EXCLUDE_PERSISTENT_LAG,
+    spec::LIMIT_TO_PARTITIONS_WITH_LAG,
+    spec::SCALE_TO_ZERO_ON_INVALID_OFFSET,
+    spec::ENSURE_EVEN_DISTRIBUTION,
+    spec::KAFKA_TLS,
+    spec::KAFKA_SASL,
 ];
 
 const NO_PROMETHEUS_AUTH: &str =
@@ -234,14 +234,14 @@ pub(crate) fn convert_scaled_object(
 /// The SpinApp's memory per instance as the trigger's `instanceMemory`, unless written there.
 fn add_instance_memory(trigger: &mut Value, memory: &str, notes: &mut Vec<String>) {
     let Some(metadata) = trigger.get_mut("metadata").and_then(Value::as_mapping_mut) else { return };
-    if metadata.contains_key(target::INSTANCE_MEMORY) {
+    if metadata.contains_key(spec::INSTANCE_MEMORY) {
         return;
     }
-    metadata.insert(target::INSTANCE_MEMORY.into(), memory.into());
+    metadata.insert(spec::INSTANCE_MEMORY.into(), memory.into());
     notes.push(format!(
         "{}: {memory}, the SpinApp's memory per instance: what an idle replica costs spinscale's predictive engine \
          (with `predictive: idle` or `full`, a smaller app may stay warm longer)",
-        target::INSTANCE_MEMORY
+        spec::INSTANCE_MEMORY
     ));
 }
 
@@ -260,7 +260,7 @@ fn route_without_sources(
     };
     let ours = triggers.iter().position(|t| {
         t.get("type").and_then(Value::as_str) == Some(PUSH_TYPE)
-            && t.get("metadata").and_then(|m| m.get(target::SCALER_ADDRESS)).and_then(Value::as_str)
+            && t.get("metadata").and_then(|m| m.get(spec::SCALER_ADDRESS)).and_then(Value::as_str)
                 == Some(options.scaler_address.as_str())
     });
     match ours {
@@ -270,7 +270,7 @@ fn route_without_sources(
                 .get_mut("metadata")
                 .and_then(Value::as_mapping_mut)
                 .ok_or_else(|| doc.error(&field, "is not a mapping"))?;
-            if let Some(hosts) = metadata.get(target::HOSTS) {
+            if let Some(hosts) = metadata.get(spec::HOSTS) {
                 outcome.notes.push(format!(
                     "spec.triggers[{i}] ({PUSH_TYPE}) already routes {} through spinscale's activator; left as written \
                      ({} gives hosts {})",
@@ -318,7 +318,7 @@ pub(crate) fn route_trigger(
     notes: &mut Vec<String>,
 ) -> Result<Value, ConvertError> {
     let mut metadata = Mapping::new();
-    metadata.insert(target::SCALER_ADDRESS.into(), options.scaler_address.clone().into());
+    metadata.insert(spec::SCALER_ADDRESS.into(), options.scaler_address.clone().into());
     add_route(&mut metadata, route, "spec.triggers[0].metadata", doc)?;
     validate(&metadata, &HashMap::new(), "spec.triggers[0].metadata", doc, notes)?;
     let mut trigger = Mapping::new();
@@ -528,7 +528,7 @@ fn build_trigger(
     });
 
     let mut metadata = Mapping::new();
-    metadata.insert(target::SCALER_ADDRESS.into(), options.scaler_address.clone().into());
+    metadata.insert(spec::SCALER_ADDRESS.into(), options.scaler_address.clone().into());
     // spinscale key → the field it came from, to name the field in errors.
     let mut origin: HashMap<String, String> = HashMap::new();
     for member in members {
@@ -546,7 +546,7 @@ fn build_trigger(
         }
     }
     if separate {
-        metadata.insert(target::METRICS.into(), "separate".into());
+        metadata.insert(spec::METRICS.into(), "separate".into());
     }
     validate(&metadata, &origin, &members[0].field("metadata"), doc, notes)?;
 
@@ -994,11 +994,11 @@ spec:
     #[test]
     fn keda_keys_map_to_spinscale_keys_that_spinscale_reads() {
         for (keda, ours) in PROMETHEUS_KEYS {
-            assert!(target::KEYS.contains(&ours), "{keda} → {ours}");
-            assert!(target::ALIASES.iter().any(|(k, a)| *k == ours && *a == keda) || keda == ours, "{keda} → {ours}");
+            assert!(spec::KEYS.contains(&ours), "{keda} → {ours}");
+            assert!(spec::ALIASES.iter().any(|(k, a)| *k == ours && *a == keda) || keda == ours, "{keda} → {ours}");
         }
         for key in KAFKA_KEYS {
-            assert!(target::KEYS.contains(&key), "{key}");
+            assert!(spec::KEYS.contains(&key), "{key}");
         }
     }
 

@@ -6,7 +6,7 @@
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{ConvertError, DocRef, ObjectKey, Outcome, show, str_at};
-use crate::quantity;
+use spinscale_core::quantity;
 
 pub(crate) const GROUP: &str = "core.spinkube.dev";
 pub(crate) const OLD_GROUP: &str = "core.spinoperator.dev";

@@ -13,14 +13,14 @@ use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::kafka::ClusterReader;
-use super::kafka_security::KafkaConnection;
 use super::scrape::{self, CounterRate};
 use super::tail::{self, TailRecord, TailWatch};
 use super::{Reading, SourceKey, SourceState, prometheus};
 use crate::config::CollectorSettings;
-use crate::engine::PartitionOffsets;
-use crate::target::{KafkaSource, PrometheusSource, ScrapeSource};
 use crate::telemetry::Telemetry;
+use spinscale_core::engine::PartitionOffsets;
+use spinscale_core::spec::kafka_connection::KafkaConnection;
+use spinscale_core::spec::{KafkaSource, PrometheusSource, ScrapeSource};
 
 /// Starts, shares and (through [`Collector`]'s drop) stops collectors.
 pub struct Hub {
@@ -119,7 +119,7 @@ impl Hub {
 
     /// The collector for `key`, started if no target uses it yet. Must run inside a tokio runtime.
     pub fn subscribe(&self, key: &SourceKey) -> Arc<Collector> {
-        let mut collectors = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut collectors = self.collectors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(running) = collectors.get(key).and_then(Weak::upgrade) {
             return running;
         }
@@ -132,14 +132,14 @@ impl Hub {
     /// New settings: later subscriptions start new collectors (and cluster cycles) with them, while
     /// the running ones serve their targets until those move over and drop them.
     pub fn reconfigure(&self, settings: CollectorSettings) {
-        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
-        self.collectors.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.clusters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        *self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
+        self.collectors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.clusters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
     /// Every running collector that is still registered (for the exporter and the status page).
     pub fn live(&self) -> Vec<Arc<Collector>> {
-        let collectors = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
+        let collectors = self.collectors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         collectors.values().filter_map(Weak::upgrade).collect()
     }
 
@@ -150,14 +150,14 @@ impl Hub {
 
     /// How many collectors are running.
     pub fn running(&self) -> usize {
-        let collectors = self.collectors.lock().unwrap_or_else(|e| e.into_inner());
+        let collectors = self.collectors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         collectors.values().filter(|c| c.strong_count() > 0).count()
     }
 
     fn start(&self, key: SourceKey) -> Collector {
         let (tx, rx) = watch::channel(SourceState::default());
         let span = info_span!("collector", source = %key);
-        let s = &self.settings.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let s = &self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let cycle = self.telemetry.source_cycle(key.kind());
         let task = match &key {
             SourceKey::Prometheus(source) => tokio::spawn(
@@ -204,7 +204,7 @@ impl Hub {
         cycle: Histogram,
         cycles: watch::Sender<CycleResult>,
     ) -> Membership {
-        let mut clusters = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clusters = self.clusters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let address = (source.bootstrap_servers.clone(), source.security.clone());
         let cluster = match clusters.get(&address).and_then(Weak::upgrade) {
             Some(running) => running,

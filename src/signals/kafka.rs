@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 
-use super::kafka_security::KafkaConnection;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
 use rdkafka::{Offset, TopicPartitionList};
+use spinscale_core::spec::kafka_connection::KafkaConnection;
 
-use crate::engine::PartitionOffsets;
-use crate::target::KafkaSource;
+use spinscale_core::engine::PartitionOffsets;
+use spinscale_core::spec::KafkaSource;
 
 /// How many groups' OffsetFetch requests run at once.
 const PARALLEL_FETCHES: usize = 32;
@@ -318,7 +318,7 @@ fn partitions_of(metadata: &Metadata, source: &KafkaSource) -> Result<Vec<Partit
         let kept: Vec<Partition> = topic
             .partitions()
             .iter()
-            .map(|p| p.id())
+            .map(rdkafka::metadata::MetadataPartition::id)
             .filter(|id| source.partition_limitation.as_ref().is_none_or(|only| only.binary_search(id).is_ok()))
             .map(|id| (Arc::from(name.as_str()), id))
             .collect();
@@ -368,7 +368,7 @@ pub(super) fn read_only_config(
         .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
         .set("client.id", "spinscale");
     if let Some(security) = security {
-        security.apply(&mut config)?;
+        super::kafka_security::apply(security, &mut config)?;
     }
     Ok(config)
 }

@@ -1,135 +1,40 @@
-//! How spinscale authenticates to a Kafka cluster: a named connection in the config, with the
-//! secrets in files (a mounted Secret). KEDA does not forward a TriggerAuthentication to an
-//! external scaler (keda#2571), so trigger metadata only names the connection (`kafkaConnection`).
-//!
-//! Secrets are read from their files each time a client is created (a rotated Secret applies on
-//! the next connection) and go nowhere but into librdkafka: not into `Debug`, errors, logs,
-//! `/status` or `/metrics`.
+//! Applies a named Kafka connection (`kafkaConnections` in the config) to a librdkafka client:
+//! the secrets are read from their files each time a client is created, so a rotated Secret
+//! applies on the next connection, and go nowhere but into librdkafka.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rdkafka::config::ClientConfig;
-use serde::Deserialize;
+use spinscale_core::spec::kafka_connection::{KafkaConnection, Protocol};
 
-/// `security.protocol`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Protocol {
-    #[default]
-    Plaintext,
-    Ssl,
-    SaslPlaintext,
-    SaslSsl,
-}
-
-/// `sasl.mechanism`.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
-pub enum Mechanism {
-    #[serde(rename = "PLAIN")]
-    Plain,
-    #[serde(rename = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[serde(rename = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl Mechanism {
-    fn as_str(self) -> &'static str {
-        match self {
-            Mechanism::Plain => "PLAIN",
-            Mechanism::ScramSha256 => "SCRAM-SHA-256",
-            Mechanism::ScramSha512 => "SCRAM-SHA-512",
+/// Adds the security settings of `connection` to a librdkafka client config, reading the secrets now.
+pub fn apply(connection: &KafkaConnection, config: &mut ClientConfig) -> Result<(), String> {
+    let protocol = match connection.security_protocol {
+        Protocol::Plaintext => "plaintext",
+        Protocol::Ssl => "ssl",
+        Protocol::SaslPlaintext => "sasl_plaintext",
+        Protocol::SaslSsl => "sasl_ssl",
+    };
+    config.set("security.protocol", protocol);
+    if let Some(mechanism) = connection.sasl_mechanism {
+        config.set("sasl.mechanism", mechanism.as_str());
+    }
+    if let Some(path) = &connection.username_file {
+        config.set("sasl.username", read_secret("usernameFile", path)?);
+    }
+    if let Some(path) = &connection.password_file {
+        config.set("sasl.password", read_secret("passwordFile", path)?);
+    }
+    for (key, path) in [
+        ("ssl.ca.location", &connection.ca_file),
+        ("ssl.certificate.location", &connection.cert_file),
+        ("ssl.key.location", &connection.key_file),
+    ] {
+        if let Some(path) = path {
+            config.set(key, path.display().to_string());
         }
     }
-}
-
-/// One entry of the config's `kafkaConnections`. Paths only: the secrets stay in their files.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KafkaConnection {
-    #[serde(default)]
-    pub security_protocol: Protocol,
-    pub sasl_mechanism: Option<Mechanism>,
-    pub username_file: Option<PathBuf>,
-    pub password_file: Option<PathBuf>,
-    /// PEM CA bundle that signed the brokers' certificates (default: the system's).
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate and key, for brokers that require mTLS.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
-
-impl KafkaConnection {
-    /// Every problem with this entry, each naming its field (`kafkaConnections.NAME.field`).
-    pub fn problems(&self, name: &str) -> Vec<String> {
-        let field = |f: &str| format!("kafkaConnections.{name}.{f}");
-        let mut problems = Vec::new();
-        let sasl = matches!(self.security_protocol, Protocol::SaslPlaintext | Protocol::SaslSsl);
-        let tls = matches!(self.security_protocol, Protocol::Ssl | Protocol::SaslSsl);
-        if sasl {
-            if self.sasl_mechanism.is_none() {
-                problems.push(format!("{}: is required with securityProtocol SASL_*", field("saslMechanism")));
-            }
-            for (f, path) in [("usernameFile", &self.username_file), ("passwordFile", &self.password_file)] {
-                if path.is_none() {
-                    problems.push(format!("{}: is required with securityProtocol SASL_*", field(f)));
-                }
-            }
-        } else if self.sasl_mechanism.is_some() || self.username_file.is_some() || self.password_file.is_some() {
-            problems.push(format!("{}: SASL settings need SASL_PLAINTEXT or SASL_SSL", field("securityProtocol")));
-        }
-        if !tls && (self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()) {
-            problems.push(format!("{}: TLS files need SSL or SASL_SSL", field("securityProtocol")));
-        }
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            problems.push(format!("{}: certFile and keyFile go together", field("certFile")));
-        }
-        let files = [
-            ("usernameFile", &self.username_file),
-            ("passwordFile", &self.password_file),
-            ("caFile", &self.ca_file),
-            ("certFile", &self.cert_file),
-            ("keyFile", &self.key_file),
-        ];
-        for (f, path) in files {
-            if let Some(path) = path
-                && let Err(e) = std::fs::metadata(path)
-            {
-                problems.push(format!("{}: {}: {e}", field(f), path.display()));
-            }
-        }
-        problems
-    }
-
-    /// Adds the security settings to a librdkafka client config, reading the secrets now.
-    pub fn apply(&self, config: &mut ClientConfig) -> Result<(), String> {
-        let protocol = match self.security_protocol {
-            Protocol::Plaintext => "plaintext",
-            Protocol::Ssl => "ssl",
-            Protocol::SaslPlaintext => "sasl_plaintext",
-            Protocol::SaslSsl => "sasl_ssl",
-        };
-        config.set("security.protocol", protocol);
-        if let Some(mechanism) = self.sasl_mechanism {
-            config.set("sasl.mechanism", mechanism.as_str());
-        }
-        if let Some(path) = &self.username_file {
-            config.set("sasl.username", read_secret("usernameFile", path)?);
-        }
-        if let Some(path) = &self.password_file {
-            config.set("sasl.password", read_secret("passwordFile", path)?);
-        }
-        for (key, path) in [
-            ("ssl.ca.location", &self.ca_file),
-            ("ssl.certificate.location", &self.cert_file),
-            ("ssl.key.location", &self.key_file),
-        ] {
-            if let Some(path) = path {
-                config.set(key, path.display().to_string());
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// A secret file's content, without its trailing newline. Errors name the field and the file,
@@ -141,27 +46,9 @@ fn read_secret(field: &str, path: &Path) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use spinscale_core::spec::kafka_connection::Mechanism;
+
     use super::*;
-
-    fn parse(yaml: &str) -> KafkaConnection {
-        serde_yaml_ng::from_str(yaml).expect("valid entry")
-    }
-
-    #[test]
-    fn sasl_needs_a_mechanism_and_both_files_and_tls_files_need_tls() {
-        let problems = parse("securityProtocol: SASL_SSL\n").problems("prod");
-        assert!(
-            problems.iter().any(|p| p.starts_with("kafkaConnections.prod.saslMechanism: is required")),
-            "{problems:?}"
-        );
-        assert!(problems.iter().any(|p| p.starts_with("kafkaConnections.prod.passwordFile: is required")));
-        let problems = parse("securityProtocol: PLAINTEXT\ncaFile: /etc/ssl/ca.pem\n").problems("dev");
-        assert!(problems.iter().any(|p| p.contains("dev.securityProtocol: TLS files need SSL")), "{problems:?}");
-        let problems = parse("securityProtocol: SSL\ncertFile: /nonexistent/c.pem\n").problems("x");
-        assert!(problems.iter().any(|p| p.contains("certFile and keyFile go together")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("x.certFile: /nonexistent/c.pem")), "{problems:?}");
-        assert!(serde_yaml_ng::from_str::<KafkaConnection>("saslMechanism: GSSAPI\n").is_err());
-    }
 
     #[test]
     fn secrets_go_into_librdkafka_and_nowhere_else() {
@@ -177,7 +64,7 @@ mod tests {
         };
         assert!(connection.problems("prod").is_empty());
         let mut config = ClientConfig::new();
-        connection.apply(&mut config).unwrap();
+        apply(&connection, &mut config).unwrap();
         assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(
@@ -186,7 +73,7 @@ mod tests {
         );
         assert!(!format!("{connection:?}").contains("s3cr3t"), "Debug shows paths only");
         let missing = KafkaConnection { password_file: Some(dir.path().join("gone")), ..connection };
-        let err = missing.apply(&mut ClientConfig::new()).unwrap_err();
+        let err = apply(&missing, &mut ClientConfig::new()).unwrap_err();
         assert!(err.starts_with("passwordFile ") && err.contains("gone"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! Signal sources: one collector per distinct source, shared by every target that uses it.
 //!
 //! Collectors only fetch and publish raw readings on a `watch` channel; the targets interpret them
-//! (KEDA's lag rules, thresholds) in the pure [`crate::engine`].
+//! (KEDA's lag rules, thresholds) in the pure [`spinscale_core::engine`].
 
 pub mod hub;
 pub mod kafka;
@@ -14,8 +14,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::PartitionOffsets;
-use crate::target::{KafkaSource, PrometheusSource, ScrapeSource};
+use spinscale_core::engine::PartitionOffsets;
+use spinscale_core::spec::{KafkaSource, PrometheusSource, ScrapeSource};
 
 pub use hub::{Collector, Hub};
 

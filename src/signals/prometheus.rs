@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::target::PrometheusSource;
+use spinscale_core::spec::PrometheusSource;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryError {
@@ -90,9 +90,8 @@ pub fn interpret_range(body: &[u8]) -> Result<Vec<(f64, f64)>, QueryError> {
         let error = doc["error"].as_str().unwrap_or("no error message");
         return Err(QueryError::Query(error.to_string()));
     }
-    let series = match &doc["data"]["result"] {
-        Value::Array(series) => series,
-        _ => return Err(QueryError::Body("data.result is missing or not a list".into())),
+    let Value::Array(series) = &doc["data"]["result"] else {
+        return Err(QueryError::Body("data.result is missing or not a list".into()));
     };
     let values = match series.as_slice() {
         [] => return Ok(Vec::new()),
@@ -129,9 +128,8 @@ pub fn interpret(body: &[u8], ignore_null_values: bool) -> Result<f64, QueryErro
         },
         _ => return Err(QueryError::Body("data.result is missing or not a list".into())),
     };
-    let text = match value.as_array().map(Vec::as_slice) {
-        Some([_, Value::String(text)]) => text,
-        _ => return Err(QueryError::NoValue),
+    let Some([_, Value::String(text)]) = value.as_array().map(Vec::as_slice) else {
+        return Err(QueryError::NoValue);
     };
     let parsed: f64 = text.parse().map_err(|_| QueryError::NotANumber(text.clone()))?;
     match parsed.is_finite() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use prometheus_parse::{Scrape, Value};
 
-use crate::target::ScrapeSource;
+use spinscale_core::spec::ScrapeSource;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ScrapeError {

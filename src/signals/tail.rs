@@ -13,6 +13,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use spinscale_core::spec::kafka_connection::KafkaConnection;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -39,7 +40,7 @@ impl TailWatch {
     /// again. (librdkafka's mock cluster answers only at the end of the wait.)
     pub fn start(
         bootstrap_servers: &str,
-        security: Option<&super::kafka_security::KafkaConnection>,
+        security: Option<&KafkaConnection>,
         from: Vec<(Arc<str>, i32, i64)>,
         fetch_wait: Duration,
         records: mpsc::Sender<TailRecord>,
@@ -95,7 +96,7 @@ impl Drop for TailWatch {
 /// Where to tail `partitions` from: every partition's log end, if the group has caught up on all
 /// of them, an empty partition counting as caught up even without a commit (`None` while any has
 /// lag, or no commit on a non-empty log, or no known end).
-pub fn idle_ends(partitions: &[crate::engine::PartitionOffsets]) -> Option<Vec<(Arc<str>, i32, i64)>> {
+pub fn idle_ends(partitions: &[spinscale_core::engine::PartitionOffsets]) -> Option<Vec<(Arc<str>, i32, i64)>> {
     if partitions.is_empty() {
         return None;
     }
@@ -111,16 +112,16 @@ pub fn idle_ends(partitions: &[crate::engine::PartitionOffsets]) -> Option<Vec<(
 
 /// `partitions` with each log end moved past the records seen at the tail.
 pub fn advanced(
-    partitions: &[crate::engine::PartitionOffsets],
+    partitions: &[spinscale_core::engine::PartitionOffsets],
     records: &[TailRecord],
-) -> Vec<crate::engine::PartitionOffsets> {
+) -> Vec<spinscale_core::engine::PartitionOffsets> {
     partitions
         .iter()
         .map(|p| {
             let seen =
                 records.iter().filter(|r| r.topic == p.topic && r.partition == p.partition).map(|r| r.offset + 1);
             let latest = seen.fold(p.latest, |end, after| Some(end.map_or(after, |e| e.max(after))));
-            crate::engine::PartitionOffsets { latest, ..p.clone() }
+            spinscale_core::engine::PartitionOffsets { latest, ..p.clone() }
         })
         .collect()
 }
@@ -128,7 +129,7 @@ pub fn advanced(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::PartitionOffsets;
+    use spinscale_core::engine::PartitionOffsets;
 
     fn part(partition: i32, committed: Option<i64>, latest: Option<i64>) -> PartitionOffsets {
         PartitionOffsets { topic: "t".into(), partition, committed, committed_unchanged_for: Duration::ZERO, latest }

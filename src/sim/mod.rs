@@ -20,10 +20,10 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::EngineSettings;
-use crate::target::RateRules;
 use policy::PolicyKind;
 use report::PolicySummary;
+use spinscale_core::engine::EngineSettings;
+use spinscale_core::spec::RateRules;
 use trace::{LoadOptions, Trace};
 
 /// Arguments of `spinscale simulate`.
@@ -76,7 +76,7 @@ pub struct SimulateArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s)
+    spinscale_core::duration::parse(s)
 }
 
 /// What can go wrong in a simulation.

@@ -6,11 +6,11 @@ use std::fmt;
 use std::time::Duration;
 
 use super::SimError;
-use crate::duration;
-use crate::engine::idle::IdleParams;
-use crate::engine::{EngineSettings, Inputs, Now, TargetEngine};
-use crate::quantity::MI;
-use crate::target::{LagRules, PredictiveMode, PredictiveSpec, RateRules};
+use spinscale_core::duration;
+use spinscale_core::engine::idle::IdleParams;
+use spinscale_core::engine::{EngineSettings, Inputs, Now, TargetEngine};
+use spinscale_core::quantity::MI;
+use spinscale_core::spec::{LagRules, PredictiveMode, PredictiveSpec, RateRules};
 
 /// A policy by name.
 #[derive(Clone, Debug, PartialEq)]

@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use super::policy::PolicyKind;
 use super::trace::{Series, Trace};
-use crate::engine::{EngineSettings, Now};
-use crate::target::RateRules;
+use spinscale_core::engine::{EngineSettings, Now};
+use spinscale_core::spec::RateRules;
 
 /// The HPA's default scale-down stabilization window.
 const HPA_STABILIZATION: Duration = Duration::from_secs(300);

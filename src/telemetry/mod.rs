@@ -2,13 +2,10 @@
 //!
 //! Events (pushes, calls, reloads, collector cycles) are counted where they happen. Everything that
 //! describes the present (targets, their signals and decisions, sources) is read from the registry
-//! at scrape time ([`live`]), so a target dropped from the registry leaves the exporter with it and
+//! at scrape time (a collector the registry hands to [`Telemetry::new`]), so a target dropped from the registry leaves the exporter with it and
 //! the hot paths pay nothing for it.
 
-mod layer;
-mod live;
-
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::text;
@@ -17,9 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 
-pub use layer::GrpcMetricsLayer;
-
-use crate::registry::Registry;
+use prometheus_client::collector::Collector;
 
 /// Labels of one gRPC method and status code.
 pub type CallLabels = [(&'static str, &'static str); 2];
@@ -48,8 +43,9 @@ pub enum ReloadResult {
 }
 
 impl Telemetry {
-    /// The exporter for `registry` (held weakly: the registry owns its telemetry).
-    pub fn new(registry: Weak<Registry>) -> Arc<Self> {
+    /// The metric families, plus `live`: the collector that reads the present (targets, signals,
+    /// decisions) at scrape time from whoever owns it.
+    pub fn new(live: Box<dyn Collector>) -> Arc<Self> {
         let mut r = prometheus_client::registry::Registry::default();
         r.register("spinscale_build", "The running spinscale", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
         let pushes = Counter::default();
@@ -81,7 +77,7 @@ impl Telemetry {
         let source_cycle =
             Family::<OneLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 15)));
         r.register("spinscale_source_cycle_seconds", "One poll of a source, by kind", source_cycle.clone());
-        r.register_collector(Box::new(live::Live { registry }));
+        r.register_collector(live);
         Arc::new(Self {
             registry: r,
             pushes,

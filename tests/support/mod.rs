@@ -13,10 +13,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use spinscale::config::Config;
-use spinscale::embedded::PrometheusProcess;
 use spinscale::proto::external_scaler_client::ExternalScalerClient;
 use spinscale::proto::{GetMetricsRequest, ScaledObjectRef};
 use spinscale::server::Server;
+use spinscale_testkit::PrometheusProcess;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 

@@ -1,0 +1,78 @@
+//! A routed target's live state: its current route, its gate, its counts.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use http::uri::{Authority, Scheme};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::hold::Hold;
+use super::routes::{Route, RouteError};
+use super::stats::Stats;
+
+/// A route with its backend address split out once.
+pub(super) struct Settings {
+    /// An `http://` backend (the only scheme accepted).
+    pub route: Route,
+    pub authority: Authority,
+    /// `host:port` to connect to.
+    pub address: String,
+}
+
+impl Settings {
+    pub fn of(route: Route) -> Result<Self, RouteError> {
+        let invalid = |reason: String| RouteError::Invalid { target: route.target.clone(), reason };
+        let backend = &route.backend;
+        if backend.scheme().is_some_and(|s| *s != Scheme::HTTP) {
+            return Err(invalid(format!("backend {backend}: only http:// backends are supported")));
+        }
+        let Some(authority) = backend.authority().cloned() else {
+            return Err(invalid(format!("backend {backend} has no host")));
+        };
+        if route.max_held == 0 {
+            return Err(invalid("maxHeld must be at least 1".into()));
+        }
+        let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        Ok(Self { route, authority, address })
+    }
+}
+
+pub(super) struct Target {
+    pub id: String,
+    settings: RwLock<Arc<Settings>>,
+    pub hold: Arc<Hold>,
+    pub stats: Arc<Stats>,
+    /// Wakes the prober for an attempt now.
+    pub poke: Notify,
+    /// Cancelled when the route is removed.
+    pub removed: CancellationToken,
+}
+
+impl Target {
+    pub fn new(settings: Settings, epoch: Instant) -> Self {
+        Self {
+            id: settings.route.target.clone(),
+            settings: RwLock::new(Arc::new(settings)),
+            hold: Arc::new(Hold::default()),
+            stats: Arc::new(Stats::new(epoch)),
+            poke: Notify::new(),
+            removed: CancellationToken::new(),
+        }
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Applies a new route; a different backend must prove itself ready again.
+    pub fn update(&self, settings: Settings) {
+        let mut current = self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let moved = current.address != settings.address;
+        *current = Arc::new(settings);
+        drop(current);
+        if moved {
+            self.hold.close();
+        }
+    }
+}

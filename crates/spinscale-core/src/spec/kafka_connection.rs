@@ -1,0 +1,128 @@
+//! How spinscale authenticates to a Kafka cluster: a named connection in the config, with the
+//! secrets in files (a mounted Secret). KEDA does not forward a TriggerAuthentication to an
+//! external scaler (keda#2571), so trigger metadata only names the connection (`kafkaConnection`).
+//!
+//! Secrets are read from their files each time a client is created (a rotated Secret applies on
+//! the next connection) and go nowhere but into librdkafka: not into `Debug`, errors, logs,
+//! `/status` or `/metrics`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `security.protocol`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Protocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+/// `sasl.mechanism`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl Mechanism {
+    /// The name librdkafka and Kafka use for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// One entry of the config's `kafkaConnections`. Paths only: the secrets stay in their files.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaConnection {
+    #[serde(default)]
+    pub security_protocol: Protocol,
+    pub sasl_mechanism: Option<Mechanism>,
+    pub username_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    /// PEM CA bundle that signed the brokers' certificates (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for brokers that require mTLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl KafkaConnection {
+    /// Every problem with this entry, each naming its field (`kafkaConnections.NAME.field`).
+    pub fn problems(&self, name: &str) -> Vec<String> {
+        let field = |f: &str| format!("kafkaConnections.{name}.{f}");
+        let mut problems = Vec::new();
+        let sasl = matches!(self.security_protocol, Protocol::SaslPlaintext | Protocol::SaslSsl);
+        let tls = matches!(self.security_protocol, Protocol::Ssl | Protocol::SaslSsl);
+        if sasl {
+            if self.sasl_mechanism.is_none() {
+                problems.push(format!("{}: is required with securityProtocol SASL_*", field("saslMechanism")));
+            }
+            for (f, path) in [("usernameFile", &self.username_file), ("passwordFile", &self.password_file)] {
+                if path.is_none() {
+                    problems.push(format!("{}: is required with securityProtocol SASL_*", field(f)));
+                }
+            }
+        } else if self.sasl_mechanism.is_some() || self.username_file.is_some() || self.password_file.is_some() {
+            problems.push(format!("{}: SASL settings need SASL_PLAINTEXT or SASL_SSL", field("securityProtocol")));
+        }
+        if !tls && (self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()) {
+            problems.push(format!("{}: TLS files need SSL or SASL_SSL", field("securityProtocol")));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            problems.push(format!("{}: certFile and keyFile go together", field("certFile")));
+        }
+        let files = [
+            ("usernameFile", &self.username_file),
+            ("passwordFile", &self.password_file),
+            ("caFile", &self.ca_file),
+            ("certFile", &self.cert_file),
+            ("keyFile", &self.key_file),
+        ];
+        for (f, path) in files {
+            if let Some(path) = path
+                && let Err(e) = std::fs::metadata(path)
+            {
+                problems.push(format!("{}: {}: {e}", field(f), path.display()));
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> KafkaConnection {
+        serde_yaml_ng::from_str(yaml).expect("valid entry")
+    }
+
+    #[test]
+    fn sasl_needs_a_mechanism_and_both_files_and_tls_files_need_tls() {
+        let problems = parse("securityProtocol: SASL_SSL\n").problems("prod");
+        assert!(
+            problems.iter().any(|p| p.starts_with("kafkaConnections.prod.saslMechanism: is required")),
+            "{problems:?}"
+        );
+        assert!(problems.iter().any(|p| p.starts_with("kafkaConnections.prod.passwordFile: is required")));
+        let problems = parse("securityProtocol: PLAINTEXT\ncaFile: /etc/ssl/ca.pem\n").problems("dev");
+        assert!(problems.iter().any(|p| p.contains("dev.securityProtocol: TLS files need SSL")), "{problems:?}");
+        let problems = parse("securityProtocol: SSL\ncertFile: /nonexistent/c.pem\n").problems("x");
+        assert!(problems.iter().any(|p| p.contains("certFile and keyFile go together")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("x.certFile: /nonexistent/c.pem")), "{problems:?}");
+        assert!(serde_yaml_ng::from_str::<KafkaConnection>("saslMechanism: GSSAPI\n").is_err());
+    }
+}
