@@ -2,6 +2,9 @@
 //! `limits.callTimeout`. A call over the limit is refused at once with `RESOURCE_EXHAUSTED`
 //! instead of queueing: under a flood the admitted calls stay fast, and KEDA simply asks again at
 //! its next poll. Streams are long-lived and bounded by `limits.maxStreams` instead.
+//!
+//! Within the crate it may use [`grpc`](crate::grpc) and [`registry`](crate::registry); nothing
+//! else.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +27,7 @@ pub struct AdmissionLayer {
 }
 
 impl AdmissionLayer {
+    /// A layer with no call in flight, reading its limits from `registry`.
     pub fn new(registry: Arc<Registry>) -> Self {
         Self { registry, in_flight: Arc::default() }
     }
@@ -37,6 +41,8 @@ impl<S> Layer<S> for AdmissionLayer {
     }
 }
 
+/// The service [`AdmissionLayer`] wraps around the gRPC server: unary calls are admitted or
+/// refused, and timed out; streams pass straight through.
 #[derive(Clone)]
 pub struct Admission<S> {
     inner: S,

@@ -2,6 +2,8 @@
 //!
 //! Every field has a built-in default, so an empty file (or none) is a valid config.
 //! Unknown fields are errors: a typo in a config file must not pass silently.
+//!
+//! Within the crate it may use no other module (a leaf).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -26,13 +28,16 @@ pub struct Config {
     /// keys override `defaults`; the trigger's own keys override both.
     #[serde(default)]
     pub profiles: BTreeMap<String, BTreeMap<String, String>>,
+    /// `collectors`: how often sources are polled, how long a request may take, when a reading is stale.
     #[serde(default)]
     pub collectors: CollectorSettings,
+    /// `targets`: how targets are re-evaluated, waited for on their first call, and forgotten.
     #[serde(default)]
     pub targets: TargetSettings,
     /// Knobs of the predictive engine (idle-time model, forecast, schedules).
     #[serde(default)]
     pub engine: spinscale_core::engine::EngineSettings,
+    /// `limits`: bounds on concurrent calls, streams, live targets and trigger metadata size.
     #[serde(default)]
     pub limits: LimitSettings,
     /// Named Kafka connections (TLS, SASL; secrets in files), picked by `kafkaConnection: NAME`.
@@ -50,13 +55,20 @@ pub struct Config {
 pub struct StaticRoute {
     /// `namespace/name` of the ScaledObject whose app this is.
     pub scaled_object: String,
+    /// `hosts`: exact host names or `*.suffix` patterns, matched on the `Host` without its port.
     pub hosts: Vec<String>,
+    /// `pathPrefixes`: path prefixes under those hosts, matched on whole segments, the longest
+    /// winning. Default: none, which means `/`.
     #[serde(default)]
     pub path_prefixes: Vec<String>,
     /// The app's Service URL, e.g. `http://api-function.default.svc:80`.
     pub backend: String,
+    /// `holdTimeout`: how long a request waits for a ready backend before a `504`. Default 20 s.
     pub hold_timeout: Option<Dur>,
+    /// `maxHeld`: requests held at once for this app; one more gets a `503`. Default 1000.
     pub max_held: Option<usize>,
+    /// `coldStartHeader`: add `x-spinscale-cold-start: <ms held>` to the responses of held
+    /// requests. Default true.
     pub cold_start_header: Option<bool>,
 }
 
@@ -65,17 +77,18 @@ pub struct StaticRoute {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct LimitSettings {
     /// Unary calls in progress at once; one more is refused at once with `RESOURCE_EXHAUSTED`
-    /// (load shedding: KEDA retries at its next poll, and the calls already admitted stay fast).
+    /// (load shedding: KEDA retries at its next poll, and the calls already admitted stay fast). Default 1024.
     pub max_concurrent_calls: usize,
     /// A unary call not answered by then ends with `DEADLINE_EXCEEDED`.
+    /// Default 5 s; must be longer than `targets.firstReadingWait`.
     pub call_timeout: Dur,
-    /// Keys in one trigger's metadata.
+    /// Keys in one trigger's metadata. Default 64.
     pub max_metadata_keys: usize,
-    /// Bytes of one trigger's metadata (keys and values).
+    /// Bytes of one trigger's metadata (keys and values). Default 16 KiB.
     pub max_metadata_bytes: usize,
-    /// Live targets; a new one beyond is refused with `RESOURCE_EXHAUSTED`.
+    /// Live targets; a new one beyond is refused with `RESOURCE_EXHAUSTED`. Default 50,000.
     pub max_targets: usize,
-    /// Open streams; one more is refused with `RESOURCE_EXHAUSTED`.
+    /// Open streams; one more is refused with `RESOURCE_EXHAUSTED`. Default 100,000.
     pub max_streams: usize,
 }
 
@@ -96,20 +109,23 @@ impl Default for LimitSettings {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct CollectorSettings {
-    /// Prometheus query interval.
+    /// Prometheus query interval. Default 2 s, at least 100 ms.
     pub prometheus_interval: Dur,
-    /// Kafka offsets interval.
+    /// Kafka offsets interval. Default 1 s, at least 100 ms.
     pub kafka_interval: Dur,
     /// Kafka tail watch: how long one fetch waits at the broker. A broker answers as soon as a
-    /// record arrives, so this only sets how often an idle partition is asked again.
+    /// record arrives, so this only sets how often an idle partition is asked again. Default 100 ms.
     pub tail_fetch_wait: Dur,
-    /// Direct exposition scrape interval (`scrapeUrl`), down to 100 ms.
+    /// Direct exposition scrape interval (`scrapeUrl`), down to 100 ms. Default 1 s.
     pub scrape_interval: Dur,
     /// The window a scraped counter's rate is averaged over (the first increase still shows at once).
+    /// Default 10 s, at least `scrapeInterval`.
     pub scrape_window: Dur,
     /// Timeout of one upstream request (Prometheus query, Kafka request) unless the trigger sets `timeout`.
+    /// Default 3 s.
     pub timeout: Dur,
     /// A source whose last good reading is older than this is unavailable, even without an error.
+    /// Default 15 s; must be longer than the slowest interval.
     pub stale_after: Dur,
 }
 
@@ -136,16 +152,18 @@ pub const MAX_BACKFILL: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TargetSettings {
-    /// Re-evaluation tick, on top of every new reading (catches staleness).
+    /// Re-evaluation tick, on top of every new reading (catches staleness). Default 1 s.
     pub tick: Dur,
-    /// A target KEDA has not asked about (and has no open stream) for this long is dropped.
+    /// A target KEDA has not asked about (and has no open stream) for this long is dropped. Default 10 min.
     pub idle_timeout: Dur,
     /// How long a new target's first call waits for a first reading (KEDA's HPA path has 3 s in all).
+    /// Default 2 s, which is also the most it may be.
     pub first_reading_wait: Dur,
-    /// Under `excludePersistentLag`, a commit unchanged this long is persistent (KEDA's default poll).
+    /// Under `excludePersistentLag`, a commit unchanged this long is persistent (KEDA's default poll). Default 30 s.
     pub persistent_lag_after: Dur,
     /// A new predictive target with a Prometheus query learns this much of its past from
     /// `query_range` (one point a minute), so keep-alive and forecasts survive a restart. 0 disables.
+    /// Default 24 h, at most a week.
     pub backfill: Dur,
 }
 
@@ -198,14 +216,34 @@ impl StaticRoute {
     }
 }
 
+/// Why a config (file or text) was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// The file, as given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not YAML of the config's shape: bad syntax, an unknown field, a value of the
+    /// wrong type (a duration that does not parse).
     #[error("config file {path} is not valid: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The file, as given; empty when text was parsed ([`Config::parse`]).
+        path: String,
+        /// The YAML parser's message, with the line and column.
+        message: String,
+    },
+    /// The YAML parsed but values are out of bounds or contradict each other.
     #[error("config file {path}: {message}")]
-    Invalid { path: String, message: String },
+    Invalid {
+        /// The file, as given; empty when text was parsed ([`Config::parse`]).
+        path: String,
+        /// Every problem, `; `-separated, each naming its key (`collectors.kafkaInterval: ...`).
+        message: String,
+    },
 }
 
 impl Config {

@@ -3,6 +3,8 @@
 //! Bounded: one bucket per 30 s, at most an hour of them (20 bytes each, grown as the target
 //! lives, so tens of thousands of short-lived targets cost little). A bucket keeps the maximum of
 //! each signal (a spike between two ticks still shows) and whether the target was active at all.
+//!
+//! Within the crate it may use no other module (a leaf).
 
 use std::collections::VecDeque;
 
@@ -17,9 +19,13 @@ pub struct Sample {
     /// Start of the bucket, Unix seconds.
     #[serde(rename = "at")]
     pub at_secs: f64,
+    /// The highest request rate in the bucket, requests per second.
     pub rps: f64,
+    /// The highest Kafka lag in the bucket, messages.
     pub lag: f64,
+    /// The highest forecast request rate in the bucket, requests per second.
     pub forecast: f64,
+    /// Whether the target was active at any evaluation in the bucket.
     pub active: bool,
 }
 

@@ -20,6 +20,8 @@
 //!
 //! Module arrows point one way; `docs/architecture.md` lists who may use whom.
 
+#![deny(missing_docs)]
+
 pub mod admission;
 pub mod config;
 pub mod convert;

@@ -5,6 +5,8 @@
 //! Peers are a fixed list (`--peers`) or every address of a headless Service (`--peer-service`),
 //! resolved when demand is announced (cached for a few seconds). A replica ignores its own
 //! announcements, so a Service that includes it is fine.
+//!
+//! Within the crate it may use no other module (a leaf).
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -25,12 +27,18 @@ pub enum PeerList {
     /// `host:port` of each peer's HTTP port.
     Static(Vec<String>),
     /// A headless Service's DNS name and the HTTP port: every address it resolves to.
-    Service { name: String, port: u16 },
+    Service {
+        /// The Service's DNS name, e.g. `spinscale.spinscale.svc.cluster.local`.
+        name: String,
+        /// The peers' HTTP port.
+        port: u16,
+    },
 }
 
 /// One announcement: `target` has a request held at the sender.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Demand {
+    /// The target's ScaledObject, `namespace/name`.
     pub target: String,
     /// The sending replica, so it can ignore its own announcement.
     pub sender: u64,
@@ -46,6 +54,7 @@ pub struct Peers {
 }
 
 impl Peers {
+    /// This replica's side, with a fresh random id; peers are resolved on each announcement.
     pub fn new(list: PeerList) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))

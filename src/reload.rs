@@ -3,6 +3,9 @@
 //! A change is parsed and validated whole, then checked against every live target
 //! ([`Registry::reload`]); if anything is wrong nothing changes, a log line names the key, and
 //! `spinscale_config_reload_total{result="rejected"}` counts it.
+//!
+//! Within the crate it may use [`config`](crate::config), [`registry`](crate::registry) and
+//! [`telemetry`](crate::telemetry); nothing else.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,11 +32,15 @@ pub const FILE_POLL: Duration = Duration::from_millis(500);
 /// Where the live config comes from.
 #[derive(Clone)]
 pub enum ConfigSource {
+    /// A mounted file (`--config`), re-read every [`FILE_POLL`].
     File(PathBuf),
     /// `namespace/name` of a ConfigMap with a `config.yaml` key, watched through the API.
     ConfigMap {
+        /// The Kubernetes client the ConfigMap is read and watched with.
         client: kube::Client,
+        /// The ConfigMap's namespace.
         namespace: String,
+        /// The ConfigMap's name.
         name: String,
     },
 }

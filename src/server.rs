@@ -3,6 +3,10 @@
 //!
 //! [`Server::start`] takes bound listeners (tests bind port 0) and returns a handle; shutdown ends
 //! every open stream with status OK, so KEDA reconnects after 2 s instead of a grown backoff.
+//!
+//! Within the crate it may use [`admission`](crate::admission), [`config`](crate::config),
+//! [`grpc`](crate::grpc), [`peers`](crate::peers), [`proto`](crate::proto),
+//! [`registry`](crate::registry), [`reload`], [`status`], [`telemetry`] and [`tls`]; nothing else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,10 +57,13 @@ pub struct Options {
 
 /// A running spinscale server.
 pub struct Server {
+    /// Where the gRPC service (ExternalScaler, health) listens.
     pub grpc_addr: SocketAddr,
+    /// Where the HTTP endpoints (probes, `/metrics`, `/status`, peer demand) listen.
     pub http_addr: SocketAddr,
     /// Where the HTTP activator listens, when it runs.
     pub activator_addr: Option<SocketAddr>,
+    /// The live targets, shared with every endpoint.
     pub registry: Arc<Registry>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,

@@ -1,4 +1,7 @@
 //! `/status` (a page a person reads, no JavaScript) and `/status.json`: one row per target.
+//!
+//! Within the crate it may use [`history`](crate::history), [`registry`](crate::registry) and
+//! [`signals`](crate::signals); nothing else.
 
 use std::fmt::Write;
 use std::time::Instant;
@@ -12,34 +15,50 @@ use crate::signals::SourceView;
 /// One target, as the status page shows it.
 #[derive(Debug, Serialize)]
 pub struct TargetStatus {
+    /// The ScaledObject's namespace.
     pub namespace: String,
+    /// The ScaledObject's name.
     pub scaled_object: String,
+    /// The latest decision: whether the app should run (KEDA's `IsActive`).
     pub active: bool,
+    /// Why, e.g. `idle`, `rps`, `keep-alive`, `held-request`.
     pub reason: &'static str,
+    /// Replicas wanted, the `spinscale-replicas` metric.
     pub desired_replicas: f64,
+    /// Request rate, requests per second (0 without a rate source).
     pub rps: f64,
+    /// Capped Kafka lag, messages (0 without a Kafka source).
     pub lag: f64,
+    /// The latest rate forecast, requests per second (0 unless `predictive: full`).
     pub forecast: f64,
     /// Idle gaps the engine has learned (the backfilled past included).
     pub learned_gaps: u32,
     /// Times a signal rose while the target was inactive.
     pub cold_starts: u64,
+    /// `StreamIsActive` streams open on the target.
     pub open_streams: usize,
     /// Why unary calls answer `UNAVAILABLE`, if they do.
     pub problem: Option<String>,
+    /// Each signal source the target reads.
     pub sources: Vec<SourceStatus>,
+    /// Likely mistakes in the trigger that are not errors (misspelt keys, ignored options).
     pub warnings: Vec<String>,
     /// The last hour in 30 s buckets, oldest first.
     pub history: Vec<Sample>,
 }
 
+/// One signal source of a target, as the status page shows it.
 #[derive(Debug, Serialize)]
 pub struct SourceStatus {
+    /// `prometheus`, `scrape` or `kafka`.
     pub kind: &'static str,
+    /// What it reads, e.g. `kafka BROKERS group "G" topic "T"` (never a secret).
     pub source: String,
     /// `ok`, `pending`, `failed` or `stale`.
     pub state: &'static str,
+    /// Age of the last good reading, seconds; `None` before the first.
     pub reading_age_seconds: Option<f64>,
+    /// Why the most recent poll failed, if it did.
     pub error: Option<String>,
 }
 

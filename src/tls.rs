@@ -3,6 +3,8 @@
 //! cert-manager and the kubelet replace mounted Secrets in place, so the files are checked every
 //! [`FILE_POLL`]; a new set that loads applies to the next connection, one that does not is logged
 //! and the previous set stays. Established connections keep the certificate they started with.
+//!
+//! Within the crate it may use no other module (a leaf).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,18 +31,31 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The PEM files of `--tls-cert`, `--tls-key` and `--tls-client-ca`.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
+    /// The server's certificate chain, leaf first.
     pub cert: PathBuf,
+    /// The server certificate's private key.
     pub key: PathBuf,
     /// With it, clients must present a certificate signed by this CA (mTLS).
     pub client_ca: Option<PathBuf>,
 }
 
+/// Why the TLS files did not make a server config.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file cannot be read or holds no usable PEM.
     #[error("{flag} {path}: {message}")]
-    File { flag: &'static str, path: String, message: String },
+    File {
+        /// The flag that named the file, e.g. `--tls-key`.
+        flag: &'static str,
+        /// The file, as given.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// rustls refused the certificate and key together (e.g. a key that does not match).
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The client CA cannot verify client certificates.
     #[error("--tls-client-ca: {0}")]
     ClientCa(#[from] rustls::server::VerifierBuilderError),
 }

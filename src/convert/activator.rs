@@ -27,7 +27,7 @@ pub(crate) const SERVICE_PORT: i64 = 80;
 const INGRESS_API: &str = "networking.k8s.io/v1";
 const MAX_REPLICAS: i64 = 10;
 const COOLDOWN: i64 = 30;
-/// The port name and number of the Service the Spin operator creates for a SpinApp (KEDA.md §8).
+/// The port name and number of the Service the Spin operator creates for a SpinApp (docs/keda.md §8).
 const SPIN_SERVICE_PORT: (&str, i64) = ("http-app", 80);
 const APP_NAME_LABEL: &str = "app-name";
 

@@ -1,18 +1,20 @@
 //! `spinscale convert`: manifests written for KEDA's `prometheus` and `kafka` scalers and a SpinApp
-//! target (which cannot work, KEDA.md §8) rewritten into the working spinscale setup.
+//! target (which cannot work, docs/keda.md §8) rewritten into the working spinscale setup.
 //!
 //! - A ScaledObject's `prometheus` and `kafka` triggers are folded into one `external-push` trigger
-//!   to spinscale carrying the same values under spinscale's keys ([`keda`]).
+//!   to spinscale carrying the same values under spinscale's keys (`keda`).
 //! - A `scaleTargetRef` to a SpinApp points at the SpinApp's Deployment instead (same name).
 //! - A SpinApp gets the current API group, and, when it is autoscaled, `enableAutoscaling: true`
-//!   and no `replicas` ([`spinkube`]).
-//! - With `--activator` ([`activator`]), an Ingress that routes to an app's Service points at
+//!   and no `replicas` (`spinkube`).
+//! - With `--activator` (`activator`), an Ingress that routes to an app's Service points at
 //!   spinscale's activator instead, and the app's trigger gains the route (`hosts`, `backend`); a
 //!   SpinApp served that way without a ScaledObject gets one.
 //! - Every other document passes through as written.
 //!
 //! Each change is explained by a `# spinscale convert: ...` comment on its document and returned as
 //! a [`Note`]. The conversion is a pure function of the text; [`run`] is the command around it.
+//!
+//! Within the crate it may use no other module (a leaf).
 
 mod activator;
 mod documents;
@@ -33,6 +35,7 @@ pub const DEFAULT_SCALER_ADDRESS: &str = "spinscale.spinscale.svc.cluster.local:
 /// The prefix of every comment the conversion writes.
 pub const COMMENT_PREFIX: &str = "# spinscale convert: ";
 
+/// How `spinscale convert` rewrites (its command-line flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     /// The `scalerAddress` written into every spinscale trigger (`host:port`).
@@ -52,6 +55,7 @@ impl Default for Options {
 pub struct Converted {
     /// Multi-document YAML; the notes are comments on their documents.
     pub yaml: String,
+    /// Every change and warning, in document order; also printed to stderr by the command.
     pub notes: Vec<Note>,
 }
 
@@ -60,6 +64,7 @@ pub struct Converted {
 pub struct Note {
     /// e.g. `document 2 (ScaledObject webhook-handler-scaler, line 17)`.
     pub document: String,
+    /// What was changed or left alone, and why.
     pub message: String,
 }
 
@@ -72,9 +77,11 @@ impl fmt::Display for Note {
 /// Input that cannot be converted, naming the document and the field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ConvertError {
+    /// The document, as in [`Note::document`].
     pub document: String,
     /// A path such as `spec.triggers[1].metadata.lagThreshold`; empty when the whole document is at fault.
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 

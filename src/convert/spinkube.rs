@@ -1,4 +1,4 @@
-//! SpinApps and the Services in front of them, fixed for the SpinKube facts of KEDA.md §8: the API
+//! SpinApps and the Services in front of them, fixed for the SpinKube facts of docs/keda.md §8: the API
 //! group is `core.spinkube.dev` (it was `core.spinoperator.dev` until 2024, pod labels included),
 //! and an autoscaled SpinApp sets `enableAutoscaling: true` and no `replicas`, which its webhook
 //! rejects together (and `replicas < 1` alone).

@@ -1,7 +1,10 @@
-//! KEDA's `ExternalScaler` service (KEDA.md §7), answered from the registry's watch channels.
+//! KEDA's `ExternalScaler` service (docs/keda.md §7), answered from the registry's watch channels.
 //!
 //! Every error becomes a `tonic::Status` in one place, [`status_of`]. Unary calls never wait on an
 //! upstream: only a brand-new target's first call waits (bounded) for its first readings.
+//!
+//! Within the crate it may use [`proto`](crate::proto), [`registry`](crate::registry) and
+//! [`telemetry`](crate::telemetry); nothing else.
 
 mod layer;
 
@@ -49,16 +52,39 @@ pub struct Scaler {
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// The registry would not take the target (bad metadata, a route, a limit).
     #[error("{0}")]
     Refused(#[from] Refused),
+    /// The request has no `scaledObjectRef`, or it lacks a name or namespace.
     #[error("scaledObjectRef.{field} is empty")]
-    MissingField { field: &'static str },
+    MissingField {
+        /// The empty field: `name` or `namespace`.
+        field: &'static str,
+    },
+    /// `GetMetrics` asked for a metric this trigger does not report.
     #[error("unknown metricName {name:?} for {target}: this trigger reports {known}")]
-    UnknownMetric { name: String, target: String, known: String },
+    UnknownMetric {
+        /// The metric name asked for.
+        name: String,
+        /// The target, as `namespace/name`.
+        target: String,
+        /// The metrics the trigger does report, comma-separated.
+        known: String,
+    },
+    /// The target's sources give no usable reading, so no answer would be true.
     #[error("{target}: signal source unavailable: {problem}")]
-    Unavailable { target: String, problem: SourceProblem },
+    Unavailable {
+        /// The target, as `namespace/name`.
+        target: String,
+        /// What is wrong with its sources (the most telling problem when several are).
+        problem: SourceProblem,
+    },
+    /// `limits.maxStreams` streams are already open.
     #[error("spinscale already holds {limit} open streams (limits.maxStreams); refusing another")]
-    TooManyStreams { limit: usize },
+    TooManyStreams {
+        /// The configured `limits.maxStreams`.
+        limit: usize,
+    },
 }
 
 /// The one mapping from errors to gRPC status codes.
@@ -75,6 +101,7 @@ pub fn status_of(error: CallError) -> Status {
 }
 
 impl Scaler {
+    /// The service over `registry`; `shutdown` ends its open streams (with status OK).
     pub fn new(registry: Arc<Registry>, shutdown: CancellationToken) -> Self {
         Self { registry, shutdown }
     }

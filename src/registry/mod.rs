@@ -1,10 +1,14 @@
 //! Live targets: the map of them, with its limits and idle eviction.
 //!
 //! A target is one trigger of one ScaledObject, identified by (namespace, name, metadata). Its
-//! task ([`task`]) re-evaluates the engine on every reading and every tick and publishes a
-//! [`TargetState`] on a `watch` channel; calls and streams only read that channel. [`routes`]
-//! keeps the activator's routes in step with the targets, [`peers`] takes demand from other
+//! task (`task`) re-evaluates the engine on every reading and every tick and publishes a
+//! [`TargetState`] on a `watch` channel; calls and streams only read that channel. `routes`
+//! keeps the activator's routes in step with the targets, `peers` takes demand from other
 //! replicas, and `live` reads the present for the exporter.
+//!
+//! Within the crate it may use [`config`](crate::config), [`history`](crate::history),
+//! [`peers`](crate::peers), [`signals`](crate::signals) and [`telemetry`](crate::telemetry);
+//! nothing else.
 
 mod live;
 mod peers;
@@ -36,23 +40,41 @@ pub use target::{SourceProblem, StreamGuard, Target, TargetKey, TargetState};
 /// Why a call's target was not served.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
+    /// The trigger's metadata does not parse (under the config's defaults and profiles).
     #[error("{0}")]
     InvalidMetadata(#[from] InvalidMetadata),
     /// The metadata is larger than `limits.*` allows: bad input, not load.
     #[error("scalerMetadata has {actual} {what}, more than the {limit} allowed (limits.{setting})")]
-    MetadataTooLarge { what: &'static str, actual: usize, limit: usize, setting: &'static str },
+    MetadataTooLarge {
+        /// What is counted: `keys` or `bytes`.
+        what: &'static str,
+        /// How many the metadata has.
+        actual: usize,
+        /// How many the limit allows.
+        limit: usize,
+        /// The `limits` key that sets it, e.g. `maxMetadataKeys`.
+        setting: &'static str,
+    },
     /// `hosts`/`backend` without an activator, or a route the activator refuses.
     #[error("{0}")]
     Route(String),
     /// The server holds as many as `limits.*` allows.
     #[error("spinscale already holds {limit} {what} (limits.{setting}); refusing another")]
-    Full { what: &'static str, limit: usize, setting: &'static str },
+    Full {
+        /// What is full, e.g. `targets`.
+        what: &'static str,
+        /// How many the limit allows.
+        limit: usize,
+        /// The `limits` key that sets it, e.g. `maxTargets`.
+        setting: &'static str,
+    },
 }
 
 /// A config that does not fit the live targets; nothing of it was applied.
 #[derive(Debug, thiserror::Error)]
 #[error("the new config does not fit the live targets, so none of it is applied: {}", problems.join("; "))]
 pub struct Rejected {
+    /// One line per misfit, each naming the target or route and the key.
     pub problems: Vec<String>,
 }
 
@@ -61,6 +83,7 @@ pub struct Rejected {
 pub struct Reloaded {
     /// Live targets whose spec, collectors or engine were replaced.
     pub targets_changed: usize,
+    /// The collector settings changed, so every collector restarted with the new ones.
     pub collectors_restarted: bool,
 }
 
@@ -80,6 +103,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty registry under `config`, with its signal hub and telemetry.
     pub fn new(config: Config) -> Arc<Self> {
         Arc::new_cyclic(|registry| {
             let this = registry.clone();
@@ -104,10 +128,12 @@ impl Registry {
         self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// The metrics it counts into and exports.
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
     }
 
+    /// The signal hub its targets' collectors run on.
     pub fn hub(&self) -> &Hub {
         &self.hub
     }
@@ -117,10 +143,12 @@ impl Registry {
         self.hub.running()
     }
 
+    /// How many targets are live.
     pub fn len(&self) -> usize {
         self.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
+    /// Whether no target is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

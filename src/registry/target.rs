@@ -17,8 +17,11 @@ use spinscale_core::spec::TargetSpec;
 /// Identifies a target: KEDA sends no trigger index, so the metadata tells triggers apart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TargetKey {
+    /// The ScaledObject's namespace.
     pub namespace: String,
+    /// The ScaledObject's name.
     pub name: String,
+    /// The trigger's `scalerMetadata`, as KEDA sent it.
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -33,7 +36,8 @@ impl std::fmt::Display for TargetKey {
 pub struct TargetState {
     /// Decided from the sources that have fresh readings.
     pub decision: Decision,
-    /// The first source without a fresh reading, if any: unary answers are then `UNAVAILABLE`.
+    /// The worst source without a fresh reading (failed, then stale, then pending), if any:
+    /// `GetMetrics` then answers `UNAVAILABLE`, and so does `IsActive` unless the others show activity.
     pub problem: Option<SourceProblem>,
     /// When the newest reading behind this decision arrived: push latency is measured from it.
     pub observed_at: Option<Instant>,
@@ -49,12 +53,30 @@ impl TargetState {
 /// Why a source has no usable reading.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum SourceProblem {
+    /// The source has not answered yet.
     #[error("{signal}: no reading yet")]
-    Pending { signal: String },
+    Pending {
+        /// The source, as shown in logs and on the status page.
+        signal: String,
+    },
+    /// The source's last poll failed.
     #[error("{signal}: {cause}")]
-    Failed { signal: String, cause: String },
+    Failed {
+        /// The source, as shown in logs and on the status page.
+        signal: String,
+        /// The poll's error.
+        cause: String,
+    },
+    /// The last good reading is older than `collectors.staleAfter`.
     #[error("{signal}: the last good reading is {age} old (staleAfter {limit})")]
-    Stale { signal: String, age: String, limit: String },
+    Stale {
+        /// The source, as shown in logs and on the status page.
+        signal: String,
+        /// The last good reading's age, formatted (`20s`).
+        age: String,
+        /// `collectors.staleAfter`, formatted.
+        limit: String,
+    },
 }
 
 impl SourceProblem {
@@ -69,6 +91,7 @@ impl SourceProblem {
 
 /// One live target.
 pub struct Target {
+    /// Which trigger of which ScaledObject this is.
     pub key: TargetKey,
     /// What the target's task runs with; replaced in place when the config changes.
     pub(super) setup: watch::Sender<Arc<Setup>>,
@@ -149,6 +172,7 @@ impl Target {
         StreamGuard(self.clone())
     }
 
+    /// Streams open on this target now.
     pub fn open_streams(&self) -> usize {
         self.shared.open_streams.load(Ordering::Relaxed)
     }

@@ -35,6 +35,7 @@ pub struct Hub {
 
 /// A running collector. Dropping the last `Arc` stops it.
 pub struct Collector {
+    /// The source it polls.
     pub key: SourceKey,
     state: watch::Receiver<SourceState>,
     task: JoinHandle<()>,
@@ -105,6 +106,7 @@ impl Drop for Collector {
 }
 
 impl Hub {
+    /// A hub with no collector yet; they poll as `settings` say and count into `telemetry`.
     pub fn new(settings: CollectorSettings, telemetry: Arc<Telemetry>) -> Arc<Self> {
         let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).build().unwrap_or_default();
         Arc::new(Self {

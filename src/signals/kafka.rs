@@ -27,22 +27,47 @@ const PARALLEL_FETCHES: usize = 32;
 /// again within about one offsets cycle.
 const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 
+/// Why a source's offsets could not be read in one cycle.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OffsetsError {
+    /// librdkafka refused the client settings (or the connection's secret files).
     #[error("cannot create Kafka client: {0}")]
     Client(String),
+    /// The cluster's Metadata request failed; every source of the cluster fails with it.
     #[error("metadata request failed: {0}")]
     Metadata(String),
+    /// A topic the trigger names is not in the cluster's metadata.
     #[error("topic {0:?} does not exist")]
     TopicNotFound(String),
+    /// `partitionLimitation` left none of the topic's partitions.
     #[error("topic {0:?} has no partitions left after partitionLimitation")]
     NoPartitions(String),
+    /// The group's OffsetFetch failed as a whole.
     #[error("fetching committed offsets of group {group:?} failed: {cause}")]
-    Committed { group: String, cause: String },
+    Committed {
+        /// The consumer group.
+        group: String,
+        /// The client's error.
+        cause: String,
+    },
+    /// The group's OffsetFetch failed for one partition.
     #[error("committed offset of {topic}/{partition} failed: {cause}")]
-    PartitionCommitted { topic: String, partition: i32, cause: String },
+    PartitionCommitted {
+        /// The partition's topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The broker's error for it.
+        cause: String,
+    },
+    /// ListOffsets failed for a partition (its leader is down, for one); never read as lag 0.
     #[error("fetching the latest offset of {partition} failed: {cause}")]
-    Latest { partition: String, cause: String },
+    Latest {
+        /// The partition, `topic/partition`.
+        partition: String,
+        /// The client's error.
+        cause: String,
+    },
 }
 
 type Partition = (Arc<str>, i32);
@@ -63,6 +88,7 @@ pub struct ClusterReader {
 }
 
 impl ClusterReader {
+    /// A reader for the cluster at `bootstrap_servers`, each request bounded by `timeout`.
     pub fn new(
         bootstrap_servers: &str,
         security: Option<&KafkaConnection>,

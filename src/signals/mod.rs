@@ -2,6 +2,9 @@
 //!
 //! Collectors only fetch and publish raw readings on a `watch` channel; the targets interpret them
 //! (KEDA's lag rules, thresholds) in the pure [`spinscale_core::engine`].
+//!
+//! Within the crate it may use [`config`](crate::config) and [`telemetry`](crate::telemetry);
+//! nothing else.
 
 pub mod hub;
 pub mod kafka;
@@ -22,8 +25,11 @@ pub use hub::{Collector, Hub};
 /// What a collector watches. Equal keys share one collector.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SourceKey {
+    /// An instant query against one Prometheus server.
     Prometheus(PrometheusSource),
+    /// A counter scraped straight from `/metrics` endpoints.
     Scrape(ScrapeSource),
+    /// One consumer group's offsets on one Kafka cluster.
     Kafka(KafkaSource),
 }
 
@@ -87,10 +93,12 @@ pub enum SourceView<'a> {
     Failed(&'a str),
     /// The last good reading is older than `staleAfter`.
     Stale(Duration),
+    /// The last poll succeeded, recently enough: its reading.
     Fresh(&'a Reading),
 }
 
 impl SourceState {
+    /// How the state looks at `now`, a reading older than `stale_after` being stale.
     pub fn view(&self, now: Instant, stale_after: Duration) -> SourceView<'_> {
         match (&self.error, &self.last_good) {
             (Some(e), _) => SourceView::Failed(e),

@@ -1,4 +1,4 @@
-//! Prometheus instant queries, with KEDA's prometheus-scaler result rules (KEDA.md §3).
+//! Prometheus instant queries, with KEDA's prometheus-scaler result rules (docs/keda.md §3).
 //!
 //! [`interpret`] is the pure part (tested on strings); [`query`] does one HTTP round trip.
 
@@ -8,24 +8,39 @@ use serde_json::Value;
 
 use spinscale_core::spec::PrometheusSource;
 
+/// Why a query gave no value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryError {
+    /// No HTTP answer (connection refused, timeout, ...): the error and its causes.
     #[error("request failed: {0}")]
     Request(String),
+    /// An HTTP error status without a Prometheus JSON body.
     #[error("HTTP {status}: {body}")]
-    Status { status: u16, body: String },
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The body's first 200 characters.
+        body: String,
+    },
+    /// The body is not the Prometheus API's JSON, or lacks `data.result`.
     #[error("response is not Prometheus API JSON: {0}")]
     Body(String),
+    /// Prometheus answered with `status: error`: its message.
     #[error("query failed: {0}")]
     Query(String),
+    /// No series, without `ignoreNullValues`.
     #[error("the result is empty (the target may be lost; set ignoreNullValues: true to read it as 0)")]
     Empty,
+    /// More than one series: how many.
     #[error("the query returned {0} series; it must return one (wrap it in sum(...))")]
     MultipleSeries(usize),
+    /// The one series (or scalar) carries no `[time, value]` pair.
     #[error("the result has no value")]
     NoValue,
+    /// NaN or ±Inf, without `ignoreNullValues`: the value as sent.
     #[error("the value {0:?} is not a finite number (set ignoreNullValues: true to read it as 0)")]
     NotFinite(String),
+    /// The value does not parse as a number: the value as sent.
     #[error("the value {0:?} is not a number")]
     NotANumber(String),
 }

@@ -12,16 +12,43 @@ use prometheus_parse::{Scrape, Value};
 
 use spinscale_core::spec::ScrapeSource;
 
+/// Why a scrape gave no counter; one failing endpoint fails the whole scrape.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ScrapeError {
+    /// No HTTP answer (connection refused, timeout, ...).
     #[error("{url}: request failed: {cause}")]
-    Request { url: String, cause: String },
+    Request {
+        /// The endpoint.
+        url: String,
+        /// The error and its causes.
+        cause: String,
+    },
+    /// An HTTP error status.
     #[error("{url}: HTTP {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        /// The endpoint.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The metric is exposed, but not as a counter.
     #[error("{url}: metric {metric:?} is a {kind}, not a counter")]
-    NotACounter { url: String, metric: String, kind: &'static str },
+    NotACounter {
+        /// The endpoint.
+        url: String,
+        /// The trigger's metric name.
+        metric: String,
+        /// What it is instead: `gauge`, `histogram` or `summary`.
+        kind: &'static str,
+    },
+    /// The body has text but no sample ([`BodyError::NotAnExposition`]).
     #[error("{url}: the body is not a Prometheus exposition (no line of it is a sample); it starts {start:?}")]
-    NotAnExposition { url: String, start: String },
+    NotAnExposition {
+        /// The endpoint.
+        url: String,
+        /// The body's first 60 characters.
+        start: String,
+    },
 }
 
 /// Why an exposition body gave no counter.
@@ -120,6 +147,7 @@ pub struct CounterRate {
 }
 
 impl CounterRate {
+    /// No snapshot yet; rates are averaged over `window`.
     pub fn new(window: Duration) -> Self {
         Self { window, last: None, recent: VecDeque::new() }
     }

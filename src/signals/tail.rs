@@ -20,8 +20,11 @@ use tracing::debug;
 /// A record seen at the tail: the partition's log end is now at least `offset + 1`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TailRecord {
+    /// The record's topic.
     pub topic: Arc<str>,
+    /// The record's partition.
     pub partition: i32,
+    /// The record's offset.
     pub offset: i64,
 }
 

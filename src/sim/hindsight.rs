@@ -40,9 +40,13 @@ pub struct Bounds {
     pub needed: usize,
     /// Series that can be below it at all.
     pub feasible: usize,
+    /// The `floor` bound (see the module doc); `None` when too few series can get below the rate.
     pub floor: Option<f64>,
+    /// The `keep_warm` bound; `None` as for `floor`.
     pub keep_warm: Option<f64>,
+    /// The `one_window` bound; `None` as for `floor`.
     pub one_window: Option<f64>,
+    /// The `one_keep_alive` bound; `None` as for `floor`.
     pub one_keep_alive: Option<f64>,
 }
 

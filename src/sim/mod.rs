@@ -5,6 +5,9 @@
 //! - [`policy`]: the policies (the engine itself for `spinscale` and `hybrid`; timers for the rest);
 //! - [`replay`]: the virtual clock and the scoring; [`report`] and [`chart`]: the outputs;
 //! - [`hindsight`]: what a policy that knew the whole trace could reach, as a yardstick.
+//!
+//! Within the crate it may use [`config`](crate::config) and [`status`](crate::status); nothing
+//! else.
 
 pub mod chart;
 pub mod hindsight;
@@ -33,7 +36,7 @@ pub struct SimulateArgs {
     /// `csv:FILE` (`timestamp,count[,series]`, `,` or `;`). Repeat for several traces.
     #[arg(long, required = true)]
     pub trace: Vec<String>,
-    /// Policies, comma-separated: spinscale, spinscale-idle, spinscale-off, fixed-<duration>, keda, knative, hybrid.
+    /// Policies, comma-separated: spinscale, spinscale-idle, spinscale-off, fixed-DURATION, keda, knative, hybrid.
     #[arg(long, value_delimiter = ',', default_value = "spinscale,hybrid,fixed-10m,fixed-20m,keda,knative")]
     pub policy: Vec<String>,
     /// Lead time (Go duration): an app is warm in a step if it was active `lead` earlier.
@@ -82,41 +85,74 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// What can go wrong in a simulation.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// A `--trace` that is not `azure:`, `nasa:` or `csv:` and a path.
     #[error("--trace {0:?}: expected azure:PREFIX, nasa:FILE or csv:FILE")]
     TraceSpec(String),
+    /// A `--trace` with no series or no steps left after loading and windowing.
     #[error("--trace {0:?}: no data")]
     Empty(String),
+    /// A trace file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line of a trace file is not in the expected format.
     #[error("{path}, line {line}: {message}")]
-    Parse { path: String, line: usize, message: String },
+    Parse {
+        /// The file.
+        path: String,
+        /// The line, from 1; 0 when no one line is at fault (no rows, an app without memory).
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A `--policy` name that is not one of the policies.
     #[error(
         "--policy {0:?}: expected spinscale, spinscale-idle, spinscale-off, fixed-<duration> (e.g. fixed-10m), keda, knative or hybrid"
     )]
     Policy(String),
+    /// Any other argument out of range, with the flag in the message.
     #[error("{0}")]
     Argument(String),
+    /// The `--config` file is not a valid config.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// An output file (`--json`, `--out`) could not be written.
     #[error("cannot write {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        /// The file or directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// The results of one trace.
 #[derive(Clone, Debug, Serialize)]
 pub struct TraceResult {
+    /// The trace's name.
     pub trace: String,
+    /// Series replayed.
     pub series: usize,
+    /// Length of one step, seconds.
     pub step_secs: f64,
+    /// Length of the replay, days.
     pub days: f64,
+    /// `--lead`, seconds.
     pub lead_secs: f64,
+    /// Wall-clock time the replay of every policy took, seconds.
     pub elapsed_secs: f64,
+    /// One summary per policy, in `--policy` order.
     pub policies: Vec<PolicySummary>,
+    /// The hindsight bounds, with `--hindsight`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hindsight: Option<hindsight::Bounds>,
 }
 
-/// Loads, replays and scores one trace under every policy.
+/// Replays and scores one loaded trace under every policy.
 pub fn simulate(
     trace: &Trace,
     policies: &[PolicyKind],

@@ -92,6 +92,7 @@ impl fmt::Display for PolicyKind {
 /// What a policy decides at the start of a step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Step {
+    /// Whether the app is kept (or brought) up for this step.
     pub active: bool,
     /// Replicas wanted (before the HPA's rounding and stabilization).
     pub desired: f64,
@@ -99,6 +100,7 @@ pub struct Step {
 
 /// One policy running on one series: told the time and the rate seen during the previous step.
 pub trait Driver {
+    /// The decision at `now`, from `rps`, the request rate of the step that just ended.
     fn step(&mut self, now: Now, rps: f64) -> Step;
 }
 

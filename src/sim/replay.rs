@@ -23,10 +23,15 @@ const HPA_STABILIZATION: Duration = Duration::from_secs(300);
 /// Counts of one series under one policy. `*_all` count every scored step, `*_late` leave out the first.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SeriesScore {
+    /// The series' name.
     pub name: String,
+    /// Invocations in scored steps.
     pub invocations_all: u64,
+    /// Cold starts in scored steps (at most one per step).
     pub cold_all: u64,
+    /// Invocations in scored steps after the first.
     pub invocations_late: u64,
+    /// Cold starts in scored steps after the first.
     pub cold_late: u64,
     /// Warm steps with no invocation.
     pub idle_warm_steps: u64,
@@ -34,6 +39,7 @@ pub struct SeriesScore {
     pub replica_steps: f64,
     /// Scored steps whose requests exceeded what the running replicas serve at `targetRps`.
     pub short_steps: u64,
+    /// Memory of one warm instance, MB.
     pub memory_mb: f64,
 }
 

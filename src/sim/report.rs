@@ -13,7 +13,9 @@ use super::replay::SeriesScore;
 /// One policy's results over a whole trace.
 #[derive(Clone, Debug, Serialize)]
 pub struct PolicySummary {
+    /// The policy's name, as given to `--policy`.
     pub policy: String,
+    /// Invocations in scored steps, all series.
     pub invocations: u64,
     /// Cold starts, first step counted.
     pub cold_starts: u64,
@@ -23,16 +25,23 @@ pub struct PolicySummary {
     pub cold_start_rate: f64,
     /// Per-series cold-start rate percentiles, first step counted.
     pub p50: f64,
+    /// The 75th percentile, as `p50`.
     pub p75: f64,
+    /// The 90th percentile, as `p50`.
     pub p90: f64,
     /// The same, first step not counted.
     pub p50_late: f64,
+    /// The 75th percentile, as `p50_late`.
     pub p75_late: f64,
+    /// The 90th percentile, as `p50_late`.
     pub p90_late: f64,
+    /// Memory of warm instances in steps without invocations, GB-h per day.
     pub wasted_gb_hours_per_day: f64,
+    /// Replicas running, summed over scored steps, in replica-hours per day.
     pub replica_hours_per_day: f64,
     /// Steps whose requests exceeded the running replicas' capacity.
     pub short_steps: u64,
+    /// Each series' counts (for the CSV; left out of the JSON).
     #[serde(skip)]
     pub series: Vec<SeriesScore>,
 }
@@ -46,6 +55,7 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
 }
 
 impl PolicySummary {
+    /// Aggregates `series`' scores over a replay of `days` days in steps of `step_secs` seconds.
     pub fn new(policy: String, series: Vec<SeriesScore>, step_secs: f64, days: f64) -> Self {
         let sum = |f: fn(&SeriesScore) -> u64| series.iter().map(f).sum::<u64>();
         let rates = |first: bool| {

@@ -13,17 +13,21 @@ use super::SimError;
 /// One replayable trace.
 #[derive(Clone, Debug)]
 pub struct Trace {
+    /// Shown in reports and output file names: the Azure prefix's file name, the CSV's stem, or
+    /// `nasa_http_1995`, with ` (thinned ×F)` under `--thin`.
     pub name: String,
     /// Time between two counts.
     pub step: Duration,
     /// Wall-clock time of the first step, Unix seconds (local time for NASA, as its daily pattern is local).
     pub start_wall: f64,
+    /// Its functions or services, each with a count for every step.
     pub series: Vec<Series>,
 }
 
 /// One function or service.
 #[derive(Clone, Debug)]
 pub struct Series {
+    /// The function's hash (Azure), `nasa`, or the CSV's third column (`series` without one).
     pub name: String,
     /// Invocations (requests) started in each step.
     pub counts: Vec<u32>,
@@ -36,6 +40,7 @@ pub struct Series {
 }
 
 impl Series {
+    /// Whether step `t` counts in the score.
     pub fn is_scored(&self, t: usize) -> bool {
         self.scored.as_ref().is_none_or(|s| s[t])
     }
@@ -54,6 +59,7 @@ pub struct LoadOptions {
     pub to: Option<NaiveDate>,
     /// Memory of one instance when the trace has none.
     pub memory_mb: f64,
+    /// Seed of the thinning's generator: the same seed thins the same requests.
     pub seed: u64,
 }
 

@@ -4,6 +4,8 @@
 //! describes the present (targets, their signals and decisions, sources) is read from the registry
 //! at scrape time (a collector the registry hands to [`Telemetry::new`]), so a target dropped from the registry leaves the exporter with it and
 //! the hot paths pay nothing for it.
+//!
+//! Within the crate it may use no other module (a leaf).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +40,9 @@ pub struct Telemetry {
 /// How a config reload ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReloadResult {
+    /// The new config was applied (`result="success"`).
     Success,
+    /// The new config was refused and the previous one stays (`result="rejected"`).
     Rejected,
 }
 
@@ -95,11 +99,13 @@ impl Telemetry {
         self.source_cycle.get_or_create(&[("kind", kind)]).clone()
     }
 
+    /// Counts one gRPC call by method and status code, and times it.
     pub fn observe_call(&self, method: &'static str, code: &'static str, took: Duration) {
         self.grpc_requests.get_or_create(&[("method", method), ("code", code)]).inc();
         self.grpc_duration.get_or_create(&[("method", method)]).observe(took.as_secs_f64());
     }
 
+    /// Counts one config reload by its result (`spinscale_config_reload_total`).
     pub fn count_reload(&self, result: ReloadResult) {
         let result = match result {
             ReloadResult::Success => "success",

@@ -1,5 +1,5 @@
-//! Backends: a pooled HTTP/1.1 client, and the prober that finds out when a held target's
-//! backend accepts connections.
+//! Backends: a pooled HTTP/1.1 client, and the prober that finds out when a held app's backend
+//! accepts connections.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +10,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::app::App;
 use super::body::OutBody;
-use super::target::Target;
 
 /// Delay before the second connect attempt; it doubles after each failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(2);
@@ -23,8 +23,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Idle pooled connections to a backend are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
+/// The client every forward goes through, pooling connections per backend.
 pub(super) type BackendClient = Client<HttpConnector, OutBody>;
 
+/// A client that connects with `TCP_NODELAY` and [`CONNECT_TIMEOUT`].
 pub(super) fn client() -> BackendClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -32,33 +34,33 @@ pub(super) fn client() -> BackendClient {
     Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE).build(connector)
 }
 
-/// Tries to connect to the target's backend while requests are held, with backoff; on the
+/// Tries to connect to the app's backend while requests are held, with backoff; on the
 /// first success, opens the gate (which releases them in order). Started by the first held
 /// request when no prober runs.
-pub(super) async fn probe(target: Arc<Target>) {
+pub(super) async fn probe(app: Arc<App>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
-        if target.removed.is_cancelled() {
-            target.hold.stop_probing();
+        if app.removed.is_cancelled() {
+            app.hold.stop_probing();
             return;
         }
-        if !target.hold.keep_probing() {
+        if !app.hold.keep_probing() {
             return;
         }
-        let address = target.settings().address.clone();
+        let address = app.settings().address.clone();
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await {
             Ok(Ok(_)) => {
-                let released = target.hold.open();
-                debug!(target = %target.id, %address, released, "backend ready");
+                let released = app.hold.open();
+                debug!(target = %app.id, %address, released, "backend ready");
                 return;
             }
-            Ok(Err(e)) => debug!(target = %target.id, %address, error = %e, "backend not ready"),
-            Err(_) => debug!(target = %target.id, %address, "backend connect timed out"),
+            Ok(Err(e)) => debug!(target = %app.id, %address, error = %e, "backend not ready"),
+            Err(_) => debug!(target = %app.id, %address, "backend connect timed out"),
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = target.poke.notified() => {}
-            _ = target.removed.cancelled() => {}
+            _ = app.poke.notified() => {}
+            _ = app.removed.cancelled() => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

@@ -14,7 +14,9 @@ use super::stats::InFlight;
 /// attempt's first poll, so an attempt that failed before sending any of it leaves it there
 /// for a retry.
 pub(super) enum OutBody {
+    /// No body.
     Empty,
+    /// The client's body, shared with the [`Lender`] until an attempt takes it.
     Lent { slot: Arc<Mutex<Option<Incoming>>>, taken: Option<Incoming>, hint: SizeHint },
 }
 
@@ -25,6 +27,7 @@ pub(super) struct Lender {
 }
 
 impl Lender {
+    /// Keeps `body` for the attempts to come.
     pub fn new(body: Incoming) -> Self {
         let hint = body.size_hint();
         let slot = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
@@ -89,10 +92,12 @@ pub(super) enum ProxyBody {
 }
 
 impl ProxyBody {
+    /// An answer of the activator's own.
     pub(super) fn text(text: String) -> Self {
         ProxyBody::Local(Some(Bytes::from(text)))
     }
 
+    /// No body.
     pub(super) fn empty() -> Self {
         ProxyBody::Local(None)
     }

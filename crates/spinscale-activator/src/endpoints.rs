@@ -1,6 +1,6 @@
 //! In a cluster, the activator learns that a backend is ready from its Service's EndpointSlices
 //! (watched through the Kubernetes API) instead of waiting for the next connect attempt: the
-//! moment an endpoint turns ready, the targets behind that Service are poked.
+//! moment an endpoint turns ready, the apps behind that Service are poked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,8 @@ use super::Activator;
 /// The label that names an EndpointSlice's Service.
 const SERVICE_LABEL: &str = "kubernetes.io/service-name";
 
-/// Pokes the activator's targets behind a Service that has ready endpoints.
+/// An `on_ready` for [`follow`]: pokes the activator's apps behind a Service that has ready
+/// endpoints.
 pub fn poker(activator: Arc<Activator>) -> impl Fn(&str, &str) + Send + Sync {
     move |namespace, service| {
         let poked = activator.poke_service(namespace, service);
@@ -88,7 +89,7 @@ mod tests {
     use crate::Route;
 
     #[test]
-    fn a_service_pokes_the_targets_whose_backend_it_is() {
+    fn a_service_pokes_the_apps_whose_backend_it_is() {
         let activator = Activator::new(Arc::new(|_: &str| {}));
         for (id, host, backend) in [
             ("default/api", "api.example.com", "http://api-function.default.svc:80"),

@@ -1,4 +1,4 @@
-//! Forwarding one request to the target's backend: streamed bodies, rewritten headers, one
+//! Forwarding one request to the app's backend: streamed bodies, rewritten headers, one
 //! retry for idempotent requests whose body was not sent, and protocol switches (WebSocket)
 //! tunnelled after the backend's `101`.
 
@@ -15,13 +15,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::Activator;
+use super::app::{App, Settings};
 use super::body::{Lender, ProxyBody};
 use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
 use super::proxy::until_ready;
 use super::reply;
 use super::stats::InFlight;
-use super::target::{Settings, Target};
 
+/// Added to responses of held requests: how long they were held, in milliseconds.
 static COLD_START: HeaderName = HeaderName::from_static("x-spinscale-cold-start");
 
 /// A request whose backend went away before it was sent is held again at most this often.
@@ -29,17 +30,25 @@ const MAX_RE_HOLDS: u32 = 3;
 
 /// A forward of one client request.
 pub(super) struct Forward<'a> {
+    /// The activator, for its backend client.
     pub activator: &'a Activator,
-    pub target: &'a Arc<Target>,
+    /// The app the request is routed to.
+    pub app: &'a Arc<App>,
+    /// The app's route as the request found it.
     pub settings: &'a Settings,
+    /// The client's address, for `X-Forwarded-For`.
     pub peer: SocketAddr,
     /// How long the request was held, if it was.
     pub held: Option<Duration>,
+    /// When the request arrived; the hold timeout counts from here.
     pub arrived: Instant,
+    /// Ends switched (upgraded) connections on shutdown.
     pub shutdown: &'a CancellationToken,
 }
 
 impl Forward<'_> {
+    /// Sends the request to the backend (holding it again if the backend went away before it was
+    /// sent) and returns the response to give the client.
     pub async fn run(mut self, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let upgrade = wants_upgrade(&request);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -55,7 +64,7 @@ impl Forward<'_> {
         add_forwarded(&mut headers, self.peer.ip(), host);
         let uri = match self.backend_uri(&parts.uri) {
             Ok(uri) => uri,
-            Err(e) => return reply::bad_gateway(&self.target.id, &self.settings.route.backend, &e),
+            Err(e) => return reply::bad_gateway(&self.app.id, &self.settings.route.backend, &e),
         };
 
         let body = Lender::new(body);
@@ -69,36 +78,36 @@ impl Forward<'_> {
             *outgoing.uri_mut() = uri.clone();
             *outgoing.version_mut() = Version::HTTP_11;
             *outgoing.headers_mut() = headers.clone();
-            let in_flight = self.target.stats.start();
+            let in_flight = self.app.stats.start();
             let error = match self.activator.client.request(outgoing).await {
                 Ok(response) => return self.respond(response, in_flight, client_upgrade),
                 Err(error) => error,
             };
             drop(in_flight);
-            if error.is_connect() && self.target.hold.close() {
-                info!(target = %self.target.id, backend = %self.settings.address, %error, "backend went away; holding new requests");
+            if error.is_connect() && self.app.hold.close() {
+                info!(target = %self.app.id, backend = %self.settings.address, %error, "backend went away; holding new requests");
             }
             // Nothing reached the backend (it scaled to zero, or its pod is gone): hold this request
             // too, as if it had arrived now, rather than fail it.
             if error.is_connect() && body.unsent() && re_holds < MAX_RE_HOLDS {
                 re_holds += 1;
-                match until_ready(self.activator, self.target, self.settings, self.arrived).await {
+                match until_ready(self.activator, self.app, self.settings, self.arrived).await {
                     Ok(waited) => {
                         self.held = waited.or(self.held);
                         continue;
                     }
                     Err(refusal) => {
-                        let gone = || reply::bad_gateway(&self.target.id, &self.settings.route.backend, &error);
-                        return refusal.reply(self.target, self.settings, self.arrived, gone);
+                        let gone = || reply::bad_gateway(&self.app.id, &self.settings.route.backend, &error);
+                        return refusal.reply(self.app, self.settings, self.arrived, gone);
                     }
                 }
             }
             if idempotent && !retried && body.unsent() {
-                debug!(target = %self.target.id, %error, "retrying once");
+                debug!(target = %self.app.id, %error, "retrying once");
                 retried = true;
                 continue;
             }
-            return reply::bad_gateway(&self.target.id, &self.settings.route.backend, &error);
+            return reply::bad_gateway(&self.app.id, &self.settings.route.backend, &error);
         }
     }
 

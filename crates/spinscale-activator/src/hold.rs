@@ -1,4 +1,4 @@
-//! A target's gate: open while its backend is ready; while closed, requests wait in a bounded
+//! An app's gate: open while its backend is ready; while closed, requests wait in a bounded
 //! queue, in arrival order, and are released in that order when it opens.
 //!
 //! Readiness and the queue share one lock, so a request can never be queued just after the
@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 pub(super) enum Release {
     /// The backend is ready: forward it.
     Ready,
-    /// The target's route was removed.
+    /// The app's route was removed.
     Removed,
     /// The activator is shutting down and its drain time is over.
     Shutdown,
@@ -34,6 +34,7 @@ struct Queue {
     probing: bool,
 }
 
+/// One app's gate and the queue of requests waiting at it.
 #[derive(Default)]
 pub(super) struct Hold {
     ready: AtomicBool,
@@ -46,7 +47,9 @@ pub(super) enum Admit {
     Ready,
     /// The queue is full.
     Full,
+    /// Queued: wait on `ticket`.
     Held {
+        /// The request's place in the queue.
         ticket: Ticket,
         /// The queue was empty: this request is the first demand of this wait.
         first: bool,
@@ -60,10 +63,12 @@ impl Hold {
         self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Whether the gate is open (the backend is ready).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// How many requests wait.
     pub fn held(&self) -> usize {
         self.lock().waiters.len()
     }

@@ -1,5 +1,5 @@
 //! One request through the activator: route it, count it, hold it while the backend is not
-//! ready (waking the target), then forward it.
+//! ready (waking the app), then forward it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,14 +10,15 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use super::Activator;
+use super::app::{App, Settings};
 use super::backend;
 use super::body::ProxyBody;
 use super::forward::Forward;
 use super::hold::{Admit, Release};
 use super::reply;
 use super::routes::request_host;
-use super::target::{Settings, Target};
 
+/// Answers one client request: the backend's response, or the activator's own refusal.
 pub(super) async fn handle(
     activator: Arc<Activator>,
     request: Request<Incoming>,
@@ -26,35 +27,32 @@ pub(super) async fn handle(
 ) -> Response<ProxyBody> {
     let arrived = Instant::now();
     let Some(host) = request_host(&request) else { return reply::no_host() };
-    let Some(target) = activator.lookup(&host, request.uri().path()) else {
+    let Some(app) = activator.lookup(&host, request.uri().path()) else {
         return reply::no_route(&host, request.uri().path());
     };
-    target.stats.record(arrived);
-    let settings = target.settings();
-    let held = match until_ready(&activator, &target, &settings, arrived).await {
+    app.stats.record(arrived);
+    let settings = app.settings();
+    let held = match until_ready(&activator, &app, &settings, arrived).await {
         Ok(held) => held,
         Err(refusal) => {
-            return refusal.reply(&target, &settings, arrived, || reply::no_route(&host, request.uri().path()));
+            return refusal.reply(&app, &settings, arrived, || reply::no_route(&host, request.uri().path()));
         }
     };
     drop(host); // it borrows `request`, which the forward takes
-    let forward = Forward {
-        activator: &activator,
-        target: &target,
-        settings: &settings,
-        peer,
-        held,
-        arrived,
-        shutdown: &shutdown,
-    };
+    let forward =
+        Forward { activator: &activator, app: &app, settings: &settings, peer, held, arrived, shutdown: &shutdown };
     forward.run(request).await
 }
 
 /// Why a request was not let through to its backend.
 pub(super) enum Refusal {
+    /// The hold queue was full (`503`).
     Full,
+    /// The route was removed while the request waited.
     Removed,
+    /// The activator shut down while the request waited (`503`).
     Shutdown,
+    /// The backend was not ready within the hold timeout (`504`).
     TimedOut,
 }
 
@@ -62,40 +60,40 @@ impl Refusal {
     /// The reply to a request refused while held; `removed` is the one for a route that went.
     pub(super) fn reply(
         self,
-        target: &Target,
+        app: &App,
         settings: &Settings,
         arrived: Instant,
         removed: impl FnOnce() -> Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         match self {
-            Refusal::Full => reply::full(&target.id, settings.route.max_held),
+            Refusal::Full => reply::full(&app.id, settings.route.max_held),
             Refusal::Removed => removed(),
-            Refusal::Shutdown => reply::shutting_down(&target.id),
-            Refusal::TimedOut => reply::timed_out(&target.id, arrived.elapsed()),
+            Refusal::Shutdown => reply::shutting_down(&app.id),
+            Refusal::TimedOut => reply::timed_out(&app.id, arrived.elapsed()),
         }
     }
 }
 
-/// Waits (held) until the target's backend is ready, waking the target on the first hold.
+/// Waits (held) until the app's backend is ready, waking the app on the first hold.
 /// `Ok(Some(waited since arrival))` when it had to wait, `Ok(None)` when the backend was ready.
 pub(super) async fn until_ready(
     activator: &Activator,
-    target: &Arc<Target>,
+    app: &Arc<App>,
     settings: &Settings,
     arrived: Instant,
 ) -> Result<Option<Duration>, Refusal> {
-    if target.hold.is_ready() {
+    if app.hold.is_ready() {
         return Ok(None);
     }
-    match target.hold.admit(settings.route.max_held) {
+    match app.hold.admit(settings.route.max_held) {
         Admit::Ready => Ok(None),
         Admit::Full => Err(Refusal::Full),
         Admit::Held { mut ticket, first, start_probe } => {
             if first {
-                (activator.on_demand)(&target.id);
+                (activator.on_demand)(&app.id);
             }
             if start_probe {
-                tokio::spawn(backend::probe(target.clone()));
+                tokio::spawn(backend::probe(app.clone()));
             }
             let left = settings.route.hold_timeout.saturating_sub(arrived.elapsed());
             match tokio::time::timeout(left, ticket.released()).await {

@@ -1,4 +1,4 @@
-//! Routes and the table that maps a request's host and path to a target.
+//! Routes and the table that maps a request's host and path to the app routed there.
 //!
 //! Exact hosts are one `HashMap` lookup whatever the number of routes; a `*.suffix` pattern is
 //! looked up once per label of the request's host (most specific suffix first), so lookups never
@@ -10,7 +10,7 @@ use std::time::Duration;
 /// Requests for these hosts (and path prefixes) go to `backend`, held while it is not ready.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
-    /// The target's id, `namespace/name`.
+    /// The routed app's id: its ScaledObject's `namespace/name`.
     pub target: String,
     /// Exact host names or `*.suffix` patterns, matched on the `Host` without its port,
     /// case-insensitively. `*.example.com` matches `a.example.com` and `a.b.example.com`, not
@@ -23,7 +23,7 @@ pub struct Route {
     pub backend: http::Uri,
     /// How long a request waits for a ready backend before a `504`.
     pub hold_timeout: Duration,
-    /// How many requests may wait at once for this target; more get a `503`.
+    /// How many requests may wait at once for this app; more get a `503`.
     pub max_held: usize,
     /// Adds `x-spinscale-cold-start: <ms held>` to responses of held requests.
     pub cold_start_header: bool,
@@ -52,21 +52,30 @@ impl Route {
 /// Why [`Activator::set_route`](super::Activator::set_route) refused a route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
+    /// Another app already holds one of the route's host/prefix pairs.
     #[error(transparent)]
     Conflict(#[from] RouteConflict),
+    /// The route cannot be served as written.
     #[error("route for {target}: {reason}")]
-    Invalid { target: String, reason: String },
+    Invalid {
+        /// The route's app id.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
-/// Two targets claim the same host pattern and path prefix.
+/// Two apps claim the same host pattern and path prefix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("host {host:?} path prefix {prefix:?} is already routed to {existing}; {requested} cannot take it")]
 pub struct RouteConflict {
+    /// The host pattern both claim, normalized.
     pub host: String,
+    /// The path prefix both claim, normalized.
     pub prefix: String,
-    /// The target that holds the route.
+    /// The app that holds the route.
     pub existing: String,
-    /// The target that asked for it.
+    /// The app that asked for it.
     pub requested: String,
 }
 
@@ -74,11 +83,14 @@ pub struct RouteConflict {
 /// without a trailing slash (except `/`), longest first, no duplicates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Patterns {
+    /// Exact hosts and `*.suffix` patterns.
     pub hosts: Vec<String>,
+    /// Path prefixes; `/` when the route names none.
     pub prefixes: Vec<String>,
 }
 
 impl Patterns {
+    /// The route's patterns, normalized; refuses hosts and prefixes that cannot match.
     pub fn of(route: &Route) -> Result<Self, RouteError> {
         let invalid = |reason: String| RouteError::Invalid { target: route.target.clone(), reason };
         if route.hosts.is_empty() {
@@ -134,27 +146,30 @@ pub fn covers(prefix: &str, path: &str) -> bool {
     prefix == "/" || (path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
 }
 
+/// One host pattern's route for one prefix.
 struct Entry<T> {
     prefix: String,
+    /// The id of the app that holds it.
     target: String,
     value: T,
 }
 
-/// host pattern → prefixes (longest first) → the target's value.
+/// host pattern → prefixes (longest first) → the app's value.
 pub(super) struct RouteTable<T> {
     exact: HashMap<String, Vec<Entry<T>>>,
     /// Keyed by the suffix without its `*.`.
     wildcard: HashMap<String, Vec<Entry<T>>>,
-    /// The patterns each target holds, to replace or remove them.
+    /// The patterns each app holds, to replace or remove them.
     owned: HashMap<String, Patterns>,
 }
 
 impl<T: Clone> RouteTable<T> {
+    /// An empty table.
     pub fn new() -> Self {
         Self { exact: HashMap::new(), wildcard: HashMap::new(), owned: HashMap::new() }
     }
 
-    /// Installs `patterns` for `target`, replacing what it held; nothing changes on a conflict.
+    /// Installs `patterns` for the app `target`, replacing what it held; nothing changes on a conflict.
     /// The value stays the one first installed while the patterns do not change.
     pub fn insert(&mut self, target: &str, patterns: Patterns, value: T) -> Result<(), RouteConflict> {
         if self.owned.get(target) == Some(&patterns) {
@@ -189,7 +204,7 @@ impl<T: Clone> RouteTable<T> {
         Ok(())
     }
 
-    /// Removes every route of `target`.
+    /// Removes every route of the app `target`.
     pub fn remove(&mut self, target: &str) {
         let Some(patterns) = self.owned.remove(target) else { return };
         for host in &patterns.hosts {
@@ -329,7 +344,7 @@ mod tests {
         assert_eq!((err.existing.as_str(), err.requested.as_str()), ("ns/a", "ns/b"));
         assert_eq!((err.host.as_str(), err.prefix.as_str()), ("a.com", "/x"));
         assert_eq!(t.lookup("c.com", "/x"), None);
-        // The same target may replace its own route; the old patterns go.
+        // The same app may replace its own route; the old patterns go.
         let a2 = route("ns/a", &["d.com"], &[]);
         t.insert("ns/a", Patterns::of(&a2).unwrap(), "ns/a".into()).unwrap();
         assert_eq!(t.lookup("a.com", "/x"), None);

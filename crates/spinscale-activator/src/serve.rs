@@ -25,6 +25,7 @@ const FINAL_DRAIN: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Accepts and serves connections until `shutdown`, then drains (see [`Activator::serve`]).
 pub(super) async fn serve(
     activator: Arc<Activator>,
     listener: TcpListener,

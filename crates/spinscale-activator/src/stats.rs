@@ -1,4 +1,4 @@
-//! Per-target request counts: a total, the requests in flight, and a ring of per-second counts
+//! Per-app request counts: a total, the requests in flight, and a ring of per-second counts
 //! for the rate. Recording a request is a few atomic operations and never allocates.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 /// Seconds kept by the ring; a rate window is at most `RING - 1` seconds long.
 const RING: usize = 64;
+/// The longest window [`Activator::rate`](super::Activator::rate) counts over.
 pub const MAX_WINDOW: Duration = Duration::from_secs(RING as u64 - 1);
 
-/// What [`Activator::stats`](super::Activator::stats) reports for a target.
+/// What [`Activator::stats`](super::Activator::stats) reports for an app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteStats {
-    /// Every request routed to the target since its route was first set (held, refused or forwarded).
+    /// Every request routed to the app since its route was first set (held, refused or forwarded).
     pub requests_total: u64,
     /// Forwarded requests whose response has not finished (an upgraded connection counts until it closes).
     pub in_flight: usize,
@@ -21,6 +22,7 @@ pub struct RouteStats {
     pub backend_ready: bool,
 }
 
+/// One app's counts.
 pub(super) struct Stats {
     epoch: Instant,
     total: AtomicU64,
@@ -30,6 +32,7 @@ pub(super) struct Stats {
 }
 
 impl Stats {
+    /// Nothing counted; seconds are numbered from `epoch`.
     pub fn new(epoch: Instant) -> Self {
         Self {
             epoch,
@@ -43,6 +46,7 @@ impl Stats {
         at.saturating_duration_since(self.epoch).as_secs()
     }
 
+    /// Counts one request arriving at `at`.
     pub fn record(&self, at: Instant) {
         self.total.fetch_add(1, Ordering::Relaxed);
         let second = self.second(at);
@@ -72,10 +76,12 @@ impl Stats {
         count as f64 / seconds as f64
     }
 
+    /// Every request recorded.
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
 
+    /// Forwarded requests not finished yet.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }

@@ -11,6 +11,8 @@
 //!
 //! Arrows point one way: `engine` uses `spec`, `duration` and `quantity`; `spec` uses the last two.
 
+#![deny(missing_docs)]
+
 pub mod duration;
 pub mod engine;
 pub mod quantity;

@@ -1,10 +1,13 @@
 //! Kubernetes memory quantities (`128Mi`, `1Gi`, `512M`, `1e9`), the format of a pod's
 //! `resources.limits.memory`.
 
-/// Bytes in a kibibyte, mebibyte, gibibyte and tebibyte.
+/// Bytes in a kibibyte (`Ki`).
 pub const KI: f64 = 1024.0;
+/// Bytes in a mebibyte (`Mi`).
 pub const MI: f64 = KI * 1024.0;
+/// Bytes in a gibibyte (`Gi`).
 pub const GI: f64 = MI * 1024.0;
+/// Bytes in a tebibyte (`Ti`).
 pub const TI: f64 = GI * 1024.0;
 
 /// Bytes in the largest instance accepted: anything above is a typo.

@@ -1,5 +1,8 @@
-//! Real components run in-process or as child processes, for the demo and the tests:
-//! a `prometheus` server from `PATH` and an exposition endpoint it scrapes.
+//! Real components for spinscale's tests, demo and bench, run in-process or as child
+//! processes: a `prometheus` server from `PATH`, exposition endpoints it scrapes, and free
+//! loopback ports. Not part of the product: nothing here runs in a deployed scaler.
+
+#![deny(missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +17,7 @@ use tokio::net::TcpListener;
 
 /// An HTTP endpoint serving `/metrics` with whatever text it currently holds.
 pub struct Exposition {
+    /// Where it listens, on `127.0.0.1`.
     pub addr: SocketAddr,
     body: Arc<RwLock<String>>,
     task: tokio::task::JoinHandle<()>,
@@ -71,6 +75,7 @@ impl Drop for Exposition {
 
 /// A `prometheus` server (the real binary) scraping some targets every second.
 pub struct PrometheusProcess {
+    /// Its base URL, `http://127.0.0.1:<port>`.
     pub address: String,
     child: Child,
     dir: tempfile::TempDir,

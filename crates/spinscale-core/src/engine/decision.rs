@@ -8,7 +8,9 @@ use crate::spec::{LagRules, MetricName, RateRules};
 /// The signals a target has right now; `None` = the target has no such source (or no reading).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Inputs {
+    /// Request rate, requests per second (Prometheus query, scraped counter or the activator's count).
     pub rps: Option<f64>,
+    /// Kafka consumer lag, already summed and capped under the target's [`LagRules`].
     pub lag: Option<LagSummary>,
     /// The activator holds a request for this target: there is demand right now.
     pub held: bool,
@@ -17,6 +19,7 @@ pub struct Inputs {
 /// What the engine decided for one target.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
+    /// Whether the target should run at all (KEDA's `IsActive`): `false` lets KEDA scale it to zero.
     pub active: bool,
     /// Replicas wanted, ≥ 0, finite: `max(rate part, lag part)`.
     pub desired_replicas: f64,
@@ -24,6 +27,7 @@ pub struct Decision {
     pub rps: f64,
     /// Capped lag, the value of the `spinscale-lag` metric.
     pub lag: f64,
+    /// Why `active` is what it is.
     pub reason: Reason,
 }
 
@@ -54,6 +58,7 @@ impl Reason {
         matches!(self, Reason::Rps | Reason::Lag | Reason::HeldRequest)
     }
 
+    /// Its name in logs, lowercase and hyphenated (`pre-warm`, `held-request`).
     pub const fn as_str(self) -> &'static str {
         match self {
             Reason::Idle => "idle",

@@ -47,6 +47,7 @@ pub struct Forecaster {
 }
 
 impl Forecaster {
+    /// A forecaster that has seen nothing yet: no level, no trend, an empty daily profile.
     pub fn new(params: ForecastParams) -> Self {
         Self {
             params,

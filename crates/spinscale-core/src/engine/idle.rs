@@ -16,9 +16,21 @@ use super::decision::Reason;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BinLayout {
     /// `count` bins, log-spaced from `min` to `max` (spinscale's own model).
-    Log { min: Duration, max: Duration, count: usize },
+    Log {
+        /// Where the log spacing starts; shorter gaps fall into the first bin.
+        min: Duration,
+        /// Longest gap the histogram holds; longer ones count as out of range.
+        max: Duration,
+        /// Number of bins.
+        count: usize,
+    },
     /// Bins of `width` centred on multiples of `width`, up to `max` (the paper's 1-minute bins).
-    Linear { width: Duration, max: Duration },
+    Linear {
+        /// Width of each bin.
+        width: Duration,
+        /// Centre of the last bin; gaps beyond its upper edge count as out of range.
+        max: Duration,
+    },
 }
 
 impl BinLayout {
@@ -77,14 +89,21 @@ pub enum WindowRule {
     /// catches the rest. When none is affordable, every gap is worth covering. A window never costs
     /// more than `worth` of idle time per cold start it avoids (for a 1 GiB instance; see
     /// [`IdleParams::idle_cost`]); without one, the most `worth × cold starts avoided − idle time`.
-    Budget { budget: f64, worth: Duration },
+    Budget {
+        /// Share of requests that may meet a cold start, 0..=1 (`engine.coldStartBudget`).
+        budget: f64,
+        /// Most idle time of a 1 GiB instance spent to avoid one cold start (`engine.coldStartWorth`).
+        worth: Duration,
+    },
 }
 
 /// Knobs of the idle model: [`IdleParams::hybrid`] is the paper's preset; spinscale's come from the
 /// config (`EngineSettings::idle_params`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdleParams {
+    /// How gap lengths map to histogram bins.
     pub bins: BinLayout,
+    /// How the keep-alive and pre-warm windows are chosen from the histogram.
     pub rule: WindowRule,
     /// Percentile whose lower edge starts the pre-warm (0.05).
     pub head: f64,
@@ -150,6 +169,7 @@ pub struct GapHistogram {
 }
 
 impl GapHistogram {
+    /// An empty histogram with every bin of `layout` allocated up front.
     pub fn new(layout: BinLayout) -> Self {
         let n = layout.count();
         Self { layout, counts: vec![0; n], sums: vec![0.0; n], mins: vec![f64::INFINITY; n], total: 0, out_of_range: 0 }
@@ -257,9 +277,17 @@ impl GapHistogram {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Plan {
     /// Stay active until `until`.
-    KeepAlive { until: Duration },
+    KeepAlive {
+        /// End of the keep-alive, measured from the last activity.
+        until: Duration,
+    },
     /// Go inactive, then pre-warm from `from` until `until`.
-    Unload { from: Duration, until: Duration },
+    Unload {
+        /// Start of the pre-warm, measured from the last activity.
+        from: Duration,
+        /// End of the pre-warm, measured from the last activity.
+        until: Duration,
+    },
 }
 
 impl Plan {
@@ -298,6 +326,7 @@ pub struct IdleModel {
 }
 
 impl IdleModel {
+    /// A model with an empty histogram and no activity seen yet.
     pub fn new(params: IdleParams) -> Self {
         let histogram = GapHistogram::new(params.bins);
         Self {
@@ -314,6 +343,7 @@ impl IdleModel {
         }
     }
 
+    /// The idle gaps recorded so far.
     pub fn histogram(&self) -> &GapHistogram {
         &self.histogram
     }

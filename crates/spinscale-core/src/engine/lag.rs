@@ -1,4 +1,4 @@
-//! Consumer lag from partition offsets, with every rule of KEDA's kafka scaler (KEDA.md §4).
+//! Consumer lag from partition offsets, with every rule of KEDA's kafka scaler (docs/keda.md §4).
 //!
 //! Two deliberate differences, both documented in the README:
 //! - the partition cap is exact (`min(lag, bound × lagThreshold)`), where KEDA caps only when the
@@ -14,7 +14,9 @@ use crate::spec::{LagRules, OffsetResetPolicy};
 /// What the collector knows about one partition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartitionOffsets {
+    /// The partition's topic (shared: many partitions name the same one).
     pub topic: Arc<str>,
+    /// The partition number within `topic`.
     pub partition: i32,
     /// The group's committed offset; `None` when the group has none (Kafka's -1).
     pub committed: Option<i64>,
@@ -31,7 +33,9 @@ pub struct LagSummary {
     pub lag: f64,
     /// Lag including persistent lag: what activation compares against.
     pub lag_with_persistent: f64,
+    /// Partitions summed: the bound of the partition cap.
     pub partitions: usize,
+    /// Partitions with lag above 0: the bound under `limitToPartitionsWithLag`.
     pub partitions_with_lag: usize,
 }
 

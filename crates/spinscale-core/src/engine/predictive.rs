@@ -182,12 +182,19 @@ impl EngineSettings {
 /// Everything one target's engine needs besides its rules.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineParams {
+    /// The trigger's `predictive`: which models run on top of the reactive floor.
     pub mode: PredictiveMode,
+    /// The trigger's `leadTime`: pre-warms, forecasts and scheduled wakes look this far ahead.
     pub lead_time: Duration,
+    /// The trigger's `schedule`: known wake times, if any.
     pub schedule: Option<Schedule>,
+    /// The idle-time model's knobs, from `engine:` and the trigger's `instanceMemory`.
     pub idle: IdleParams,
+    /// The forecast's smoothing factors (`engine.forecastAlpha` and the like).
     pub forecast: ForecastParams,
+    /// `full`: requests the forecast must expect within `leadTime` + one tick to activate (`engine.forecastActivation`).
     pub forecast_activation: f64,
+    /// How long a target stays active after a scheduled wake (`engine.scheduleHold`).
     pub schedule_hold: Duration,
 }
 
@@ -218,6 +225,7 @@ impl TargetEngine {
         Self::new(spec.rate.clone(), spec.lag.clone(), params)
     }
 
+    /// An engine that has seen nothing yet, with a one-second tick until steps show the real one.
     pub fn new(rate: RateRules, lag: LagRules, params: EngineParams) -> Self {
         Self {
             rate,
@@ -241,6 +249,7 @@ impl TargetEngine {
         self.last_forecast
     }
 
+    /// The idle-time model's state (its histogram tells how many gaps were learned).
     pub fn idle_model(&self) -> &IdleModel {
         &self.idle
     }

@@ -14,20 +14,27 @@ use serde::Deserialize;
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Protocol {
+    /// `PLAINTEXT`: no TLS, no authentication (the default).
     #[default]
     Plaintext,
+    /// `SSL`: TLS, optionally with a client certificate (mTLS).
     Ssl,
+    /// `SASL_PLAINTEXT`: SASL authentication without TLS.
     SaslPlaintext,
+    /// `SASL_SSL`: SASL authentication over TLS.
     SaslSsl,
 }
 
 /// `sasl.mechanism`.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
 pub enum Mechanism {
+    /// `PLAIN`: username and password sent as they are (safe only over TLS).
     #[serde(rename = "PLAIN")]
     Plain,
+    /// `SCRAM-SHA-256`: salted challenge-response, SHA-256.
     #[serde(rename = "SCRAM-SHA-256")]
     ScramSha256,
+    /// `SCRAM-SHA-512`: salted challenge-response, SHA-512.
     #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
 }
@@ -47,15 +54,20 @@ impl Mechanism {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaConnection {
+    /// `securityProtocol`: TLS and/or SASL. Default `PLAINTEXT`.
     #[serde(default)]
     pub security_protocol: Protocol,
+    /// `saslMechanism`: required with `SASL_PLAINTEXT` and `SASL_SSL`, refused otherwise.
     pub sasl_mechanism: Option<Mechanism>,
+    /// `usernameFile`: file holding the SASL username; required with SASL.
     pub username_file: Option<PathBuf>,
+    /// `passwordFile`: file holding the SASL password; required with SASL.
     pub password_file: Option<PathBuf>,
-    /// PEM CA bundle that signed the brokers' certificates (default: the system's).
+    /// `caFile`: PEM CA bundle that signed the brokers' certificates (default: the system's).
     pub ca_file: Option<PathBuf>,
-    /// PEM client certificate and key, for brokers that require mTLS.
+    /// `certFile`: PEM client certificate, for brokers that require mTLS.
     pub cert_file: Option<PathBuf>,
+    /// `keyFile`: PEM private key of `certFile`; the two go together.
     pub key_file: Option<PathBuf>,
 }
 

@@ -44,6 +44,7 @@ pub struct ScheduleState {
 }
 
 impl ScheduleState {
+    /// The state of `schedule` before any wake has been looked up.
     pub fn new(schedule: Schedule) -> Self {
         Self { schedule, next: None }
     }

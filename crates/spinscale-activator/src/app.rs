@@ -1,4 +1,5 @@
-//! A routed target's live state: its current route, its gate, its counts.
+//! One routed app (a ScaledObject) as the activator keeps it: its current route, its hold gate
+//! and its counts.
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -15,12 +16,14 @@ use super::stats::Stats;
 pub(super) struct Settings {
     /// An `http://` backend (the only scheme accepted).
     pub route: Route,
+    /// The backend's `host[:port]`, as sent to it.
     pub authority: Authority,
     /// `host:port` to connect to.
     pub address: String,
 }
 
 impl Settings {
+    /// Checks the route's backend and limits; refuses what the activator cannot serve.
     pub fn of(route: Route) -> Result<Self, RouteError> {
         let invalid = |reason: String| RouteError::Invalid { target: route.target.clone(), reason };
         let backend = &route.backend;
@@ -38,10 +41,14 @@ impl Settings {
     }
 }
 
-pub(super) struct Target {
+/// One routed app: its current route, its hold gate, its counts.
+pub(super) struct App {
+    /// The app's id, `namespace/name` of its ScaledObject (the route's `target`).
     pub id: String,
     settings: RwLock<Arc<Settings>>,
+    /// The gate requests wait at while the backend is not ready.
     pub hold: Arc<Hold>,
+    /// Its request counts.
     pub stats: Arc<Stats>,
     /// Wakes the prober for an attempt now.
     pub poke: Notify,
@@ -49,7 +56,8 @@ pub(super) struct Target {
     pub removed: CancellationToken,
 }
 
-impl Target {
+impl App {
+    /// A newly routed app: gate closed, nothing counted yet.
     pub fn new(settings: Settings, epoch: Instant) -> Self {
         Self {
             id: settings.route.target.clone(),
@@ -61,6 +69,7 @@ impl Target {
         }
     }
 
+    /// The current route.
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
