@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use spinscale_core::duration::{self, Dur};
+use spinscale_core::quantity::ByteSize;
 use spinscale_core::spec as target;
 use spinscale_core::spec::kafka_connection::KafkaConnection;
 use spinscale_core::spec::{InvalidMetadata, Problem};
@@ -90,6 +91,9 @@ pub struct LimitSettings {
     pub max_targets: usize,
     /// Open streams; one more is refused with `RESOURCE_EXHAUSTED`. Default 100,000.
     pub max_streams: usize,
+    /// `maxResponseBytes`: the longest body read from a Prometheus or scrape endpoint (a number or
+    /// a quantity such as `8Mi`); a longer one fails that source, naming this limit. Default 8Mi.
+    pub max_response_bytes: ByteSize,
 }
 
 impl Default for LimitSettings {
@@ -101,6 +105,7 @@ impl Default for LimitSettings {
             max_metadata_bytes: 16 * 1024,
             max_targets: 50_000,
             max_streams: 100_000,
+            max_response_bytes: ByteSize(8 * 1024 * 1024),
         }
     }
 }

@@ -221,7 +221,7 @@ fn formula_scaled_objects_keep_one_named_trigger_per_signal_and_unchanged_ones_k
     let lag = spinscale_reads(&triggers[1]);
     let kafka = lag.kafka.expect("Kafka source");
     assert_eq!(kafka.bootstrap_servers, "kafka-0.kafka:9092,kafka-1.kafka:9092");
-    assert_eq!(kafka.partition_limitation, Some(vec![0, 1, 2, 3]));
+    assert_eq!(kafka.partition_limitation, Some(spinscale_core::spec::PartitionSet::of_ranges(vec![(0, 3)])));
     assert_eq!((lag.lag.offset_reset_policy, lag.lag.lag_threshold), (OffsetResetPolicy::Earliest, 100.0));
     assert_eq!(
         triggers[2].metadata,

@@ -16,7 +16,7 @@ mod routes;
 mod target;
 mod task;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ use spinscale_core::duration;
 use spinscale_core::spec::{InvalidMetadata, TargetSpec};
 
 pub use routes::trigger_route;
-use routes::{restore_static_route, routed_by_triggers};
+use routes::{routed_by_triggers, settle_route};
 use target::{Limits, Setup, Shared};
 pub use target::{SourceProblem, StreamGuard, Target, TargetKey, TargetState};
 
@@ -108,7 +108,7 @@ impl Registry {
         Arc::new_cyclic(|registry| {
             let this = registry.clone();
             let telemetry = Telemetry::new(Box::new(live::Live { registry: registry.clone() }));
-            let hub = Hub::new(config.collectors.clone(), telemetry.clone());
+            let hub = Hub::new(config.collectors.clone(), config.limits.max_response_bytes.bytes(), telemetry.clone());
             Self {
                 config: RwLock::new(Arc::new(config)),
                 hub,
@@ -249,9 +249,10 @@ impl Registry {
             &mut *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner),
             new.clone(),
         );
-        let collectors_restarted = old.collectors != new.collectors;
+        let collectors_restarted =
+            old.collectors != new.collectors || old.limits.max_response_bytes != new.limits.max_response_bytes;
         if collectors_restarted {
-            self.hub.reconfigure(new.collectors.clone());
+            self.hub.reconfigure(new.collectors.clone(), new.limits.max_response_bytes.bytes());
         }
         let mut targets_changed = 0;
         for (target, spec) in specs {
@@ -264,8 +265,13 @@ impl Registry {
                     && current.engine == new.engine
             };
             if !unchanged {
+                let route_changed = target.spec().http != spec.http;
                 target.setup.send_replace(Arc::new(self.setup(Arc::new(spec), &new)));
                 targets_changed += 1;
+                if route_changed && let Some(activator) = self.activator.get() {
+                    // `defaults:` and `profiles:` reach the route too (holdTimeout, maxHeld, ...).
+                    settle_route(activator, &targets, &new.routes, &target.id());
+                }
             }
         }
         Ok(Reloaded { targets_changed, collectors_restarted })
@@ -279,18 +285,25 @@ impl Registry {
         let now_ms = self.now_ms();
         let mut targets = self.targets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = targets.len();
+        let mut unrouted = HashSet::new();
         targets.retain(|key, t| {
             let last_seen = t.shared.last_seen_ms.load(Ordering::Relaxed);
             let keep = t.open_streams() > 0 || now_ms.saturating_sub(last_seen) < idle_ms;
             if !keep {
                 info!(target = %key, "target dropped: not asked about for {}", duration::format(idle_timeout));
-                if let (Some(activator), Some(_)) = (self.activator.get(), &t.spec().http) {
-                    // The config's route for this app, if any, outlives the trigger's.
-                    restore_static_route(activator, &config.routes, &key.to_string());
+                if t.spec().http.is_some() {
+                    unrouted.insert(t.id());
                 }
             }
             keep
         });
+        if let Some(activator) = self.activator.get() {
+            // A route belongs to every live target that carries it: another trigger of the same
+            // ScaledObject (an edited one) keeps it; the config's static route comes after them.
+            for id in unrouted {
+                settle_route(activator, &targets, &config.routes, &id);
+            }
+        }
         before - targets.len()
     }
 

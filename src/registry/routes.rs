@@ -5,6 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::warn;
 
 use spinscale_activator::{Activator, Route};
 use spinscale_core::spec::HttpRoute;
@@ -91,6 +94,29 @@ pub(super) fn routed_by_triggers(targets: &HashMap<TargetKey, Arc<Target>>) -> H
 
 /// Puts the route of `routes` for the ScaledObject `id` back in the activator, or removes the
 /// route there when `routes` has none.
+/// Sets the route of ScaledObject `id` after its targets changed: that of its most recently asked
+/// about live target that carries one, else the config's static route, else none.
+pub(super) fn settle_route(
+    activator: &Activator,
+    targets: &HashMap<TargetKey, Arc<Target>>,
+    routes: &[StaticRoute],
+    id: &str,
+) {
+    let owner = targets
+        .values()
+        .filter(|t| t.is(id))
+        .filter_map(|t| Some((t.shared.last_seen_ms.load(Ordering::Relaxed), t.spec().http.clone()?)))
+        .max_by_key(|(seen, _)| *seen);
+    match owner {
+        Some((_, http)) => {
+            if let Err(e) = activator.set_route(trigger_route(id, &http)) {
+                warn!(scaled_object = id, "the trigger's route could not be set again: {e}");
+            }
+        }
+        None => restore_static_route(activator, routes, id),
+    }
+}
+
 pub(super) fn restore_static_route(activator: &Activator, routes: &[StaticRoute], id: &str) {
     match routes.iter().find(|r| r.scaled_object == id).and_then(|r| r.to_route().ok()) {
         Some(route) => {

@@ -109,6 +109,8 @@ pub(super) struct Setup {
     pub(super) engine: EngineSettings,
     /// How much of the past to learn from Prometheus when the engine starts.
     pub(super) backfill: Duration,
+    /// `limits.maxResponseBytes`, for the backfill's `query_range`.
+    pub(super) max_response_bytes: usize,
     /// The window of the activator's request rate.
     pub(super) rate_window: Duration,
 }

@@ -35,6 +35,7 @@ impl Registry {
             limits: Limits::of(config),
             engine: config.engine.clone(),
             backfill: config.targets.backfill.0,
+            max_response_bytes: config.limits.max_response_bytes.bytes(),
             rate_window: config.collectors.scrape_window.0,
         }
     }
@@ -148,7 +149,8 @@ fn backfill(setup: &Setup, http: &reqwest::Client) -> Backfill {
     let (http, end) = (http.clone(), wall_secs());
     let start = end - setup.backfill.as_secs_f64();
     let timeout = source.timeout.unwrap_or(Duration::from_secs(10)).max(Duration::from_secs(10));
-    Some(Box::pin(async move { prometheus::query_range(&http, &source, start, end, 60.0, timeout).await }))
+    let max_body = setup.max_response_bytes;
+    Some(Box::pin(async move { prometheus::query_range(&http, &source, start, end, 60.0, timeout, max_body).await }))
 }
 
 /// A target's engine and what evaluating it needs besides the setup.

@@ -2,7 +2,7 @@
 //! Kafka sources of one cluster share one offsets cycle ([`ClusterReader`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ use spinscale_core::spec::{KafkaSource, PrometheusSource, ScrapeSource};
 pub struct Hub {
     /// Replaced on a config reload; collectors started after it use the new values.
     settings: RwLock<CollectorSettings>,
+    /// `limits.maxResponseBytes`: the longest body a Prometheus or scrape answer may have.
+    max_response_bytes: AtomicUsize,
     telemetry: Arc<Telemetry>,
     http: reqwest::Client,
     collectors: Mutex<HashMap<SourceKey, Weak<Collector>>>,
@@ -106,11 +108,13 @@ impl Drop for Collector {
 }
 
 impl Hub {
-    /// A hub with no collector yet; they poll as `settings` say and count into `telemetry`.
-    pub fn new(settings: CollectorSettings, telemetry: Arc<Telemetry>) -> Arc<Self> {
+    /// A hub with no collector yet; they poll as `settings` say, read answers of at most
+    /// `max_response_bytes`, and count into `telemetry`.
+    pub fn new(settings: CollectorSettings, max_response_bytes: usize, telemetry: Arc<Telemetry>) -> Arc<Self> {
         let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).build().unwrap_or_default();
         Arc::new(Self {
             settings: RwLock::new(settings),
+            max_response_bytes: AtomicUsize::new(max_response_bytes),
             telemetry,
             http,
             collectors: Mutex::new(HashMap::new()),
@@ -133,8 +137,9 @@ impl Hub {
 
     /// New settings: later subscriptions start new collectors (and cluster cycles) with them, while
     /// the running ones serve their targets until those move over and drop them.
-    pub fn reconfigure(&self, settings: CollectorSettings) {
+    pub fn reconfigure(&self, settings: CollectorSettings, max_response_bytes: usize) {
         *self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
+        self.max_response_bytes.store(max_response_bytes, Ordering::Relaxed);
         self.collectors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         self.clusters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
@@ -161,13 +166,17 @@ impl Hub {
         let span = info_span!("collector", source = %key);
         let s = &self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let cycle = self.telemetry.source_cycle(key.kind());
+        let max_body = self.max_response_bytes.load(Ordering::Relaxed);
         let task = match &key {
             SourceKey::Prometheus(source) => tokio::spawn(
                 run_prometheus(
                     self.http.clone(),
                     source.clone(),
-                    s.prometheus_interval.0,
-                    source.timeout.unwrap_or(s.timeout.0),
+                    Poll {
+                        interval: s.prometheus_interval.0,
+                        timeout: source.timeout.unwrap_or(s.timeout.0),
+                        max_body,
+                    },
                     cycle,
                     tx,
                 )
@@ -177,9 +186,8 @@ impl Hub {
                 run_scrape(
                     self.http.clone(),
                     source.clone(),
-                    s.scrape_interval.0,
+                    Poll { interval: s.scrape_interval.0, timeout: s.timeout.0.min(s.scrape_interval.0), max_body },
                     s.scrape_window.0,
-                    s.timeout.0,
                     cycle,
                     tx,
                 )
@@ -229,19 +237,25 @@ impl Hub {
     }
 }
 
+/// How an HTTP source is polled: how often, how long one answer may take, and how long it may be.
+struct Poll {
+    interval: Duration,
+    timeout: Duration,
+    max_body: usize,
+}
+
 async fn run_prometheus(
     http: reqwest::Client,
     source: PrometheusSource,
-    interval: Duration,
-    timeout: Duration,
+    poll: Poll,
     cycle: Histogram,
     tx: watch::Sender<SourceState>,
 ) {
-    let mut ticker = poll_ticker(interval);
+    let mut ticker = poll_ticker(poll.interval);
     loop {
         ticker.tick().await;
         let started = Instant::now();
-        let result = prometheus::query(&http, &source, timeout).await;
+        let result = prometheus::query(&http, &source, poll.timeout, poll.max_body).await;
         cycle.observe(started.elapsed().as_secs_f64());
         publish(&tx, result.map(Reading::Rate).map_err(|e| e.to_string()));
     }
@@ -250,19 +264,18 @@ async fn run_prometheus(
 async fn run_scrape(
     http: reqwest::Client,
     source: ScrapeSource,
-    interval: Duration,
+    poll: Poll,
     window: Duration,
-    timeout: Duration,
     cycle: Histogram,
     tx: watch::Sender<SourceState>,
 ) {
-    let mut ticker = poll_ticker(interval);
+    let mut ticker = poll_ticker(poll.interval);
     let origin = Instant::now();
     let mut rate = CounterRate::new(window);
     loop {
         ticker.tick().await;
         let started = Instant::now();
-        let scraped = scrape::scrape(&http, &source, timeout.min(interval)).await;
+        let scraped = scrape::scrape(&http, &source, poll.timeout, poll.max_body).await;
         cycle.observe(started.elapsed().as_secs_f64());
         // Timed when the answers are in: the counters' values are "now", not "when asked".
         match scraped {

@@ -345,7 +345,7 @@ fn partitions_of(metadata: &Metadata, source: &KafkaSource) -> Result<Vec<Partit
             .partitions()
             .iter()
             .map(rdkafka::metadata::MetadataPartition::id)
-            .filter(|id| source.partition_limitation.as_ref().is_none_or(|only| only.binary_search(id).is_ok()))
+            .filter(|id| source.partition_limitation.as_ref().is_none_or(|only| only.contains(*id)))
             .map(|id| (Arc::from(name.as_str()), id))
             .collect();
         if kept.is_empty() {

@@ -6,6 +6,7 @@
 //! Within the crate it may use [`config`](crate::config) and [`telemetry`](crate::telemetry);
 //! nothing else.
 
+pub mod body;
 pub mod hub;
 pub mod kafka;
 pub mod kafka_security;

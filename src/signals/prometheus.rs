@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::body::{Answer, ReadError, fetch};
 use spinscale_core::spec::PrometheusSource;
 
 /// Why a query gave no value.
@@ -14,15 +15,15 @@ pub enum QueryError {
     /// No HTTP answer (connection refused, timeout, ...): the error and its causes.
     #[error("request failed: {0}")]
     Request(String),
-    /// An HTTP error status without a Prometheus JSON body.
-    #[error("HTTP {status}: {body}")]
-    Status {
-        /// The HTTP status code.
-        status: u16,
-        /// The body's first 200 characters.
-        body: String,
-    },
-    /// The body is not the Prometheus API's JSON, or lacks `data.result`.
+    /// An HTTP error status without a Prometheus JSON body: the status, content type and length
+    /// (never the content: the address is tenant input and may not be a Prometheus).
+    #[error("{0} (not a Prometheus API answer)")]
+    Status(String),
+    /// The body is longer than `limits.maxResponseBytes`: the limit in bytes.
+    #[error("the response body is longer than limits.maxResponseBytes ({0} bytes)")]
+    TooLarge(usize),
+    /// The body is not the Prometheus API's JSON, or lacks `data.result`: why, and the answer
+    /// described without its content.
     #[error("response is not Prometheus API JSON: {0}")]
     Body(String),
     /// Prometheus answered with `status: error`: its message.
@@ -45,10 +46,16 @@ pub enum QueryError {
     NotANumber(String),
 }
 
-/// Runs `source`'s query once and reads the value under KEDA's rules.
-pub async fn query(http: &reqwest::Client, source: &PrometheusSource, timeout: Duration) -> Result<f64, QueryError> {
-    let body = get(http, source, "query", &[], timeout).await?;
-    interpret(&body, source.ignore_null_values)
+/// Runs `source`'s query once and reads the value under KEDA's rules; a body longer than
+/// `max_body` bytes is refused.
+pub async fn query(
+    http: &reqwest::Client,
+    source: &PrometheusSource,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<f64, QueryError> {
+    let answer = get(http, source, "query", &[], timeout, max_body).await?;
+    interpret(&answer.body, source.ignore_null_values).map_err(|e| e.described(&answer))
 }
 
 /// The query's values over `[start, end]` (Unix seconds) every `step` seconds, for a restarted
@@ -60,11 +67,22 @@ pub async fn query_range(
     end: f64,
     step: f64,
     timeout: Duration,
+    max_body: usize,
 ) -> Result<Vec<(f64, f64)>, QueryError> {
     let (start, end, step) = (format!("{start:.3}"), format!("{end:.3}"), format!("{step}"));
     let range = [("start", start.as_str()), ("end", end.as_str()), ("step", step.as_str())];
-    let body = get(http, source, "query_range", &range, timeout).await?;
-    interpret_range(&body)
+    let answer = get(http, source, "query_range", &range, timeout, max_body).await?;
+    interpret_range(&answer.body).map_err(|e| e.described(&answer))
+}
+
+impl QueryError {
+    /// A body error with the answer described (status, content type, length) for the user.
+    fn described(self, answer: &Answer) -> Self {
+        match self {
+            QueryError::Body(why) => QueryError::Body(format!("{why}; the answer was {}", answer.describe())),
+            other => other,
+        }
+    }
 }
 
 /// One GET of the HTTP API with the source's query, parameters and headers.
@@ -74,7 +92,8 @@ async fn get(
     endpoint: &str,
     extra: &[(&str, &str)],
     timeout: Duration,
-) -> Result<bytes::Bytes, QueryError> {
+    max_body: usize,
+) -> Result<Answer, QueryError> {
     let mut params: Vec<(&str, &str)> = vec![("query", source.query.as_str())];
     if let Some(ns) = &source.namespace {
         params.push(("namespace", ns));
@@ -85,26 +104,34 @@ async fn get(
     for (k, v) in &source.headers {
         request = request.header(k, v);
     }
-    // The URL (with the whole encoded query) would drown the cause; the source is named anyway.
-    let failed = |e: reqwest::Error| QueryError::Request(super::error_chain(&e.without_url()));
-    let response = request.send().await.map_err(failed)?;
-    let status = response.status();
-    let body = response.bytes().await.map_err(failed)?;
+    let answer = fetch(request, max_body).await.map_err(|e| match e {
+        // The URL (with the whole encoded query) would drown the cause; the source is named anyway.
+        ReadError::Request(cause) => QueryError::Request(cause),
+        ReadError::TooLarge { limit } => QueryError::TooLarge(limit),
+    })?;
     // Prometheus answers 400/422/503 with a JSON error body that says more than the status.
-    if !status.is_success() && serde_json::from_slice::<Value>(&body).is_err() {
-        let text = String::from_utf8_lossy(&body);
-        return Err(QueryError::Status { status: status.as_u16(), body: text.chars().take(200).collect() });
+    if !answer.status.is_success() && serde_json::from_slice::<Value>(&answer.body).is_err() {
+        return Err(QueryError::Status(answer.describe()));
     }
-    Ok(body)
+    Ok(answer)
+}
+
+/// KEDA reads an answer without a `status` field as data; only `status: error` is a failure. Its
+/// message is passed on only when it is shaped as the Prometheus API's (`errorType` and `error`).
+fn prometheus_error(doc: &Value) -> Result<(), QueryError> {
+    if doc["status"] != "error" {
+        return Ok(());
+    }
+    match (doc["errorType"].as_str(), doc["error"].as_str()) {
+        (Some(_), Some(error)) => Err(QueryError::Query(error.chars().take(300).collect())),
+        _ => Err(QueryError::Body("status is error, without the API's errorType and error".into())),
+    }
 }
 
 /// Reads a `query_range` answer: one series (or none), its points as `(time, value)`.
 pub fn interpret_range(body: &[u8]) -> Result<Vec<(f64, f64)>, QueryError> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| QueryError::Body(e.to_string()))?;
-    if doc["status"] != "success" {
-        let error = doc["error"].as_str().unwrap_or("no error message");
-        return Err(QueryError::Query(error.to_string()));
-    }
+    prometheus_error(&doc)?;
     let Value::Array(series) = &doc["data"]["result"] else {
         return Err(QueryError::Body("data.result is missing or not a list".into()));
     };
@@ -123,10 +150,7 @@ pub fn interpret_range(body: &[u8]) -> Result<Vec<(f64, f64)>, QueryError> {
 /// KEDA's result table: empty → 0 or error; more than one series → error; NaN/±Inf → 0 or error.
 pub fn interpret(body: &[u8], ignore_null_values: bool) -> Result<f64, QueryError> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| QueryError::Body(e.to_string()))?;
-    if doc["status"] != "success" {
-        let error = doc["error"].as_str().unwrap_or("no error message");
-        return Err(QueryError::Query(error.to_string()));
-    }
+    prometheus_error(&doc)?;
     let result = &doc["data"]["result"];
     let value = match (doc["data"]["resultType"].as_str(), result) {
         // A scalar is `[ts, "v"]` itself.
@@ -143,8 +167,11 @@ pub fn interpret(body: &[u8], ignore_null_values: bool) -> Result<f64, QueryErro
         },
         _ => return Err(QueryError::Body("data.result is missing or not a list".into())),
     };
-    let Some([_, Value::String(text)]) = value.as_array().map(Vec::as_slice) else {
-        return Err(QueryError::NoValue);
+    let text = match value.as_array().map(Vec::as_slice) {
+        Some([_, Value::String(text)]) => text,
+        // KEDA: an empty value reads as 0 under ignoreNullValues.
+        Some([]) if ignore_null_values => return Ok(0.0),
+        _ => return Err(QueryError::NoValue),
     };
     let parsed: f64 = text.parse().map_err(|_| QueryError::NotANumber(text.clone()))?;
     match parsed.is_finite() {
@@ -188,6 +215,30 @@ mod tests {
             ("scalar", scalar.into(), true, Ok(4.5)),
             ("not a number", vector(&["lots"]), true, Err(QueryError::NotANumber("lots".into()))),
             ("query error", failed.into(), true, Err(QueryError::Query("parse error at char 5".into()))),
+            (
+                "no status field (KEDA reads it)",
+                r#"{"data":{"resultType":"vector","result":[{"metric":{},"value":[1,"7"]}]}}"#.into(),
+                false,
+                Ok(7.0),
+            ),
+            (
+                "empty value, ignoreNullValues",
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[]}]}}"#.into(),
+                true,
+                Ok(0.0),
+            ),
+            (
+                "empty value",
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[]}]}}"#.into(),
+                false,
+                Err(QueryError::NoValue),
+            ),
+            (
+                "an error not shaped as the API's is not quoted",
+                r#"{"status":"error","error":"AKIA-secret"}"#.into(),
+                true,
+                Err(QueryError::Body("status is error, without the API's errorType and error".into())),
+            ),
         ];
         for (what, body, ignore_null, expected) in cases {
             assert_eq!(interpret(body.as_bytes(), ignore_null), expected, "{what}");

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use prometheus_parse::{Scrape, Value};
 
+use super::body::{Answer, ReadError, fetch};
 use spinscale_core::spec::ScrapeSource;
 
 /// Why a scrape gave no counter; one failing endpoint fails the whole scrape.
@@ -42,12 +43,20 @@ pub enum ScrapeError {
         kind: &'static str,
     },
     /// The body has text but no sample ([`BodyError::NotAnExposition`]).
-    #[error("{url}: the body is not a Prometheus exposition (no line of it is a sample); it starts {start:?}")]
+    #[error("{url}: the body is not a Prometheus exposition (no line of it is a sample; {answer})")]
     NotAnExposition {
         /// The endpoint.
         url: String,
-        /// The body's first 60 characters.
-        start: String,
+        /// The answer's status, content type and length: never its content.
+        answer: String,
+    },
+    /// The body is longer than `limits.maxResponseBytes`.
+    #[error("{url}: the response body is longer than limits.maxResponseBytes ({limit} bytes)")]
+    TooLarge {
+        /// The endpoint.
+        url: String,
+        /// The limit, in bytes.
+        limit: usize,
     },
 }
 
@@ -93,23 +102,24 @@ pub fn matching_series(body: &str, metric: &str, labels: &[(String, String)]) ->
 }
 
 /// Fetches every URL of `source` concurrently; the series of all of them, keyed by URL and labels.
+/// A body longer than `max_body` bytes fails the scrape.
 pub async fn scrape(
     http: &reqwest::Client,
     source: &ScrapeSource,
     timeout: Duration,
+    max_body: usize,
 ) -> Result<HashMap<String, f64>, ScrapeError> {
-    let fetches = source.urls.iter().map(|url| fetch(http, url, timeout));
+    let fetches = source.urls.iter().map(|url| fetch_exposition(http, url, timeout, max_body));
     let bodies = futures_util::future::join_all(fetches).await;
     let mut all = HashMap::new();
     for (url, body) in source.urls.iter().zip(bodies) {
-        let body = body?;
+        let answer = body?;
+        let body = String::from_utf8_lossy(&answer.body);
         let series = matching_series(&body, &source.metric, &source.labels).map_err(|e| match e {
             BodyError::NotACounter(kind) => {
                 ScrapeError::NotACounter { url: url.clone(), metric: source.metric.clone(), kind }
             }
-            BodyError::NotAnExposition => {
-                ScrapeError::NotAnExposition { url: url.clone(), start: body.trim_start().chars().take(60).collect() }
-            }
+            BodyError::NotAnExposition => ScrapeError::NotAnExposition { url: url.clone(), answer: answer.describe() },
         })?;
         for (labels, value) in series {
             *all.entry(format!("{url}{{{labels}}}")).or_insert(0.0) += value;
@@ -118,20 +128,24 @@ pub async fn scrape(
     Ok(all)
 }
 
-async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<String, ScrapeError> {
-    let failed =
-        |e: reqwest::Error| ScrapeError::Request { url: url.to_string(), cause: super::error_chain(&e.without_url()) };
-    let response = http
+async fn fetch_exposition(
+    http: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Answer, ScrapeError> {
+    let request = http
         .get(url)
         .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(failed)?;
-    if !response.status().is_success() {
-        return Err(ScrapeError::Status { url: url.to_string(), status: response.status().as_u16() });
+        .timeout(timeout);
+    let answer = fetch(request, max_body).await.map_err(|e| match e {
+        ReadError::Request(cause) => ScrapeError::Request { url: url.to_string(), cause },
+        ReadError::TooLarge { limit } => ScrapeError::TooLarge { url: url.to_string(), limit },
+    })?;
+    if !answer.status.is_success() {
+        return Err(ScrapeError::Status { url: url.to_string(), status: answer.status.as_u16() });
     }
-    response.text().await.map_err(failed)
+    Ok(answer)
 }
 
 /// Rate of a set of counters from successive snapshots: Δcounter/Δt summed over series, over a

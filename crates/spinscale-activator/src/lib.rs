@@ -127,6 +127,11 @@ impl Activator {
         }
     }
 
+    /// The route of the app `target`, as set last, if it has one.
+    pub fn route(&self, target: &str) -> Option<Route> {
+        Some(self.app(target)?.settings().route.clone())
+    }
+
     /// The counts of the app `target`, if it has a route.
     pub fn stats(&self, target: &str) -> Option<RouteStats> {
         let app = self.app(target)?;

@@ -40,6 +40,34 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
+/// A size in bytes written in a config file as a number (`65536`) or a quantity (`"32Mi"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u64),
+            Text(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Number(n) => Ok(ByteSize(n)),
+            Written::Text(text) => {
+                parse_memory(&text).map(ByteSize).map_err(|e| serde::de::Error::custom(format!("value {text:?} {e}")))
+            }
+        }
+    }
+}
+
+impl ByteSize {
+    /// The size as a `usize` (saturating on 32-bit targets).
+    pub fn bytes(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ mod error;
 pub mod kafka_connection;
 mod keys;
 mod model;
+mod partitions;
 mod parts;
 mod reader;
 pub mod schedule;
@@ -31,6 +32,7 @@ pub use model::{
     HttpRoute, KafkaSource, LagRules, MetricName, MetricsMode, OffsetResetPolicy, PredictiveMode, PredictiveSpec,
     PrometheusSource, RateRules, ScrapeSource, TargetSpec,
 };
+pub use partitions::PartitionSet;
 pub use parts::parse_backend;
 
 use parts::SOURCE_KEY;

@@ -113,8 +113,8 @@ pub struct KafkaSource {
     pub consumer_group: String,
     /// Empty: every topic the group has committed offsets for.
     pub topics: Vec<String>,
-    /// Partitions to keep (sorted, deduplicated); `None` = all.
-    pub partition_limitation: Option<Vec<i32>>,
+    /// `partitionLimitation`: the partitions to count; `None` = all.
+    pub partition_limitation: Option<super::PartitionSet>,
     /// `kafkaConnection`: the name of the config's connection to use.
     pub connection: Option<String>,
     /// That connection's settings, filled in by the registry from the config.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::{ALIASES, PARTITION_LIMITATION, Problem, TIMEOUT};
+use super::{ALIASES, PARTITION_LIMITATION, PartitionSet, Problem, TIMEOUT};
 use crate::duration;
 
 /// Reads one trigger's keys, collecting problems and warnings as it goes.
@@ -120,29 +120,10 @@ impl Reader<'_> {
         pairs
     }
 
-    /// KEDA's `partitionLimitation`: `0,1,4-6`.
-    pub(super) fn partition_limitation(&mut self) -> Option<Vec<i32>> {
+    /// KEDA's `partitionLimitation`: `0,1,4-6`, kept as ranges.
+    pub(super) fn partition_limitation(&mut self) -> Option<PartitionSet> {
         let raw = self.text(PARTITION_LIMITATION)?;
-        let mut partitions = Vec::new();
-        for item in raw.split(',').map(str::trim) {
-            let range = match item.split_once('-') {
-                Some((a, b)) => a.trim().parse::<i32>().ok().zip(b.trim().parse::<i32>().ok()),
-                None => item.parse::<i32>().ok().map(|p| (p, p)),
-            };
-            match range {
-                Some((a, b)) if 0 <= a && a <= b => partitions.extend(a..=b),
-                _ => {
-                    self.problem(
-                        PARTITION_LIMITATION,
-                        format!("item {item:?} is not a partition number or range like 4-6"),
-                    );
-                    return None;
-                }
-            }
-        }
-        partitions.sort_unstable();
-        partitions.dedup();
-        Some(partitions)
+        PartitionSet::parse(&raw).map_err(|e| self.problem(PARTITION_LIMITATION, e)).ok()
     }
 
     /// Records a problem under the key the user wrote (KEDA's alias if that is what they used).

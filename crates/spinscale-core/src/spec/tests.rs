@@ -145,7 +145,7 @@ fn kafka_rules_follow_keda_constraints() {
     let spec = with(&[("topic", "a, b"), ("partitionLimitation", "0, 4-6, 2, 5")]).unwrap();
     let kafka = spec.kafka.unwrap();
     assert_eq!(kafka.topics, vec!["a".to_string(), "b".to_string()]);
-    assert_eq!(kafka.partition_limitation, Some(vec![0, 2, 4, 5, 6]));
+    assert_eq!(kafka.partition_limitation, Some(PartitionSet::of_ranges(vec![(0, 0), (2, 2), (4, 6)])));
     let spec = with(&[("partitionLimitation", "1")]).unwrap();
     assert_eq!(spec.kafka.unwrap().partition_limitation, None);
     assert_eq!(spec.warnings.len(), 1);
