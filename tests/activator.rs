@@ -282,7 +282,7 @@ async fn a_held_request_gets_the_backends_exact_response() {
         let request = get(&proxy, APP, "/exact");
         async move { send(&client, request).await }
     });
-    until("on_demand", Duration::from_secs(5), || !proxy.demands().is_empty()).await;
+    until("on_demand", Duration::from_secs(30), || !proxy.demands().is_empty()).await;
     let demanded = proxy.demands.lock().unwrap()[0].1;
     assert_eq!(proxy.activator.stats("default/webhook").unwrap().held, 1);
 
@@ -291,6 +291,7 @@ async fn a_held_request_gets_the_backends_exact_response() {
     let ready = Instant::now();
     let answer = pending.await.unwrap();
     let delivered = ready.elapsed();
+    let round_trip = sent.elapsed();
 
     assert_eq!(proxy.demands(), ["default/webhook"], "on_demand fires once, before the backend existed");
     assert_eq!(answer.status, StatusCode::CREATED);
@@ -300,11 +301,16 @@ async fn a_held_request_gets_the_backends_exact_response() {
     let cookies: Vec<_> = answer.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
     assert_eq!(cookies, ["a=1", "b=2"]);
     let cold_ms: u64 = answer.header("x-spinscale-cold-start").parse().expect("cold-start header in ms");
-    assert!((1000..5000).contains(&cold_ms), "held {cold_ms} ms for a backend that started after 1 s");
+    // Held before the 1 s sleep began, so at least 1 s; and never more than the client waited in
+    // all (a consistency check that no slowness can fail).
+    assert!(
+        cold_ms >= 1000 && u128::from(cold_ms) <= round_trip.as_millis(),
+        "held {cold_ms} ms for a backend that started after 1 s, answered {round_trip:?} after sending"
+    );
     assert_eq!(backend.requests(), 1);
     let stats = proxy.activator.stats("default/webhook").unwrap();
     assert_eq!((stats.requests_total, stats.held, stats.backend_ready), (1, 0, true));
-    until("in_flight back to 0", Duration::from_secs(5), || {
+    until("in_flight back to 0", Duration::from_secs(30), || {
         proxy.activator.stats("default/webhook").unwrap().in_flight == 0
     })
     .await;
@@ -372,7 +378,7 @@ async fn five_hundred_held_requests_all_complete_exactly_once() {
             }
         }
     });
-    until("every request held", Duration::from_secs(20), || {
+    until("every request held", Duration::from_secs(30), || {
         proxy.activator.stats("default/api").unwrap().held == CONCURRENT + 1
     })
     .await;
@@ -422,7 +428,7 @@ async fn ten_mib_bodies_stream_through_a_hold() {
         let request = Request::post(proxy.url("/echo")).header("host", APP).body(Full::new(Bytes::from(body))).unwrap();
         async move { send(&client, request).await }
     });
-    until("the upload held", Duration::from_secs(5), || proxy.activator.stats("default/upload").unwrap().held == 1)
+    until("the upload held", Duration::from_secs(30), || proxy.activator.stats("default/upload").unwrap().held == 1)
         .await;
     let _backend = Backend::start(backend_addr, "upload").await;
     let answer = upload.await.unwrap();
@@ -504,7 +510,7 @@ async fn a_websocket_upgrade_passes_through_both_ways() {
         read_until(&mut stream, &mut echoed, &message.to_ascii_uppercase()).await;
     }
     drop(stream);
-    until("the tunnel closed", Duration::from_secs(5), || proxy.activator.stats("default/ws").unwrap().in_flight == 0)
+    until("the tunnel closed", Duration::from_secs(30), || proxy.activator.stats("default/ws").unwrap().in_flight == 0)
         .await;
 }
 
@@ -517,7 +523,7 @@ async fn read_until(stream: &mut TcpStream, buffer: &mut Vec<u8>, expected: &[u8
             buffer.extend_from_slice(&buf[..n]);
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), read).await.expect("bytes through the tunnel");
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("bytes through the tunnel");
     assert_eq!(buffer.as_slice(), expected);
 }
 
@@ -540,7 +546,7 @@ async fn refusals_name_what_they_refuse() {
             tokio::spawn(async move { send(&client, request).await })
         })
         .collect();
-    until("two held", Duration::from_secs(5), || proxy.activator.stats("default/busy").unwrap().held == 2).await;
+    until("two held", Duration::from_secs(30), || proxy.activator.stats("default/busy").unwrap().held == 2).await;
     let full = send(&client, get(&proxy, APP, "/")).await;
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(full.header("retry-after"), "1");
@@ -552,17 +558,17 @@ async fn refusals_name_what_they_refuse() {
     }
     assert!(proxy.activator.stats("default/busy").is_none());
 
-    // holdTimeout: 504 naming the target and the wait.
+    // holdTimeout: the request is held (it wakes the app), then answered 504 naming the target and
+    // the wait, which the activator measures and reports as at least the hold timeout.
     let mut route = Route::new("default/slow", vec![APP.into()], uri(free_addr().await));
     route.hold_timeout = Duration::from_millis(300);
     proxy.activator.set_route(route).unwrap();
-    let started = Instant::now();
     let timeout = send(&client, get(&proxy, APP, "/")).await;
-    assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(timeout.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(proxy.demands().contains(&"default/slow".to_string()), "held (waking the app), not refused");
     let text = timeout.text();
     let waited: u64 = text.split("waiting ").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
-    assert!(text.contains("default/slow") && (300..2000).contains(&waited), "{text}");
+    assert!(text.contains("default/slow") && text.contains("holdTimeout") && waited >= 300, "{text}");
     assert_eq!(proxy.activator.stats("default/slow").unwrap().held, 0);
 }
 
@@ -639,7 +645,7 @@ async fn a_backend_that_went_away_holds_requests_instead_of_failing_them() {
             let (client, request) = (client.clone(), get(&proxy, APP, "/"));
             async move { send(&client, request).await }
         });
-        until("a new demand", Duration::from_secs(5), || proxy.demands().len() == cycle + 2).await;
+        until("a new demand", Duration::from_secs(30), || proxy.demands().len() == cycle + 2).await;
         assert!(!proxy.activator.stats("default/gone").unwrap().backend_ready);
         tokio::time::sleep(Duration::from_millis(50)).await; // a pod starting
         backend = Backend::start(addr, "up").await;
@@ -693,8 +699,36 @@ async fn routes_conflict_match_and_disappear() {
     );
 }
 
+/// One GET on a raw connection that stays open afterwards (HTTP/1.1 keep-alive); the response head.
+async fn raw_get(stream: &mut TcpStream, host: &str) -> String {
+    stream.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let read = async {
+        let mut received = Vec::new();
+        loop {
+            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .expect("a response with a content-length")
+                    .trim()
+                    .parse()
+                    .unwrap();
+                if received.len() >= end + 4 + length {
+                    return head;
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the response ended: {received:?}");
+            received.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("a response")
+}
+
 #[tokio::test]
-async fn every_request_counts_into_the_rate_and_shutdown_is_prompt() {
+async fn every_request_counts_into_the_rate_and_shutdown_closes_idle_connections() {
     let proxy = Proxy::start().await;
     let backend = Backend::start(free_addr().await, "rate").await;
     proxy.route("default/rate", &[APP], backend.addr);
@@ -702,7 +736,9 @@ async fn every_request_counts_into_the_rate_and_shutdown_is_prompt() {
     for _ in 0..100 {
         assert_eq!(send(&client, get(&proxy, APP, "/")).await.status, StatusCode::OK);
     }
-    send(&client, get(&proxy, "elsewhere.example.com", "/")).await; // unrouted: nobody's request
+    // Unrouted, nobody's request; its connection stays open, idle, as a client's keep-alive one.
+    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(raw_get(&mut idle, "elsewhere.example.com").await.starts_with("http/1.1 404"));
     let stats = proxy.activator.stats("default/rate").unwrap();
     assert_eq!((stats.requests_total, stats.held, stats.backend_ready), (100, 0, true));
     let connections = backend.seen.connections.load(Ordering::SeqCst);
@@ -714,28 +750,51 @@ async fn every_request_counts_into_the_rate_and_shutdown_is_prompt() {
     let stopping = Instant::now();
     proxy.shutdown.cancel();
     proxy.served.await.unwrap().unwrap();
-    assert!(stopping.elapsed() < Duration::from_secs(2), "idle keep-alive connections close at once");
+    println!("shutdown with idle keep-alive connections took {:?}", stopping.elapsed());
+    // The shutdown closed the idle connection: its end is there to read as soon as the activator
+    // stopped. One it left open would stay open for hyper's 30 s header-read timeout or longer
+    // (the activator gives up on such connections after its 5 s of drain and leaves them be), so
+    // the 3 s allowed here is an order of magnitude away from that.
+    let mut rest = [0u8; 64];
+    let end = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut rest)).await;
+    assert!(matches!(end, Ok(Ok(0) | Err(_))), "the idle keep-alive connection is closed by the shutdown: {end:?}");
     assert!(TcpStream::connect(proxy.addr).await.is_err(), "no longer accepting");
 }
 
+/// Held requests are not answered when the shutdown begins: they keep waiting through the drain
+/// (4 s), so an app that becomes ready meanwhile still answers; the rest get a `503` after it.
 #[tokio::test]
 async fn shutdown_answers_requests_still_held_after_the_drain_time() {
+    const LATE: &str = "late.example.com";
     let proxy = Proxy::start().await;
     proxy.route("default/never", &[APP], free_addr().await);
-    let held = tokio::spawn({
-        let (client, request) = (http1(), get(&proxy, APP, "/"));
-        async move { send(&client, request).await }
+    let late_addr = free_addr().await;
+    proxy.route("default/late", &[LATE], late_addr);
+    let [held, late] = [(APP, "default/never"), (LATE, "default/late")].map(|(host, target)| {
+        let (client, request) = (http1(), get(&proxy, host, "/"));
+        (target, tokio::spawn(async move { send(&client, request).await }))
     });
-    until("held", Duration::from_secs(5), || proxy.activator.stats("default/never").unwrap().held == 1).await;
+    for (target, _) in [&held, &late] {
+        until("held", Duration::from_secs(30), || proxy.activator.stats(target).unwrap().held == 1).await;
+    }
     let stopping = Instant::now();
     proxy.shutdown.cancel();
-    let answer = held.await.unwrap();
+    // The listener closes as the drain begins. The late app becomes ready right after that: within
+    // the drain's 4 s by orders of magnitude (milliseconds), so its request is still held and
+    // answered by it, not refused.
+    until("the listener closed", Duration::from_secs(30), || std::net::TcpStream::connect(proxy.addr).is_err()).await;
+    let _backend = Backend::start(late_addr, "late").await;
+    proxy.activator.poke("default/late");
+    let answer = late.1.await.unwrap();
+    assert_eq!((answer.status, answer.text().as_str()), (StatusCode::OK, "late ok\n"), "held through the drain");
+    assert_eq!(proxy.activator.stats("default/never").unwrap().held, 1, "still held during the drain");
+
+    let answer = held.1.await.unwrap();
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.header("retry-after"), "1");
     assert!(answer.text().contains("default/never"), "{}", answer.text());
     proxy.served.await.unwrap().unwrap();
-    let took = stopping.elapsed();
-    assert!((Duration::from_secs(3)..Duration::from_secs(6)).contains(&took), "held through the drain: {took:?}");
+    println!("shutdown with a request held through the drain took {:?}", stopping.elapsed());
 }
 
 #[tokio::test]
@@ -751,9 +810,11 @@ async fn a_client_hanging_up_while_held_frees_its_place() {
     for head in heads {
         let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
         stream.write_all(head).await.unwrap();
-        until("held", Duration::from_secs(5), || proxy.activator.stats("default/hangup").unwrap().held == 1).await;
+        until("held", Duration::from_secs(30), || proxy.activator.stats("default/hangup").unwrap().held == 1).await;
         drop(stream);
-        until("its place freed", Duration::from_secs(5), || proxy.activator.stats("default/hangup").unwrap().held == 0)
-            .await;
+        until("its place freed", Duration::from_secs(30), || {
+            proxy.activator.stats("default/hangup").unwrap().held == 0
+        })
+        .await;
     }
 }

@@ -1,4 +1,4 @@
-//! Every rule of KEDA's kafka scaler (KEDA.md §4), measured end to end: records on librdkafka's
+//! Every rule of KEDA's kafka scaler (docs/keda.md §4), measured end to end: records on librdkafka's
 //! mock cluster (a real Kafka wire-protocol broker), commits as a consumer group makes them, and
 //! the values a KEDA-like client reads over gRPC.
 

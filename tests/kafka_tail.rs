@@ -1,5 +1,8 @@
 //! The Kafka tail watch on librdkafka's mock cluster: a record on an idle topic becomes a pushed
-//! `true` in milliseconds, not one offsets poll later, and the user's group is never touched.
+//! `true` at once, not one offsets poll later, and the user's group is never touched.
+//!
+//! The offsets poll runs once an hour here, so a `true` within the tests' deadlines can only have
+//! come from the tail watch; no assertion depends on how fast the machine is.
 
 mod support;
 
@@ -12,7 +15,9 @@ use support::*;
 
 const GROUP: &str = "workers";
 const TOPIC: &str = "events";
+const HOUR: Duration = Duration::from_secs(3600);
 
+/// Offsets are polled every `kafka_interval`; they are also read when a new source joins the cluster.
 fn config(kafka_interval: Duration) -> spinscale::config::Config {
     let mut config = fast_config();
     config.collectors.kafka_interval.0 = kafka_interval;
@@ -27,36 +32,43 @@ async fn idle_stream(
     client: &mut Client,
     r: &spinscale::proto::ScaledObjectRef,
 ) -> tonic::Streaming<spinscale::proto::IsActiveResponse> {
-    poll_until(client, r, Duration::from_secs(5), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
+    poll_until(client, r, Duration::from_secs(30), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
     let stream = client.stream_is_active(r.clone()).await.unwrap().into_inner();
     // The tail consumer's assignment takes a moment after the poll that started it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stream
 }
 
-async fn push_latency(kafka: &Kafka, stream: &mut tonic::Streaming<spinscale::proto::IsActiveResponse>) -> Duration {
+/// Sends one record and waits (30 s at most; the offsets poll is an hour away) for the pushed
+/// `true`; returns how long that took, for the log only.
+async fn pushed_after_a_record(
+    kafka: &Kafka,
+    stream: &mut tonic::Streaming<spinscale::proto::IsActiveResponse>,
+) -> Duration {
     let produced = Instant::now();
     kafka.send(TOPIC, 1);
-    let pushed = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("pushed");
+    let pushed = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("a `true` pushed by the tail watch (the offsets poll is an hour away)");
     assert_eq!(pushed.unwrap().map(|m| m.result), Some(true));
     produced.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_on_an_idle_topic_is_pushed_in_milliseconds_not_one_poll_later() {
+async fn a_record_on_an_idle_topic_is_pushed_by_the_tail_watch_not_the_offsets_poll() {
     let kafka = Kafka::new(&[(TOPIC, 3)]);
     for p in 0..3 {
         kafka.commit(GROUP, TOPIC, p, 0);
     }
-    // Offsets are polled every 10 s: only the tail watch can explain a fast push.
-    let server = start_server(config(Duration::from_secs(10))).await;
+    // Offsets are polled once an hour (and once at the start): only the tail watch can push a
+    // `true` for a record sent after that first reading.
+    let server = start_server(config(HOUR)).await;
     let mut client = connect(&server).await;
     let bootstrap = kafka.bootstrap();
     let r = so_ref("so", &kafka_meta(&bootstrap, GROUP, TOPIC));
     let mut stream = idle_stream(&mut client, &r).await;
-    let latency = push_latency(&kafka, &mut stream).await;
+    let latency = pushed_after_a_record(&kafka, &mut stream).await;
     eprintln!("record → push through the tail watch: {latency:?}");
-    assert!(latency < Duration::from_millis(300), "{latency:?}: the 10 s poll did it, not the tail watch");
     let poll = keda_poll(&mut client, &r).await.unwrap();
     assert!(poll.active && poll.values["spinscale-replicas"] > 0.0, "{poll:?}");
 }
@@ -66,17 +78,24 @@ async fn the_tail_watch_restarts_after_each_catch_up_and_never_commits_for_the_g
     let kafka = Kafka::new(&[(TOPIC, 2)]);
     kafka.commit(GROUP, TOPIC, 0, 0);
     kafka.commit(GROUP, TOPIC, 1, 0);
-    let server = start_server(config(Duration::from_millis(500))).await;
+    // Offsets are polled once an hour: each round's push can only come from the tail watch.
+    let server = start_server(config(HOUR)).await;
     let mut client = connect(&server).await;
     let bootstrap = kafka.bootstrap();
     let r = so_ref("so", &kafka_meta(&bootstrap, GROUP, TOPIC));
 
     for round in 1..=3i64 {
+        if round > 1 {
+            // A new source joining the cluster reads every source's offsets at once: this read
+            // (not a timer) sees that the app caught up, and the tail watch restarts from it.
+            let group = format!("nudge-{round}");
+            let nudge = so_ref(&group, &kafka_meta(&bootstrap, &group, TOPIC));
+            client.get_metric_spec(nudge).await.expect("a new source on the same cluster");
+        }
         let mut stream = idle_stream(&mut client, &r).await;
-        let latency = push_latency(&kafka, &mut stream).await;
+        let latency = pushed_after_a_record(&kafka, &mut stream).await;
         eprintln!("round {round}: record → push {latency:?}");
-        assert!(latency < Duration::from_millis(300), "round {round}: {latency:?}");
-        // The app catches up; the poll sees the group idle again and the tail watch restarts.
+        // The app catches up; the next offsets read sees the group idle again.
         kafka.commit(GROUP, TOPIC, 1, round);
     }
 

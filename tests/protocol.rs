@@ -1,4 +1,4 @@
-//! KEDA's protocol, driven over real gRPC by a client that calls as KEDA does (KEDA.md §2.6–2.7),
+//! KEDA's protocol, driven over real gRPC by a client that calls as KEDA does (docs/keda.md §2.6–2.7),
 //! with librdkafka's mock cluster as the signal source.
 
 mod support;
@@ -97,7 +97,7 @@ async fn lag_drives_metric_values_and_activity_as_records_arrive_and_are_committ
 
     kafka.produce(TOPIC, 0, 12);
     // The tail watch may show the first records before the offsets cycle shows all twelve.
-    let busy = poll_until(&mut client, &r, Duration::from_secs(5), |p| {
+    let busy = poll_until(&mut client, &r, Duration::from_secs(30), |p| {
         p.as_ref().is_ok_and(|p| p.active && p.values["spinscale-replicas"] == 12.0 / 5.0)
     })
     .await
@@ -106,17 +106,21 @@ async fn lag_drives_metric_values_and_activity_as_records_arrive_and_are_committ
 
     kafka.commit(GROUP, TOPIC, 0, 12);
     let done =
-        poll_until(&mut client, &r, Duration::from_secs(5), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
+        poll_until(&mut client, &r, Duration::from_secs(30), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
     assert_eq!(done.values["spinscale-replicas"], 0.0);
 }
 
+/// Pushed, not polled: the client makes no call while it waits, and targets re-evaluate on a 1 h
+/// tick, so the `true` can only come from the step that took in the new reading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_on_an_idle_topic_reaches_an_open_stream_as_true_within_one_interval() {
+async fn a_record_on_an_idle_topic_is_pushed_to_an_open_stream_as_true() {
     let kafka = Kafka::new(&[(TOPIC, 2)]);
     let bootstrap = kafka.bootstrap();
     kafka.commit(GROUP, TOPIC, 0, 0);
     kafka.commit(GROUP, TOPIC, 1, 0);
-    let server = start_server(fast_config()).await;
+    let mut config = fast_config();
+    config.targets.tick.0 = Duration::from_secs(3600);
+    let server = start_server(config).await;
     let mut client = connect(&server).await;
     let r = so_ref("so", &kafka_meta(&bootstrap, GROUP, TOPIC));
     assert!(!keda_poll(&mut client, &r).await.unwrap().active);
@@ -124,11 +128,9 @@ async fn a_record_on_an_idle_topic_reaches_an_open_stream_as_true_within_one_int
     let mut stream = client.stream_is_active(r.clone()).await.unwrap().into_inner();
     let produced = Instant::now();
     kafka.produce(TOPIC, 1, 1);
-    let first = tokio::time::timeout(Duration::from_secs(3), stream.message()).await.expect("push within 3 s");
+    let first = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.expect("pushed");
     let latency = produced.elapsed();
     assert_eq!(first.unwrap().map(|m| m.result), Some(true));
-    // One 200 ms collector interval, plus the poll itself and scheduling on a busy 2-core machine.
-    assert!(latency < Duration::from_millis(1200), "pushed {latency:?} after the record");
     eprintln!("record → stream true: {latency:?}");
 }
 
@@ -141,24 +143,31 @@ async fn streams_send_true_at_once_then_on_each_rising_edge_and_never_false() {
     let server = start_server(fast_config()).await;
     let mut client = connect(&server).await;
     let r = so_ref("so", &kafka_meta(&bootstrap, GROUP, TOPIC));
-    poll_until(&mut client, &r, Duration::from_secs(5), |p| p.as_ref().is_ok_and(|p| p.active)).await.unwrap();
+    poll_until(&mut client, &r, Duration::from_secs(30), |p| p.as_ref().is_ok_and(|p| p.active)).await.unwrap();
 
+    // The target is active and stays so (nobody commits): there is no rising edge to wait for, so
+    // a `true` can only be the one sent on open.
     let mut stream = client.stream_is_active(r.clone()).await.unwrap().into_inner();
-    let opened = tokio::time::timeout(Duration::from_millis(500), stream.message()).await.expect("true at once");
+    let opened = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.expect("true on open");
     assert_eq!(opened.unwrap().map(|m| m.result), Some(true));
 
     // Caught up: inactive, and nothing is sent (KEDA ≥ 2.18 ignores false; older KEDA scales in on it).
     kafka.commit(GROUP, TOPIC, 0, 3);
-    poll_until(&mut client, &r, Duration::from_secs(5), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(400), stream.message()).await.is_err(),
-        "nothing on a falling edge"
-    );
+    poll_until(&mut client, &r, Duration::from_secs(30), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
 
+    // The next message is the next rising edge's `true`: anything sent on the falling edge would
+    // have come before it.
     kafka.produce(TOPIC, 0, 1);
-    let again = tokio::time::timeout(Duration::from_secs(3), stream.message()).await.expect("second rising edge");
-    assert_eq!(again.unwrap().map(|m| m.result), Some(true));
-    assert!(tokio::time::timeout(Duration::from_millis(400), stream.message()).await.is_err(), "one message per edge");
+    let again = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.expect("second rising edge");
+    assert_eq!(again.unwrap().map(|m| m.result), Some(true), "nothing on a falling edge");
+
+    // One message per edge: more readings and a falling edge go by, then the stream ends; a second
+    // message for that edge would have come before the end.
+    kafka.commit(GROUP, TOPIC, 0, 4);
+    poll_until(&mut client, &r, Duration::from_secs(30), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
+    server.shutdown().await.expect("shutdown");
+    let end = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.expect("the stream ends");
+    assert!(matches!(end, Ok(None)), "one message per edge, then the OK end: {end:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,15 +186,8 @@ async fn cancelled_streams_leave_nothing_behind_and_reconnects_work() {
         let specs = client.stream_metric_spec(r.clone()).await.unwrap().into_inner();
         drop((stream, specs));
     }
-    let mut open = target.open_streams();
-    for _ in 0..50 {
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        open = target.open_streams();
-    }
-    assert_eq!(open, 0, "every cancelled stream is released");
+    let released = until(Duration::from_secs(30), || target.open_streams() == 0).await;
+    assert!(released, "every cancelled stream is released: {} still open", target.open_streams());
 
     let mut stream = client.stream_metric_spec(r.clone()).await.unwrap().into_inner();
     let specs = stream.message().await.unwrap().expect("specs on open");
@@ -205,18 +207,18 @@ async fn kafka_down_is_unavailable_naming_the_source_and_recovers() {
     keda_poll(&mut client, &r).await.expect("healthy at first");
 
     kafka.mock.broker_down(1).unwrap();
-    let down = poll_until(&mut client, &r, Duration::from_secs(10), std::result::Result::is_err).await.unwrap_err();
+    let down = poll_until(&mut client, &r, Duration::from_secs(30), std::result::Result::is_err).await.unwrap_err();
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
     assert!(down.message().contains(&format!("kafka {bootstrap}")), "{down:?}");
     let down_active = client.is_active(r.clone()).await.unwrap_err();
     assert_eq!(down_active.code(), Code::Unavailable, "never a silent false");
 
     kafka.mock.broker_up(1).unwrap();
-    poll_until(&mut client, &r, Duration::from_secs(10), std::result::Result::is_ok).await.unwrap();
+    poll_until(&mut client, &r, Duration::from_secs(30), std::result::Result::is_ok).await.unwrap();
 
     let nowhere = format!("127.0.0.1:{}", spinscale_testkit::free_port().unwrap());
     let r = so_ref("nowhere", &kafka_meta(&nowhere, GROUP, TOPIC));
-    let status = poll_until(&mut client, &r, Duration::from_secs(10), std::result::Result::is_err).await.unwrap_err();
+    let status = poll_until(&mut client, &r, Duration::from_secs(30), std::result::Result::is_err).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains(&nowhere), "{status:?}");
 }
@@ -239,16 +241,17 @@ async fn a_new_targets_first_call_waits_for_its_first_reading() {
     let bootstrap = kafka.bootstrap();
     kafka.produce(TOPIC, 0, 4);
     let mut config = fast_config();
-    // A slow collector: the first reading comes from the first poll, at once, not after one interval.
-    config.collectors.kafka_interval.0 = Duration::from_secs(30);
-    config.collectors.stale_after.0 = Duration::from_secs(60);
+    // Offsets are polled once an hour: the first reading comes from the first poll, at once, not
+    // after one interval; a call answered from a reading proves it (the call's own limit is 5 s,
+    // after which it would fail with DEADLINE_EXCEEDED, and one answered without a reading would
+    // be UNAVAILABLE).
+    config.collectors.kafka_interval.0 = Duration::from_secs(3600);
+    config.collectors.stale_after.0 = Duration::from_secs(7200);
     let server = start_server(config).await;
     let mut client = connect(&server).await;
     let r = so_ref("so", &kafka_meta(&bootstrap, GROUP, TOPIC));
-    let started = Instant::now();
     let active = client.is_active(r).await.expect("answered from the first reading").into_inner().result;
     assert!(active, "no commit yet with offsetResetPolicy latest: lag 1");
-    assert!(started.elapsed() < Duration::from_secs(2), "bounded wait: {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,16 +272,18 @@ async fn targets_share_collectors_and_idle_targets_are_dropped_with_them() {
     assert_eq!((server.registry.len(), server.registry.collectors()), (4, 2));
 
     // Nobody asks about a, b, c any more; d has an open stream, which counts as interest.
-    let started = Instant::now();
-    while server.registry.len() > 1 && started.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(Duration::from_secs(30), || server.registry.len() == 1 && server.registry.collectors() == 1).await;
     assert_eq!((server.registry.len(), server.registry.collectors()), (1, 1));
-    assert!(tokio::time::timeout(Duration::from_millis(10), stream.message()).await.is_err(), "stream still open");
+    // d's stream is still open and still pushes: a record on its idle topic arrives as `true`.
+    kafka.produce("other", 0, 1);
+    let pushed = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.expect("stream still open");
+    assert_eq!(pushed.unwrap().map(|m| m.result), Some(true), "stream still open");
 }
 
+/// The shutdown ends open streams itself, with OK. Left alone, they would stay open: the gRPC
+/// server's graceful stop waits for them, and the server gives up on them after its drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_ends_open_streams_with_ok_at_once() {
+async fn shutdown_ends_open_streams_with_ok() {
     let kafka = Kafka::new(&[(TOPIC, 1)]);
     let bootstrap = kafka.bootstrap();
     let server = start_server(fast_config()).await;
@@ -291,14 +296,21 @@ async fn shutdown_ends_open_streams_with_ok_at_once() {
     let started = Instant::now();
     let stopping = tokio::spawn(server.shutdown());
     // An OK end is `Ok(None)`; any other status would be `Err` and grow KEDA's backoff.
-    let mut ended = 0;
-    while ended < 2 {
-        tokio::select! {
-            m = active.message() => { if m.expect("OK end").is_none() { ended += 1 } }
-            m = specs.message() => { assert!(m.expect("OK end").is_none()); ended += 1 }
+    let active_end = async {
+        loop {
+            match active.message().await {
+                Ok(Some(_)) => {} // a `true` before the end is fine
+                end => return end,
+            }
         }
-    }
-    assert!(started.elapsed() < Duration::from_secs(1), "streams ended after {:?}", started.elapsed());
+    };
+    let (active_end, specs_end) =
+        tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(active_end, specs.message()) })
+            .await
+            .expect("both streams end");
+    assert!(matches!(active_end, Ok(None)), "OK end: {active_end:?}");
+    assert!(matches!(specs_end, Ok(None)), "OK end: {specs_end:?}");
+    eprintln!("shutdown → streams ended: {:?}", started.elapsed());
     stopping.await.unwrap().unwrap();
 }
 
