@@ -48,6 +48,9 @@ pub struct Config {
     /// A trigger with `hosts` for the same ScaledObject replaces its route.
     #[serde(default)]
     pub routes: Vec<StaticRoute>,
+    /// `activator`: what the HTTP activator lets triggers route to.
+    #[serde(default)]
+    pub activator: ActivatorSettings,
 }
 
 /// One activator route of the config.
@@ -73,6 +76,16 @@ pub struct StaticRoute {
     pub cold_start_header: Option<bool>,
 }
 
+/// The activator's policy and limits.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ActivatorSettings {
+    /// `allowedBackends`: URL patterns (`*` a wildcard, e.g. `http://127.0.0.1:*`) a trigger's
+    /// `backend` may name besides a Service of its own namespace. Link-local and metadata
+    /// addresses must be listed exactly. Default: none.
+    pub allowed_backends: Vec<String>,
+}
+
 /// Bounds that keep one misbehaving client from taking the server down for every app.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -94,6 +107,10 @@ pub struct LimitSettings {
     /// `maxResponseBytes`: the longest body read from a Prometheus or scrape endpoint (a number or
     /// a quantity such as `8Mi`); a longer one fails that source, naming this limit. Default 8Mi.
     pub max_response_bytes: ByteSize,
+    /// `allowedSources`: when not empty, every `serverAddress`, `scrapeUrl` and `bootstrapServers`
+    /// entry must match one of these URL or host patterns (`*` a wildcard). Link-local and cloud
+    /// metadata addresses are refused unless listed exactly. Default: empty (any other address).
+    pub allowed_sources: Vec<String>,
 }
 
 impl Default for LimitSettings {
@@ -106,6 +123,7 @@ impl Default for LimitSettings {
             max_targets: 50_000,
             max_streams: 100_000,
             max_response_bytes: ByteSize(8 * 1024 * 1024),
+            allowed_sources: Vec::new(),
         }
     }
 }

@@ -65,7 +65,8 @@ async fn a_request_held_on_one_replica_wakes_the_stream_on_the_other() {
     // Built-in defaults but for the tick: no periodic re-evaluation within the test.
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "targets:\n  tick: 1h\n").expect("config file");
+    std::fs::write(&config, "targets:\n  tick: 1h\nactivator:\n  allowedBackends: ['http://127.0.0.1:*']\n")
+        .expect("config file");
     let (http_a, http_b) = (free_port().expect("port"), free_port().expect("port"));
     let a = Replica::start(http_a, http_b, &config);
     let b = Replica::start(http_b, http_a, &config);

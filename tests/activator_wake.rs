@@ -15,7 +15,10 @@ use support::{connect, so_ref};
 use tokio::net::TcpListener;
 use tonic::Code;
 
-const FAST: &str = "collectors:\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n  idleTimeout: 1s\n";
+/// Test backends listen on loopback: the operator allows it (by default a backend must be a
+/// Service of the ScaledObject's namespace).
+const FAST: &str = "collectors:\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n  idleTimeout: 1s\n\
+                    activator:\n  allowedBackends: ['http://127.0.0.1:*']\n";
 
 async fn start(with_activator: bool) -> Server {
     start_with(Config::parse(FAST).expect("config"), with_activator).await

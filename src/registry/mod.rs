@@ -30,6 +30,7 @@ use crate::signals::{Hub, SourceKey};
 use crate::telemetry::Telemetry;
 use spinscale_activator::Activator;
 use spinscale_core::duration;
+use spinscale_core::policy::{self, AddressPolicy};
 use spinscale_core::spec::{InvalidMetadata, TargetSpec};
 
 pub use routes::trigger_route;
@@ -199,7 +200,7 @@ impl Registry {
             return Ok(target.clone());
         }
         let parsed_with = self.config();
-        let spec = Arc::new(parse_spec(&parsed_with, metadata)?);
+        let spec = Arc::new(parse_spec(&parsed_with, namespace, metadata)?);
         let mut targets = self.targets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(target) = targets.get(&key) {
             return Ok(target.clone());
@@ -210,7 +211,8 @@ impl Registry {
         // Reloads hold the targets' lock, so the config is stable here; one that ran since the parse
         // above would have missed this target: parse again.
         let config = self.config();
-        let spec = if Arc::ptr_eq(&config, &parsed_with) { spec } else { Arc::new(parse_spec(&config, metadata)?) };
+        let spec =
+            if Arc::ptr_eq(&config, &parsed_with) { spec } else { Arc::new(parse_spec(&config, namespace, metadata)?) };
         if let Some(http) = &spec.http {
             self.route(&key, http)?;
         }
@@ -233,7 +235,7 @@ impl Registry {
         let mut problems = Vec::new();
         for (key, target) in targets.iter() {
             let metadata: HashMap<String, String> = key.metadata.clone().into_iter().collect();
-            match parse_spec(&new, &metadata) {
+            match parse_spec(&new, &key.namespace, &metadata) {
                 Ok(spec) => specs.push((target, spec)),
                 Err(e) => problems.push(format!("target {key}: {e}")),
             }
@@ -324,9 +326,20 @@ impl Registry {
     }
 }
 
-fn parse_spec(config: &Config, metadata: &HashMap<String, String>) -> Result<TargetSpec, InvalidMetadata> {
+/// The trigger's spec under `config`, with its addresses checked against the operator's policy
+/// for a ScaledObject in `namespace`.
+fn parse_spec(
+    config: &Config,
+    namespace: &str,
+    metadata: &HashMap<String, String>,
+) -> Result<TargetSpec, InvalidMetadata> {
     let mut spec = TargetSpec::parse(metadata, &*config.defaults_for(metadata)?)?;
     config.resolve_connection(&mut spec)?;
+    let policy = AddressPolicy {
+        allowed_sources: &config.limits.allowed_sources,
+        allowed_backends: &config.activator.allowed_backends,
+    };
+    policy::check(&spec, metadata, namespace, &policy)?;
     Ok(spec)
 }
 

@@ -41,7 +41,9 @@ impl ServerProcess {
     async fn spawn(config_text: &str, with_activator: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("config.yaml");
-        std::fs::write(&config, config_text)?;
+        // The bench's backends listen on loopback, which the operator must allow.
+        let loopback = if with_activator { "\nactivator:\n  allowedBackends: ['http://127.0.0.1:*']\n" } else { "" };
+        std::fs::write(&config, format!("{config_text}{loopback}"))?;
         let (grpc, http) = (free_port()?, free_port()?);
         let activator =
             with_activator.then(free_port).transpose()?.map(|port| SocketAddr::from(([127, 0, 0, 1], port)));

@@ -7,6 +7,7 @@
 //!
 //! - [`spec`]: trigger metadata → a validated spec (keys, defaults, schedules, Kafka connections);
 //! - [`engine`]: the reactive floor, the idle-time model, the rate forecast, KEDA's lag rules;
+//! - [`policy`]: the operator's rules on the addresses a trigger names (sources, backends);
 //! - [`duration`], [`quantity`]: Go durations and Kubernetes quantities as users write them.
 //!
 //! Arrows point one way: `engine` uses `spec`, `duration` and `quantity`; `spec` uses the last two.
@@ -15,5 +16,6 @@
 
 pub mod duration;
 pub mod engine;
+pub mod policy;
 pub mod quantity;
 pub mod spec;

@@ -338,7 +338,9 @@ mod tests {
         let (grpc, http, activator) = (bind().await, bind().await, bind().await);
         let activator_addr = activator.local_addr().expect("addr");
         let options = Options { activator: Some(activator), ..Options::default() };
-        let server = Server::start_with(Config::default(), grpc, http, options).await.expect("server");
+        let mut config = Config::default();
+        config.activator.allowed_backends = vec!["http://127.0.0.1:*".into()];
+        let server = Server::start_with(config, grpc, http, options).await.expect("server");
         let under = Under { grpc: format!("http://{}", server.grpc_addr), activator: activator_addr, pid: None };
         let args = BenchArgs { quick: true, poll: ADDON_POLL, json: None, overload: false, activator: true };
         let mut report = Report::new(&args);

@@ -95,6 +95,15 @@ pub const PROFILE: &str = "profile";
 pub const ALIASES: [(&str, &str); 3] =
     [(PROMETHEUS_ADDRESS, "serverAddress"), (TARGET_RPS, "threshold"), (ACTIVATION_RPS, "activationThreshold")];
 
+/// The name under which `metadata` gives `key`: KEDA's alias when only the alias is written, so an
+/// error names what the user wrote.
+pub fn written_key<'a>(key: &'a str, metadata: &std::collections::HashMap<String, String>) -> &'a str {
+    ALIASES
+        .iter()
+        .find(|(k, a)| *k == key && !metadata.contains_key(key) && metadata.contains_key(*a))
+        .map_or(key, |(_, a)| *a)
+}
+
 /// Keys KEDA itself reads from the same map (or that KEDA users commonly leave in); accepted quietly.
 const PASSTHROUGH_KEYS: [&str; 5] = [SCALER_ADDRESS, "enableTLS", "unsafeSsl", "metricName", "metricType"];
 

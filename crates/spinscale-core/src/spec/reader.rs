@@ -128,10 +128,7 @@ impl Reader<'_> {
 
     /// Records a problem under the key the user wrote (KEDA's alias if that is what they used).
     pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
-        let written = ALIASES
-            .iter()
-            .find(|(k, a)| *k == key && !self.metadata.contains_key(key) && self.metadata.contains_key(*a))
-            .map_or(key, |(_, a)| *a);
+        let written = super::written_key(key, self.metadata);
         self.problems.push(Problem { key: written.to_string(), message: message.into() });
     }
 

@@ -30,7 +30,10 @@ const COOLDOWN: Duration = Duration::from_secs(3);
 const BURST: usize = 40;
 const BURST_EVERY: Duration = Duration::from_secs(10);
 /// Short windows, so a quiet app goes back to zero within a burst cycle.
-const CONFIG: &str = "collectors:\n  scrapeWindow: 2s\ntargets:\n  tick: 100ms\n";
+/// The demo's app listens on loopback, which the operator allows (a trigger's backend is otherwise
+/// a Service of the ScaledObject's namespace).
+const CONFIG: &str = "collectors:\n  scrapeWindow: 2s\ntargets:\n  tick: 100ms\n\
+                      activator:\n  allowedBackends: ['http://127.0.0.1:*']\n";
 
 /// The app: answers every request, counting them; stops when its pod is removed.
 struct App {

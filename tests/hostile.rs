@@ -1,0 +1,182 @@
+//! Hostile trigger input over real gRPC, as KEDA would pass it from any tenant's ScaledObject:
+//! every case is refused naming the key, or bounded, and never shows an upstream's content.
+//!
+//! | input | outcome |
+//! |---|---|
+//! | `partitionLimitation: 0-2147483647` | accepted as one range; the server's memory does not grow |
+//! | `serverAddress` / `bootstrapServers` / `scrapeUrl` at `169.254.169.254` | `INVALID_ARGUMENT` naming the key |
+//! | a source outside `limits.allowedSources` | `INVALID_ARGUMENT` naming the key and the setting |
+//! | `backend` at the metadata address or another namespace's Service | `INVALID_ARGUMENT` naming `backend` |
+//! | a scrape endpoint answering credentials JSON | `UNAVAILABLE` with status, type and length, not the content |
+//! | a Prometheus answering an endless body | `UNAVAILABLE` naming `limits.maxResponseBytes` |
+
+mod support;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use spinscale::config::Config;
+use spinscale::server::{Options, Server};
+use support::{Client, connect, keda_poll, so_ref, start_server};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+const SECRET: &str = "AKIAHOSTILETESTSECRET";
+
+fn config(extra: &str) -> Config {
+    Config::parse(&format!(
+        "collectors:\n  prometheusInterval: 200ms\n  scrapeInterval: 200ms\n  timeout: 1s\n  staleAfter: 3s\n\
+         targets:\n  tick: 100ms\n{extra}"
+    ))
+    .expect("test config is valid")
+}
+
+async fn refused(client: &mut Client, metadata: &[(&str, &str)]) -> tonic::Status {
+    let status = keda_poll(client, &so_ref("hostile", metadata)).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+}
+
+/// Serves `app` on a loopback port; its base URL.
+async fn serve(app: Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// The resident set of this process (the server runs in it), from `/proc/self/status`.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS");
+    kib.trim().trim_end_matches(" kB").trim().parse::<u64>().expect("a number") * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_range_over_the_whole_id_space_costs_nothing() {
+    let server = start_server(config("")).await;
+    let mut client = connect(&server).await;
+    let before = rss_bytes();
+    for i in 0..3 {
+        let group = format!("g{i}");
+        let meta = [
+            ("bootstrapServers", "127.0.0.1:9"),
+            ("consumerGroup", group.as_str()),
+            ("topic", "events"),
+            ("partitionLimitation", "0-2147483647"),
+        ];
+        // The broker does not exist: the call fails as a source, never as a crash or an OOM.
+        let status = keda_poll(&mut client, &so_ref(&group, &meta)).await.expect_err("no broker");
+        assert_ne!(status.code(), Code::InvalidArgument, "a valid range: {status:?}");
+    }
+    // Expanded into ids, one such range is 8 GiB; as a range it is a few bytes (the growth
+    // measured here is the Kafka clients of three targets).
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 256 * 1024 * 1024, "three targets with the whole id space grew the server by {grown} bytes");
+    assert_eq!(server.registry.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_addresses_are_refused_as_sources() {
+    let server = start_server(config("")).await;
+    let mut client = connect(&server).await;
+    let cases = [
+        ("serverAddress", vec![("serverAddress", "http://169.254.169.254"), ("query", "up")]),
+        ("prometheusAddress", vec![("prometheusAddress", "http://[fd00:ec2::254]/"), ("query", "up")]),
+        (
+            "bootstrapServers",
+            vec![("bootstrapServers", "kafka:9092,169.254.169.254:9092"), ("consumerGroup", "g"), ("topic", "t")],
+        ),
+        (
+            "scrapeUrl",
+            vec![("scrapeUrl", "http://metadata.google.internal/computeMetadata/v1/"), ("scrapeMetric", "x")],
+        ),
+    ];
+    for (key, meta) in cases {
+        let status = refused(&mut client, &meta).await;
+        assert!(status.message().contains(key), "names {key}: {}", status.message());
+        assert!(status.message().contains("metadata address"), "{}", status.message());
+    }
+    assert_eq!(server.registry.len(), 0, "nothing was registered, nothing polled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_sources_narrow_what_a_trigger_may_poll() {
+    let server =
+        start_server(config("limits:\n  allowedSources: ['http://*.monitoring.svc:*', 'kafka-*:9092']\n")).await;
+    let mut client = connect(&server).await;
+    let status = refused(&mut client, &[("serverAddress", "http://10.0.0.9:9090"), ("query", "up")]).await;
+    assert!(status.message().contains("serverAddress") && status.message().contains("limits.allowedSources"));
+    let status =
+        refused(&mut client, &[("bootstrapServers", "evil:9092"), ("consumerGroup", "g"), ("topic", "t")]).await;
+    assert!(status.message().contains("bootstrapServers"), "{}", status.message());
+    // Allowed addresses register (and fail as sources, since nothing listens there).
+    let meta = [("serverAddress", "http://prometheus.monitoring.svc:9090"), ("query", "up")];
+    let status = keda_poll(&mut client, &so_ref("allowed", &meta)).await.expect_err("nothing listens");
+    assert_ne!(status.code(), Code::InvalidArgument, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_must_be_services_of_the_scaled_objects_namespace() {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let activator = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let options = Options { activator: Some(activator), ..Options::default() };
+    let server = Server::start_with(config(""), grpc, http, options).await.expect("server");
+    let mut client = connect(&server).await;
+    for backend in ["http://169.254.169.254", "http://payments.billing.svc:80", "http://10.0.0.7:8080"] {
+        let status = refused(&mut client, &[("hosts", "shop.example.com"), ("backend", backend)]).await;
+        assert!(status.message().contains("backend") && status.message().contains(backend), "{}", status.message());
+    }
+    // so_ref puts the ScaledObject in `default`: its own Services are fine.
+    let own = [("hosts", "shop.example.com"), ("backend", "http://shop.default.svc.cluster.local:8080")];
+    keda_poll(&mut client, &so_ref("shop", &own)).await.expect("its own namespace's Service");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_content_never_reaches_the_error() {
+    let credentials = format!(r#"{{"Code":"Success","AccessKeyId":"{SECRET}","SecretAccessKey":"x"}}"#);
+    let body = credentials.clone();
+    let base = serve(Router::new().route("/{*path}", get(move || async move { body.clone() }))).await;
+    let server = start_server(config("")).await;
+    let mut client = connect(&server).await;
+    let scrape = format!("{base}/latest/meta-data/iam/security-credentials/node");
+    let prometheus = base.clone();
+    let cases: [Vec<(&str, &str)>; 2] = [
+        vec![("scrapeUrl", scrape.as_str()), ("scrapeMetric", "requests_total")],
+        vec![("serverAddress", prometheus.as_str()), ("query", "up"), ("ignoreNullValues", "false")],
+    ];
+    for (i, meta) in cases.iter().enumerate() {
+        let r = so_ref(&format!("leak{i}"), meta);
+        let status = support::poll_until(&mut client, &r, Duration::from_secs(30), |a| {
+            a.as_ref().is_err_and(|s| s.code() == Code::Unavailable && s.message().contains("bytes"))
+        })
+        .await
+        .expect_err("unavailable");
+        assert!(!status.message().contains(SECRET), "the content leaked: {}", status.message());
+        assert!(status.message().contains(&format!("{} bytes", credentials.len())), "{}", status.message());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_body_fails_the_source_at_the_limit() {
+    let endless = || async {
+        let chunks = futures_util::stream::repeat_with(|| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024]));
+        Body::from_stream(chunks)
+    };
+    let base = serve(Router::new().route("/api/v1/query", get(endless))).await;
+    let server = start_server(config("limits:\n  maxResponseBytes: 1Mi\n")).await;
+    let mut client = connect(&server).await;
+    let r = so_ref("endless", &[("serverAddress", base.as_str()), ("query", "up")]);
+    let before = rss_bytes();
+    let status = support::poll_until(&mut client, &r, Duration::from_secs(30), |a| {
+        a.as_ref().is_err_and(|s| s.code() == Code::Unavailable && s.message().contains("maxResponseBytes"))
+    })
+    .await
+    .expect_err("unavailable");
+    assert!(status.message().contains("1048576 bytes"), "{}", status.message());
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 64 * 1024 * 1024, "an endless body grew the server by {grown} bytes");
+}
