@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -77,13 +77,26 @@ pub struct StaticRoute {
 }
 
 /// The activator's policy and limits.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ActivatorSettings {
     /// `allowedBackends`: URL patterns (`*` a wildcard, e.g. `http://127.0.0.1:*`) a trigger's
     /// `backend` may name besides a Service of its own namespace. Link-local and metadata
     /// addresses must be listed exactly. Default: none.
     pub allowed_backends: Vec<String>,
+    /// `peerTokenFile`: the shared secret replicas send each other as `Authorization: Bearer`
+    /// (re-read on every use, so a rotated Secret applies at once). Required with `--peers` or
+    /// `--peer-service`; without it `/peer/demand` refuses every caller. Default: none.
+    pub peer_token_file: Option<PathBuf>,
+    /// `drainPeriod`: after SIGTERM, `/readyz` fails at once while the activator (and gRPC) keep
+    /// serving this long, so load balancers stop sending before the listener closes. Default 15s.
+    pub drain_period: Dur,
+}
+
+impl Default for ActivatorSettings {
+    fn default() -> Self {
+        Self { allowed_backends: Vec::new(), peer_token_file: None, drain_period: Dur(Duration::from_secs(15)) }
+    }
 }
 
 /// Bounds that keep one misbehaving client from taking the server down for every app.

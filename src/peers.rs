@@ -2,6 +2,9 @@
 //! request arrives at another's activator: the replica that holds the request tells the others at
 //! once (`POST /peer/demand` on their HTTP port), and they treat the target as held too.
 //!
+//! Peers authenticate with a shared token (`activator.peerTokenFile`, read on every use so a
+//! rotated Secret applies at once): `Authorization: Bearer <token>`. A demand without it wakes nothing.
+//!
 //! Peers are a fixed list (`--peers`) or every address of a headless Service (`--peer-service`),
 //! resolved when demand is announced (cached for a few seconds). A replica ignores its own
 //! announcements, so a Service that includes it is fine.
@@ -10,6 +13,7 @@
 
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,12 +54,13 @@ pub struct Peers {
     /// Random per process.
     pub id: u64,
     http: reqwest::Client,
+    token_file: PathBuf,
     resolved: Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 impl Peers {
     /// This replica's side, with a fresh random id; peers are resolved on each announcement.
-    pub fn new(list: PeerList) -> Arc<Self> {
+    pub fn new(list: PeerList, token_file: PathBuf) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
@@ -63,7 +68,7 @@ impl Peers {
             .unwrap_or_default();
         // RandomState is seeded randomly per process: a hash from it is an id no other replica has.
         let id = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-        Arc::new(Self { list, id, http, resolved: Mutex::new(None) })
+        Arc::new(Self { list, id, http, token_file, resolved: Mutex::new(None) })
     }
 
     /// Tells every peer that `target` has a request held here. Returns at once.
@@ -72,11 +77,16 @@ impl Peers {
         tokio::spawn(async move {
             let demand = Demand { target, sender: this.id };
             let Ok(body) = serde_json::to_vec(&demand) else { return };
+            let token = match read_token(&this.token_file) {
+                Ok(token) => token,
+                Err(e) => return warn!(target = %demand.target, "demand not announced: {e}"),
+            };
             for peer in this.addresses().await {
                 let request = this
                     .http
                     .post(format!("http://{peer}/peer/demand"))
                     .header("content-type", "application/json")
+                    .bearer_auth(&token)
                     .body(body.clone())
                     .timeout(ANNOUNCE_TIMEOUT);
                 let target = demand.target.clone();
@@ -112,6 +122,23 @@ impl Peers {
             Some((Instant::now(), resolved.clone()));
         resolved
     }
+}
+
+/// The peer token in `path`, without surrounding whitespace; an error names the file (never the token).
+pub fn read_token(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("peer token file {}: {e}", path.display()))?;
+    let token = text.trim();
+    match token.len() {
+        0 => Err(format!("peer token file {} is empty", path.display())),
+        _ => Ok(token.to_string()),
+    }
+}
+
+/// Whether an `Authorization` header value carries `token` (compared in constant time).
+pub fn authorized(header: Option<&str>, token: &str) -> bool {
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
+    let (given, token) = (given.trim().as_bytes(), token.as_bytes());
+    given.len() == token.len() && given.iter().zip(token).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// Parses `--peer-service NAME:PORT`.

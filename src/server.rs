@@ -23,13 +23,13 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admission::AdmissionLayer;
 use crate::config::Config;
 use crate::grpc::GrpcMetricsLayer;
 use crate::grpc::Scaler;
-use crate::peers::{Demand, PeerList, Peers};
+use crate::peers::{self, Demand, PeerList, Peers};
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::registry::Registry;
 use crate::reload::{self, ConfigSource};
@@ -65,6 +65,9 @@ pub struct Server {
     pub activator_addr: Option<SocketAddr>,
     /// The live targets, shared with every endpoint.
     pub registry: Arc<Registry>,
+    /// Cancelled on SIGTERM: `/readyz` fails, everything keeps serving for the drain period.
+    draining: CancellationToken,
+    /// Cancelled after the drain period: listeners close, streams end OK, the server stops.
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -85,10 +88,23 @@ impl Server {
         let certificates = options.tls.map(Certificates::load).transpose()?;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let registry = Registry::new(config);
+        let mut registry_peers = None;
+        let (draining, shutdown) = (CancellationToken::new(), CancellationToken::new());
+        let drain_period = options.activator.as_ref().map_or(Duration::ZERO, |_| config.activator.drain_period.0);
         if let Some(list) = options.peers {
-            registry.set_peers(Peers::new(list));
+            let Some(token_file) = config.activator.peer_token_file.clone() else {
+                anyhow::bail!(
+                    "--peers and --peer-service need activator.peerTokenFile in the config: replicas \
+                     authenticate each other's demand with that shared token (POST /peer/demand would \
+                     otherwise let anyone who reaches the port wake any app)"
+                );
+            };
+            peers::read_token(&token_file).map_err(|e| anyhow::anyhow!("activator.peerTokenFile: {e}"))?;
+            registry_peers = Some(Peers::new(list, token_file));
+        }
+        let registry = Registry::new(config);
+        if let Some(peers) = registry_peers {
+            registry.set_peers(peers);
         }
         // The activator and its config routes exist before the first gRPC call can ask for a route.
         let mut activator_addr = None;
@@ -138,10 +154,10 @@ impl Server {
         tasks.push(grpc_task);
 
         let http_task = tokio::spawn({
-            let shutdown = shutdown.clone();
+            let (draining, shutdown) = (draining.clone(), shutdown.clone());
             let registry = registry.clone();
             async move {
-                axum::serve(http, http_router(registry, shutdown.clone()))
+                axum::serve(http, http_router(registry, draining))
                     .with_graceful_shutdown(shutdown.cancelled_owned())
                     .await?;
                 Ok(())
@@ -168,7 +184,28 @@ impl Server {
             }
             tasks.push(tokio::spawn(activator.serve(listener, shutdown.clone())));
         }
-        Ok(Self { grpc_addr, http_addr, activator_addr, registry, shutdown, tasks })
+        // SIGTERM → drain: /readyz fails at once, so load balancers stop sending, while every
+        // listener keeps serving (held requests keep being released) for the drain period.
+        tasks.push(tokio::spawn({
+            let (draining, shutdown) = (draining.clone(), shutdown.clone());
+            async move {
+                tokio::select! {
+                    _ = draining.cancelled() => {
+                        if !drain_period.is_zero() {
+                            info!("draining for {drain_period:?} before closing the listeners");
+                            tokio::select! {
+                                _ = tokio::time::sleep(drain_period) => {}
+                                _ = shutdown.cancelled() => {}
+                            }
+                        }
+                        shutdown.cancel();
+                    }
+                    _ = shutdown.cancelled() => {}
+                }
+                Ok(())
+            }
+        }));
+        Ok(Self { grpc_addr, http_addr, activator_addr, registry, draining, shutdown, tasks })
     }
 
     /// Follows `source` and applies every change to the running server, until shutdown.
@@ -182,12 +219,12 @@ impl Server {
 
     /// A token that, when cancelled, shuts the server down.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.draining.clone()
     }
 
     /// Ends every stream with OK, stops accepting, and waits (bounded) for the servers to stop.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
+        self.draining.cancel();
         self.wait().await
     }
 
@@ -209,11 +246,32 @@ impl Server {
 }
 
 /// A peer replica holds a request for a target.
-async fn peer_demand(State(registry): State<Arc<Registry>>, Json(demand): Json<Demand>) -> StatusCode {
+async fn peer_demand(
+    State(registry): State<Arc<Registry>>,
+    headers: axum::http::HeaderMap,
+    Json(demand): Json<Demand>,
+) -> (StatusCode, &'static str) {
+    let Some(token_file) = registry.config().activator.peer_token_file.clone() else {
+        return (StatusCode::FORBIDDEN, "no peer token is configured (activator.peerTokenFile)\n");
+    };
+    let token = match peers::read_token(&token_file) {
+        Ok(token) => token,
+        Err(e) => {
+            warn!("peer demand refused: {e}");
+            return (StatusCode::SERVICE_UNAVAILABLE, "the peer token cannot be read\n");
+        }
+    };
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if given.is_none() {
+        return (StatusCode::UNAUTHORIZED, "Authorization: Bearer <peer token> required\n");
+    }
+    if !peers::authorized(given, &token) {
+        return (StatusCode::FORBIDDEN, "wrong peer token\n");
+    }
     if registry.peer_id() != Some(demand.sender) {
         registry.peer_demand(&demand.target);
     }
-    StatusCode::NO_CONTENT
+    (StatusCode::NO_CONTENT, "")
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
@@ -228,13 +286,13 @@ async fn status_page(State(registry): State<Arc<Registry>>) -> Html<String> {
     Html(status::html(&status::snapshot(&registry)))
 }
 
-fn http_router(registry: Arc<Registry>, shutdown: CancellationToken) -> Router {
+fn http_router(registry: Arc<Registry>, draining: CancellationToken) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
             get(move || {
-                let draining = shutdown.is_cancelled();
+                let draining = draining.is_cancelled();
                 async move {
                     if draining {
                         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")

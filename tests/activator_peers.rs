@@ -1,6 +1,9 @@
 //! Two `spinscale serve` processes that know each other (`--peers`): KEDA holds the stream on
 //! one while the request arrives at the other's activator. The demand crosses over at once.
 //!
+//! Replicas authenticate each other's demand with a shared token (`activator.peerTokenFile`): a
+//! demand without it, or with another, wakes nothing; replicas with peers and no token do not start.
+//!
 //! Both replicas re-evaluate their targets on a 1 h tick here, so a `true` on A's stream within the
 //! test's deadline can only be the push the peer's message caused, never a periodic evaluation.
 
@@ -60,13 +63,23 @@ impl Drop for Replica {
     }
 }
 
+/// A config with the shared peer token, no periodic re-evaluation, and loopback backends allowed.
+fn config_with_token(dir: &Path) -> std::path::PathBuf {
+    let token = dir.join("peer-token");
+    std::fs::write(&token, "s3cr3t-peer-token-for-tests\n").expect("token file");
+    let config = dir.join("config.yaml");
+    let text = format!(
+        "targets:\n  tick: 1h\nactivator:\n  allowedBackends: ['http://127.0.0.1:*']\n  peerTokenFile: {}\n",
+        token.display()
+    );
+    std::fs::write(&config, text).expect("config file");
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_held_on_one_replica_wakes_the_stream_on_the_other() {
-    // Built-in defaults but for the tick: no periodic re-evaluation within the test.
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "targets:\n  tick: 1h\nactivator:\n  allowedBackends: ['http://127.0.0.1:*']\n")
-        .expect("config file");
+    let config = config_with_token(dir.path());
     let (http_a, http_b) = (free_port().expect("port"), free_port().expect("port"));
     let a = Replica::start(http_a, http_b, &config);
     let b = Replica::start(http_b, http_a, &config);
@@ -99,4 +112,49 @@ async fn a_request_held_on_one_replica_wakes_the_stream_on_the_other() {
     let response = held.await.expect("join").expect("answered");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.expect("body"), "cart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demand_without_the_peer_token_wakes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with_token(dir.path());
+    let (http_a, nobody) = (free_port().expect("port"), free_port().expect("port"));
+    let a = Replica::start(http_a, nobody, &config);
+    let mut keda = a.ready().await;
+    let r = so_ref("checkout", &[("hosts", "shop.example.com"), ("backend", "http://127.0.0.1:9")]);
+    keda.get_metric_spec(r.clone()).await.expect("registered");
+    let demand = r#"{"target":"default/checkout","sender":7}"#;
+    let http = reqwest::Client::new();
+    let post = |token: Option<&'static str>| {
+        let request = http
+            .post(format!("http://127.0.0.1:{http_a}/peer/demand"))
+            .header("content-type", "application/json")
+            .body(demand);
+        match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
+        .send()
+    };
+    assert_eq!(post(None).await.expect("answered").status(), 401, "no token");
+    assert_eq!(post(Some("guess")).await.expect("answered").status(), 403, "a wrong token");
+    assert!(!keda.is_active(r.clone()).await.expect("answered").into_inner().result, "nothing was woken");
+    assert_eq!(post(Some("s3cr3t-peer-token-for-tests")).await.expect("answered").status(), 204);
+    let started = Instant::now();
+    while !keda.is_active(r.clone()).await.expect("answered").into_inner().result {
+        assert!(started.elapsed() < Duration::from_secs(30), "the peer's demand counts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn replicas_with_peers_and_no_token_file_refuse_to_start() {
+    let output = Command::new(env!("CARGO_BIN_EXE_spinscale"))
+        .args(["serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--activator-listen", "127.0.0.1:0", "--peers", "127.0.0.1:9"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("activator.peerTokenFile"), "{stderr}");
 }

@@ -18,7 +18,7 @@ use tonic::Code;
 /// Test backends listen on loopback: the operator allows it (by default a backend must be a
 /// Service of the ScaledObject's namespace).
 const FAST: &str = "collectors:\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n  idleTimeout: 1s\n\
-                    activator:\n  allowedBackends: ['http://127.0.0.1:*']\n";
+                    activator:\n  allowedBackends: ['http://127.0.0.1:*']\n  drainPeriod: 0s\n";
 
 async fn start(with_activator: bool) -> Server {
     start_with(Config::parse(FAST).expect("config"), with_activator).await

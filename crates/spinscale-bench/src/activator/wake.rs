@@ -340,6 +340,7 @@ mod tests {
         let options = Options { activator: Some(activator), ..Options::default() };
         let mut config = Config::default();
         config.activator.allowed_backends = vec!["http://127.0.0.1:*".into()];
+        config.activator.drain_period = spinscale_core::duration::Dur(Duration::ZERO);
         let server = Server::start_with(config, grpc, http, options).await.expect("server");
         let under = Under { grpc: format!("http://{}", server.grpc_addr), activator: activator_addr, pid: None };
         let args = BenchArgs { quick: true, poll: ADDON_POLL, json: None, overload: false, activator: true };

@@ -31,9 +31,9 @@ const BURST: usize = 40;
 const BURST_EVERY: Duration = Duration::from_secs(10);
 /// Short windows, so a quiet app goes back to zero within a burst cycle.
 /// The demo's app listens on loopback, which the operator allows (a trigger's backend is otherwise
-/// a Service of the ScaledObject's namespace).
+/// a Service of the ScaledObject's namespace); no load balancer to drain at the end.
 const CONFIG: &str = "collectors:\n  scrapeWindow: 2s\ntargets:\n  tick: 100ms\n\
-                      activator:\n  allowedBackends: ['http://127.0.0.1:*']\n";
+                      activator:\n  allowedBackends: ['http://127.0.0.1:*']\n  drainPeriod: 0s\n";
 
 /// The app: answers every request, counting them; stops when its pod is removed.
 struct App {
