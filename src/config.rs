@@ -84,6 +84,10 @@ pub struct ActivatorSettings {
     /// `backend` may name besides a Service of its own namespace. Link-local and metadata
     /// addresses must be listed exactly. Default: none.
     pub allowed_backends: Vec<String>,
+    /// `allowedHosts`: namespace → host patterns (`*.shop.example.com`) its triggers may claim in
+    /// `hosts`. Empty (and without `--watch-ingresses`): any namespace may claim any host, which
+    /// suits a single tenant only. Default: empty.
+    pub allowed_hosts: BTreeMap<String, Vec<String>>,
     /// `peerTokenFile`: the shared secret replicas send each other as `Authorization: Bearer`
     /// (re-read on every use, so a rotated Secret applies at once). Required with `--peers` or
     /// `--peer-service`; without it `/peer/demand` refuses every caller. Default: none.
@@ -95,7 +99,12 @@ pub struct ActivatorSettings {
 
 impl Default for ActivatorSettings {
     fn default() -> Self {
-        Self { allowed_backends: Vec::new(), peer_token_file: None, drain_period: Dur(Duration::from_secs(15)) }
+        Self {
+            allowed_backends: Vec::new(),
+            allowed_hosts: BTreeMap::new(),
+            peer_token_file: None,
+            drain_period: Dur(Duration::from_secs(15)),
+        }
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`registry`]: live targets, their tasks and decision channels, activator routes, peer demand;
 //! - [`grpc`]: KEDA's `ExternalScaler` service; [`admission`]: its load shedding;
 //! - [`telemetry`]: the `/metrics` families; [`history`]: the last hour per target; [`status`]: the page;
+//! - [`ingresses`]: which namespace serves which host (`--watch-ingresses`);
+//! - [`ingresses`]: which namespace serves which host (`--watch-ingresses`);
 //! - [`peers`]: demand shared between replicas; [`tls`]: certificates that reload;
 //! - [`server`]: wiring and graceful shutdown;
 //! - [`sim`]: `spinscale simulate`, trace replay through the engine on a virtual clock;
@@ -27,6 +29,7 @@ pub mod config;
 pub mod convert;
 pub mod grpc;
 pub mod history;
+pub mod ingresses;
 pub mod peers;
 pub mod registry;
 pub mod reload;

@@ -29,6 +29,7 @@ use crate::admission::AdmissionLayer;
 use crate::config::Config;
 use crate::grpc::GrpcMetricsLayer;
 use crate::grpc::Scaler;
+use crate::ingresses::{self, HostIndex};
 use crate::peers::{self, Demand, PeerList, Peers};
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::registry::Registry;
@@ -53,6 +54,9 @@ pub struct Options {
     pub peers: Option<PeerList>,
     /// In a cluster: watch EndpointSlices, so held requests go the moment a backend is ready.
     pub endpoints: Option<kube::Client>,
+    /// In a cluster: watch Ingresses and HTTPRoutes, so a trigger may claim only the hosts its
+    /// own namespace routes.
+    pub ingresses: Option<kube::Client>,
 }
 
 /// A running spinscale server.
@@ -106,6 +110,11 @@ impl Server {
         if let Some(peers) = registry_peers {
             registry.set_peers(peers);
         }
+        let host_index = options.ingresses.map(|client| {
+            let index = HostIndex::new();
+            registry.set_host_owners(index.clone());
+            (client, index)
+        });
         // The activator and its config routes exist before the first gRPC call can ask for a route.
         let mut activator_addr = None;
         let mut activator_serve = None;
@@ -172,6 +181,13 @@ impl Server {
                 Ok(())
             }
         });
+        if let Some((client, index)) = host_index {
+            let follow = ingresses::follow(client, index, shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                follow.await;
+                Ok(())
+            }));
+        }
         info!(grpc = %grpc_addr, http = %http_addr, "spinscale listening");
         tasks.extend([http_task, evictions]);
         if let Some((activator, listener, endpoints)) = activator_serve {

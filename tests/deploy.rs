@@ -1,8 +1,10 @@
 //! The deploy kit (`deploy/`): every YAML file parsed into typed objects (built-in kinds through
 //! k8s-openapi and back, so unknown or misspelt fields fail; custom resources into structs that deny
 //! unknown fields), the kustomizations resolved without kubectl, and the references between the
-//! objects checked: selectors, port names, RBAC, the config mount, the examples' scaler address, and
-//! the activator's path from an example Ingress through its ExternalName Service to spinscale's pods.
+//! objects checked: selectors, port names, RBAC, the config mount, the peer token Secret and where
+//! the config looks for it, the grace period against the drain period, the NetworkPolicies' allowed
+//! peers per port, the examples' scaler address, and the activator's path from an example Ingress
+//! through its ExternalName Service to spinscale's pods.
 
 mod manifests;
 
@@ -10,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -65,6 +67,8 @@ struct Bundle {
     services: Vec<Service>,
     ingresses: Vec<Ingress>,
     config_maps: Vec<ConfigMap>,
+    secrets: Vec<Secret>,
+    network_policies: Vec<NetworkPolicy>,
     disruption_budgets: Vec<PodDisruptionBudget>,
     spin_apps: Vec<SpinApp>,
     scaled_objects: Vec<ScaledObject>,
@@ -132,7 +136,9 @@ impl Bundle {
             ("v1", "ServiceAccount") => self.service_accounts.push(built_in(doc, origin)),
             ("v1", "Service") => self.services.push(built_in(doc, origin)),
             ("v1", "ConfigMap") => self.config_maps.push(built_in(doc, origin)),
+            ("v1", "Secret") => self.secrets.push(built_in(doc, origin)),
             ("networking.k8s.io/v1", "Ingress") => self.ingresses.push(built_in(doc, origin)),
+            ("networking.k8s.io/v1", "NetworkPolicy") => self.network_policies.push(built_in(doc, origin)),
             ("apps/v1", "Deployment") => self.deployments.push(built_in(doc, origin)),
             ("rbac.authorization.k8s.io/v1", "Role") => self.roles.push(built_in(doc, origin)),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => self.role_bindings.push(built_in(doc, origin)),
@@ -162,6 +168,8 @@ impl Bundle {
         all.extend(self.services.iter().map(|o| ("Service", &o.metadata)));
         all.extend(self.ingresses.iter().map(|o| ("Ingress", &o.metadata)));
         all.extend(self.config_maps.iter().map(|o| ("ConfigMap", &o.metadata)));
+        all.extend(self.secrets.iter().map(|o| ("Secret", &o.metadata)));
+        all.extend(self.network_policies.iter().map(|o| ("NetworkPolicy", &o.metadata)));
         all.extend(self.disruption_budgets.iter().map(|o| ("PodDisruptionBudget", &o.metadata)));
         all.extend(self.spin_apps.iter().map(|o| ("SpinApp", &o.metadata)));
         all.extend(self.scaled_objects.iter().map(|o| ("ScaledObject", &o.metadata)));
@@ -196,6 +204,34 @@ impl Bundle {
             .iter()
             .find(|c| c.metadata.name.as_deref() == Some(name))
             .unwrap_or_else(|| panic!("no ConfigMap {name}"))
+    }
+
+    fn secret(&self, name: &str) -> &Secret {
+        self.secrets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no Secret {name}"))
+    }
+
+    fn service_account(&self, name: &str) -> &ServiceAccount {
+        self.service_accounts
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no ServiceAccount {name}"))
+    }
+
+    /// The text of the tuning file the kit ships (ConfigMap spinscale-config, key config.yaml).
+    fn config_text(&self) -> &str {
+        self.config_map("spinscale-config")
+            .data
+            .as_ref()
+            .and_then(|d| d.get("config.yaml"))
+            .expect("config.yaml in spinscale-config")
+    }
+
+    /// The tuning file the kit ships, parsed and validated as spinscale does.
+    fn config(&self) -> Config {
+        Config::parse(self.config_text()).expect("the kit's config.yaml is valid")
     }
 }
 
@@ -349,6 +385,8 @@ fn the_base_has_every_part_of_the_kit_in_the_spinscale_namespace() {
         "Deployment",
         "Service",
         "ConfigMap",
+        "Secret",
+        "NetworkPolicy",
         "ServiceMonitor",
         "PrometheusRule",
     ] {
@@ -370,9 +408,6 @@ fn the_deployment_runs_serve_with_the_mounted_config_and_is_locked_down() {
     assert_eq!(container_port(c, "activator"), 9502);
     let args = c.args.clone().expect("args");
     assert_eq!(args[..5], ["serve", "--config", "/etc/spinscale/config.yaml", "--activator-listen", "0.0.0.0:9502"]);
-
-    let grace = pod.termination_grace_period_seconds.expect("terminationGracePeriodSeconds");
-    assert!(grace > 5, "grace period {grace}s must exceed spinscale's 5 s drain");
 
     let resources = c.resources.as_ref().expect("resources");
     for (what, list) in [("requests", &resources.requests), ("limits", &resources.limits)] {
@@ -405,6 +440,38 @@ fn probes_use_the_http_port_and_health_paths() {
         assert_eq!(port, "http");
         container_port(c, port);
     }
+}
+
+// === shutdown ===
+
+#[test]
+fn the_grace_period_outlasts_the_drain_period_and_readiness_drops_at_once() {
+    let bundle = base();
+    let deployment = one(&bundle.deployments, "Deployment");
+    let drain = bundle.config().activator.drain_period.0;
+    let grace = pod_spec(deployment).termination_grace_period_seconds.expect("terminationGracePeriodSeconds");
+    let grace = std::time::Duration::from_secs(u64::try_from(grace).expect("a positive grace period"));
+    // After drainPeriod the listeners close and in-flight requests get up to 5 s more; the kubelet's
+    // SIGKILL must not come before.
+    assert!(
+        grace > drain + std::time::Duration::from_secs(5),
+        "terminationGracePeriodSeconds {grace:?} must exceed activator.drainPeriod {drain:?} + 5 s"
+    );
+    // The drain only happens with the activator listening (as in the kit).
+    let args = container(deployment).args.clone().unwrap_or_default();
+    assert!(args.iter().any(|a| a == "--activator-listen"), "{args:?}");
+
+    // /readyz fails from SIGTERM on: one failed probe, soon, takes the pod out well within the drain.
+    let readiness = container(deployment).readiness_probe.as_ref().expect("readinessProbe");
+    let (period, failures) = (readiness.period_seconds.unwrap_or(10), readiness.failure_threshold.unwrap_or(3));
+    assert_eq!((period, failures), (2, 1), "readiness: periodSeconds 2, failureThreshold 1");
+    let unready_after = std::time::Duration::from_secs(u64::try_from(period * failures).expect("positive"));
+    assert!(unready_after * 2 <= drain, "unready after {unready_after:?}, drain {drain:?}");
+    // No preStop hook: the drain period is the wait a preStop sleep would add.
+    assert!(
+        container(deployment).lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).is_none(),
+        "no preStop hook needed"
+    );
 }
 
 #[test]
@@ -443,9 +510,14 @@ fn the_config_volume_is_the_configmap_mounted_as_a_directory_where_config_points
 #[test]
 fn config_yaml_writes_out_every_knob_with_its_built_in_default() {
     let bundle = base();
-    let text = bundle.config_map("spinscale-config").data.as_ref().and_then(|d| d.get("config.yaml")).cloned();
-    let text = text.expect("config.yaml in spinscale-config");
-    assert_eq!(Config::parse(&text).expect("config.yaml is valid"), Config::default());
+    let text = bundle.config_text().to_string();
+    // Every knob is the built-in default, except the peer token file, which the kit sets to the
+    // Secret the Deployment mounts.
+    let parsed = Config::parse(&text).expect("config.yaml is valid");
+    let mut expected = Config::default();
+    assert_eq!(expected.activator.peer_token_file, None, "no built-in peer token file");
+    expected.activator.peer_token_file = Some(peer_token_path(&bundle));
+    assert_eq!(parsed, expected);
 
     let written: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
     let keys_at = |section: Option<&str>| -> BTreeSet<String> {
@@ -461,9 +533,9 @@ fn config_yaml_writes_out_every_knob_with_its_built_in_default() {
     let top = accepted_fields("");
     assert!(top.contains("collectors") && top.contains("engine"), "{top:?}");
     assert_eq!(keys_at(None), top, "top-level sections");
-    for section in ["collectors", "targets", "engine"] {
+    for section in ["collectors", "targets", "engine", "limits", "activator"] {
         let accepted = accepted_fields(section);
-        assert!(accepted.len() >= 4, "{section}: {accepted:?}");
+        assert!(accepted.len() >= 3, "{section}: {accepted:?}");
         assert_eq!(keys_at(Some(section)), accepted, "{section}: every knob written out");
     }
 }
@@ -474,6 +546,207 @@ fn accepted_fields(section: &str) -> BTreeSet<String> {
     let message = Config::parse(&probe).expect_err("an unknown field is an error").to_string();
     let expected = message.split_once("expected").map(|(_, rest)| rest).unwrap_or_else(|| panic!("{message}"));
     expected.split('`').skip(1).step_by(2).map(String::from).collect()
+}
+
+// === peer token ===
+
+/// The Secret replicas share as the peer token.
+const PEER_TOKEN_SECRET: &str = "spinscale-peer-token";
+
+/// Where the Deployment mounts the peer token Secret's `token` key: its mount path joined with the
+/// path the key is projected to.
+fn peer_token_path(bundle: &Bundle) -> PathBuf {
+    let deployment = one(&bundle.deployments, "Deployment");
+    let volumes: Vec<_> = pod_spec(deployment)
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(PEER_TOKEN_SECRET))
+        .collect();
+    let volume = one(&volumes, "volume of Secret spinscale-peer-token");
+    let source = volume.secret.as_ref().expect("a secret volume");
+    assert_ne!(source.optional, Some(true), "spinscale must not start without its token");
+    // Only `token` projected: as a listed key it must exist, so the kubelet waits for the token
+    // controller to write it before it starts the container.
+    let items = source.items.clone().expect("items: the `token` key listed");
+    let item = one(&items, "projected key");
+    assert_eq!(item.key, "token");
+    let c = container(deployment);
+    let mounts: Vec<_> = c.volume_mounts.iter().flatten().filter(|m| m.name == volume.name).collect();
+    let mount = one(&mounts, "mount of the peer token volume");
+    assert_eq!(mount.read_only, Some(true), "mounted read-only");
+    assert!(mount.sub_path.is_none() && mount.sub_path_expr.is_none(), "a subPath mount never sees a rotation");
+    Path::new(&mount.mount_path).join(&item.path)
+}
+
+#[test]
+fn the_config_reads_the_peer_token_where_the_deployment_mounts_its_secret() {
+    let bundle = base();
+    let path = peer_token_path(&bundle);
+    assert_eq!(path, Path::new("/var/run/spinscale/peer/token"));
+    assert_eq!(bundle.config().activator.peer_token_file.as_deref(), Some(path.as_path()));
+    // spinscale refuses to start with --peer-service and no token file.
+    let args = container(one(&bundle.deployments, "Deployment")).args.clone().unwrap_or_default();
+    assert!(args.iter().any(|a| a == "--peer-service" || a == "--peers"), "{args:?}");
+    // The mount is not inside the config directory (the ConfigMap volume would hide or be hidden by it).
+    assert!(!path.starts_with("/etc/spinscale"), "{}", path.display());
+}
+
+#[test]
+fn the_peer_token_secret_is_filled_by_the_token_controller_for_an_account_without_permissions() {
+    let bundle = base();
+    let secret = bundle.secret(PEER_TOKEN_SECRET);
+    assert_eq!(secret.metadata.namespace.as_deref(), Some(NAMESPACE));
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/service-account-token"));
+    assert!(
+        secret.data.is_none() && secret.string_data.is_none(),
+        "the token controller writes the token; the kit holds no value"
+    );
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    let account = annotations.get("kubernetes.io/service-account.name").expect("service-account.name annotation");
+    assert!(!annotations.contains_key("kubernetes.io/service-account.uid"), "the controller fills the uid");
+
+    // The ServiceAccount exists in the kit, in the Secret's namespace (the controller deletes a
+    // token Secret whose ServiceAccount is missing).
+    let sa = bundle.service_account(account);
+    assert_eq!(sa.metadata.namespace, secret.metadata.namespace);
+    // The JWT is also an API credential that never expires, sent between pods over plain HTTP: it
+    // belongs to an account of its own that no pod runs as and nothing grants anything to.
+    assert_eq!(sa.automount_service_account_token, Some(false));
+    let runs_as = pod_spec(one(&bundle.deployments, "Deployment")).service_account_name.clone();
+    assert_ne!(runs_as.as_deref(), Some(account.as_str()), "not spinscale's own (privileged) account");
+    let subjects = bundle
+        .role_bindings
+        .iter()
+        .flat_map(|b| b.subjects.iter().flatten())
+        .chain(bundle.cluster_role_bindings.iter().flat_map(|b| b.subjects.iter().flatten()));
+    for subject in subjects {
+        assert!(
+            !(subject.kind == "ServiceAccount" && &subject.name == account),
+            "{account} is bound to a role: the peer token would carry its permissions"
+        );
+    }
+}
+
+// === NetworkPolicies ===
+
+/// Who an ingress rule of a NetworkPolicy lets in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Peer {
+    /// Every pod of the namespace of this name.
+    Namespace(String),
+    /// spinscale's own pods (a pod selector matching the Deployment's pods, in its namespace).
+    SpinscalePods,
+}
+
+/// The peers each of the Deployment's container ports (by number) is open to, over every
+/// NetworkPolicy. Fails on anything broader or vaguer than the two kinds of `Peer`.
+fn allowed_peers(bundle: &Bundle) -> BTreeMap<i32, BTreeSet<Peer>> {
+    let deployment = one(&bundle.deployments, "Deployment");
+    let c = container(deployment);
+    let pod_labels = deployment.spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).expect("pod labels");
+    let mut allowed: BTreeMap<i32, BTreeSet<Peer>> = BTreeMap::new();
+    for policy in &bundle.network_policies {
+        let name = policy.metadata.name.as_deref().unwrap_or_default();
+        assert_eq!(policy.metadata.namespace, deployment.metadata.namespace, "{name}");
+        let spec = policy.spec.as_ref().unwrap_or_else(|| panic!("{name}: no spec"));
+        let selector = &spec.pod_selector;
+        assert!(selector.as_ref().and_then(|s| s.match_expressions.as_ref()).is_none(), "{name}: matchLabels only");
+        let selected = selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
+        assert!(labels_match(&selected, &pod_labels), "{name}: selects {selected:?}, not spinscale's pods");
+        // Egress stays open: sources and apps can be anywhere.
+        assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string()][..]), "{name}: Ingress only");
+        assert!(spec.egress.is_none(), "{name}: no egress rules");
+
+        for rule in spec.ingress.iter().flatten() {
+            let ports = rule.ports.as_ref().filter(|p| !p.is_empty());
+            let ports = ports.unwrap_or_else(|| panic!("{name}: a rule without ports opens every port"));
+            let from = rule.from.as_ref().filter(|f| !f.is_empty());
+            let from = from.unwrap_or_else(|| panic!("{name}: a rule without `from` admits every source"));
+            let mut peers = BTreeSet::new();
+            for source in from {
+                assert!(source.ip_block.is_none(), "{name}: no ipBlock expected");
+                let peer = match (&source.namespace_selector, &source.pod_selector) {
+                    (Some(namespaces), None) => {
+                        assert!(namespaces.match_expressions.is_none(), "{name}: matchLabels only");
+                        let labels = namespaces.match_labels.clone().unwrap_or_default();
+                        let (key, value) = one(&labels.into_iter().collect::<Vec<_>>(), "namespace label").clone();
+                        assert_eq!(key, "kubernetes.io/metadata.name", "{name}: one namespace, by name");
+                        Peer::Namespace(value)
+                    }
+                    (None, Some(pods)) => {
+                        assert!(pods.match_expressions.is_none(), "{name}: matchLabels only");
+                        let labels = pods.match_labels.clone().unwrap_or_default();
+                        assert!(labels_match(&labels, &pod_labels), "{name}: pods {labels:?} are not spinscale's");
+                        Peer::SpinscalePods
+                    }
+                    other => panic!("{name}: unexpected source {other:?}"),
+                };
+                peers.insert(peer);
+            }
+            for port in ports {
+                assert!(matches!(port.protocol.as_deref(), None | Some("TCP")), "{name}: TCP");
+                assert!(port.end_port.is_none(), "{name}: no port ranges");
+                let number = match port.port.as_ref().unwrap_or_else(|| panic!("{name}: a rule for every port")) {
+                    IntOrString::String(port_name) => container_port(c, port_name),
+                    IntOrString::Int(n) => *n,
+                };
+                allowed.entry(number).or_default().extend(peers.iter().cloned());
+            }
+        }
+    }
+    allowed
+}
+
+#[test]
+fn network_policies_open_each_port_to_its_clients_only() {
+    let bundle = base();
+    assert_eq!(bundle.network_policies.len(), 3, "one policy per port");
+    let c = container(one(&bundle.deployments, "Deployment"));
+    let namespace = |n: &str| Peer::Namespace(n.to_string());
+    let expected = BTreeMap::from([
+        // KEDA's operator calls the scaler.
+        (container_port(c, "grpc"), BTreeSet::from([namespace("keda")])),
+        // Peer demand between replicas, and Prometheus scraping /metrics.
+        (container_port(c, "http"), BTreeSet::from([Peer::SpinscalePods, namespace("monitoring")])),
+        // Apps' traffic from the ingress controller.
+        (container_port(c, "activator"), BTreeSet::from([namespace("ingress-nginx")])),
+    ]);
+    assert_eq!(allowed_peers(&bundle), expected);
+}
+
+#[test]
+fn network_policies_admit_the_peers_and_the_scrape_on_the_ports_they_use() {
+    let bundle = base();
+    let allowed = allowed_peers(&bundle);
+    let svc = service(&bundle);
+    let c = container(one(&bundle.deployments, "Deployment"));
+    let open_to = |service_port_name: &str| {
+        let target = target_port_name(svc, service_port(svc, service_port_name));
+        allowed.get(&container_port(c, target)).cloned().unwrap_or_default()
+    };
+    // --peer-service names the headless Service's HTTP port: the replicas reach each other there.
+    let args = c.args.clone().unwrap_or_default();
+    let peers = args.iter().position(|a| a == "--peer-service").and_then(|i| args.get(i + 1)).expect("--peer-service");
+    let port: i32 = peers.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("host:port");
+    let peer_port_name = svc
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .find(|p| p.port == port)
+        .and_then(|p| p.name.clone())
+        .expect("a named Service port");
+    assert!(open_to(&peer_port_name).contains(&Peer::SpinscalePods), "replicas reach each other on {port}");
+    // The ServiceMonitor's port is open to the monitoring namespace; KEDA's to KEDA's.
+    let monitor = one(&bundle.service_monitors, "ServiceMonitor");
+    let scraped = one(&monitor.spec.endpoints, "endpoint").port.clone().expect("endpoint port");
+    assert!(open_to(&scraped).contains(&Peer::Namespace("monitoring".into())));
+    assert!(open_to("grpc").contains(&Peer::Namespace("keda".into())));
+    // The activator Service's port leads to a container port open to the ingress controller.
+    let activator = bundle.service("spinscale-activator");
+    let port = one(activator.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default(), "port").port;
+    let target = container_port(c, target_port_name(activator, port));
+    assert!(allowed.get(&target).is_some_and(|p| p.contains(&Peer::Namespace("ingress-nginx".into()))));
 }
 
 // === Service, monitoring ===
@@ -605,8 +878,7 @@ fn the_role_binding_lets_the_deployment_service_account_read_configmaps() {
     let bundle = base();
     let account =
         pod_spec(one(&bundle.deployments, "Deployment")).service_account_name.clone().expect("serviceAccountName");
-    let sa = one(&bundle.service_accounts, "ServiceAccount");
-    assert_eq!(sa.metadata.name.as_deref(), Some(account.as_str()));
+    let sa = bundle.service_account(&account);
 
     let binding = one(&bundle.role_bindings, "RoleBinding");
     let subject = one(binding.subjects.as_deref().unwrap_or_default(), "subject");
@@ -962,4 +1234,24 @@ fn metric_names_finds_selected_metrics_only() {
     assert!(is_spinscale_metric("spinscale_push_latency_seconds_bucket"));
     assert!(!is_spinscale_metric("spinscale_targets_bucket"));
     assert!(!is_spinscale_metric("up"));
+}
+
+#[test]
+fn the_activator_may_watch_ingresses_and_http_routes_in_every_namespace() {
+    let bundle = base();
+    let deployment = one(&bundle.deployments, "Deployment");
+    let args = pod_spec(deployment).containers[0].args.clone().unwrap_or_default();
+    assert!(args.iter().any(|a| a == "--watch-ingresses"), "{args:?}");
+    let role = one(&bundle.cluster_roles, "ClusterRole");
+    for (group, resource) in [("networking.k8s.io", "ingresses"), ("gateway.networking.k8s.io", "httproutes")] {
+        let grants: BTreeSet<&str> = role
+            .rules
+            .iter()
+            .flatten()
+            .filter(|r| r.api_groups.iter().flatten().any(|g| g == group))
+            .filter(|r| r.resources.iter().flatten().any(|res| res == resource))
+            .flat_map(|r| r.verbs.iter().map(String::as_str))
+            .collect();
+        assert_eq!(grants, BTreeSet::from(["list", "watch"]), "{group}/{resource}");
+    }
 }

@@ -7,6 +7,7 @@
 //! | `serverAddress` / `bootstrapServers` / `scrapeUrl` at `169.254.169.254` | `INVALID_ARGUMENT` naming the key |
 //! | a source outside `limits.allowedSources` | `INVALID_ARGUMENT` naming the key and the setting |
 //! | `backend` at the metadata address or another namespace's Service | `INVALID_ARGUMENT` naming `backend` |
+//! | `hosts` not given to the namespace by `activator.allowedHosts` | `INVALID_ARGUMENT` naming `hosts` |
 //! | a scrape endpoint answering credentials JSON | `UNAVAILABLE` with status, type and length, not the content |
 //! | a Prometheus answering an endless body | `UNAVAILABLE` naming `limits.maxResponseBytes` |
 
@@ -133,6 +134,22 @@ async fn backends_must_be_services_of_the_scaled_objects_namespace() {
     // so_ref puts the ScaledObject in `default`: its own Services are fine.
     let own = [("hosts", "shop.example.com"), ("backend", "http://shop.default.svc.cluster.local:8080")];
     keda_poll(&mut client, &so_ref("shop", &own)).await.expect("its own namespace's Service");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_are_claimed_only_where_the_operator_gives_them() {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let activator = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let options = Options { activator: Some(activator), ..Options::default() };
+    let given = "activator:\n  allowedHosts:\n    default: ['*.default.example.com']\n    shop: ['shop.example.com']\n";
+    let server = Server::start_with(config(given), grpc, http, options).await.expect("server");
+    let mut client = connect(&server).await;
+    let backend = "http://app.default.svc:80";
+    let status = refused(&mut client, &[("hosts", "shop.example.com"), ("backend", backend)]).await;
+    assert!(status.message().contains("hosts") && status.message().contains("allowedHosts"), "{}", status.message());
+    let own = [("hosts", "api.default.example.com"), ("backend", backend)];
+    keda_poll(&mut client, &so_ref("api", &own)).await.expect("a host given to its namespace");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

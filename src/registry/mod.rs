@@ -30,7 +30,7 @@ use crate::signals::{Hub, SourceKey};
 use crate::telemetry::Telemetry;
 use spinscale_activator::Activator;
 use spinscale_core::duration;
-use spinscale_core::policy::{self, AddressPolicy};
+use spinscale_core::policy::{self, AddressPolicy, HostOwnership};
 use spinscale_core::spec::{InvalidMetadata, TargetSpec};
 
 pub use routes::trigger_route;
@@ -100,6 +100,8 @@ pub struct Registry {
     activator: OnceLock<Arc<Activator>>,
     /// The other replicas, told of every request held here.
     peers: OnceLock<Arc<Peers>>,
+    /// Who may claim which host (`--watch-ingresses`); else the config's `activator.allowedHosts`.
+    host_owners: OnceLock<Arc<dyn HostOwnership + Send + Sync>>,
     this: Weak<Registry>,
 }
 
@@ -119,6 +121,7 @@ impl Registry {
                 open_streams: Arc::default(),
                 activator: OnceLock::new(),
                 peers: OnceLock::new(),
+                host_owners: OnceLock::new(),
                 this,
             }
         })
@@ -200,7 +203,7 @@ impl Registry {
             return Ok(target.clone());
         }
         let parsed_with = self.config();
-        let spec = Arc::new(parse_spec(&parsed_with, namespace, metadata)?);
+        let spec = Arc::new(self.parse_spec(&parsed_with, namespace, metadata)?);
         let mut targets = self.targets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(target) = targets.get(&key) {
             return Ok(target.clone());
@@ -211,8 +214,11 @@ impl Registry {
         // Reloads hold the targets' lock, so the config is stable here; one that ran since the parse
         // above would have missed this target: parse again.
         let config = self.config();
-        let spec =
-            if Arc::ptr_eq(&config, &parsed_with) { spec } else { Arc::new(parse_spec(&config, namespace, metadata)?) };
+        let spec = if Arc::ptr_eq(&config, &parsed_with) {
+            spec
+        } else {
+            Arc::new(self.parse_spec(&config, namespace, metadata)?)
+        };
         if let Some(http) = &spec.http {
             self.route(&key, http)?;
         }
@@ -235,7 +241,7 @@ impl Registry {
         let mut problems = Vec::new();
         for (key, target) in targets.iter() {
             let metadata: HashMap<String, String> = key.metadata.clone().into_iter().collect();
-            match parse_spec(&new, &key.namespace, &metadata) {
+            match self.parse_spec(&new, &key.namespace, &metadata) {
                 Ok(spec) => specs.push((target, spec)),
                 Err(e) => problems.push(format!("target {key}: {e}")),
             }
@@ -277,6 +283,35 @@ impl Registry {
             }
         }
         Ok(Reloaded { targets_changed, collectors_restarted })
+    }
+
+    /// Host claims are checked against `owners` from now on (set once, at start).
+    pub fn set_host_owners(&self, owners: Arc<dyn HostOwnership + Send + Sync>) {
+        let _ = self.host_owners.set(owners);
+    }
+
+    /// The trigger's spec under `config`, with its addresses checked against the operator's
+    /// policy for a ScaledObject in `namespace`.
+    fn parse_spec(
+        &self,
+        config: &Config,
+        namespace: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<TargetSpec, InvalidMetadata> {
+        let mut spec = TargetSpec::parse(metadata, &*config.defaults_for(metadata)?)?;
+        config.resolve_connection(&mut spec)?;
+        let allowed_hosts = &config.activator.allowed_hosts;
+        let hosts: Option<&dyn HostOwnership> = match self.host_owners.get() {
+            Some(owners) => Some(owners.as_ref()),
+            None => (!allowed_hosts.is_empty()).then_some(allowed_hosts),
+        };
+        let policy = AddressPolicy {
+            allowed_sources: &config.limits.allowed_sources,
+            allowed_backends: &config.activator.allowed_backends,
+            hosts,
+        };
+        policy::check(&spec, metadata, namespace, &policy)?;
+        Ok(spec)
     }
 
     /// Drops targets nobody asked about for `targets.idleTimeout` and that have no open stream.
@@ -324,23 +359,6 @@ impl Registry {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
-}
-
-/// The trigger's spec under `config`, with its addresses checked against the operator's policy
-/// for a ScaledObject in `namespace`.
-fn parse_spec(
-    config: &Config,
-    namespace: &str,
-    metadata: &HashMap<String, String>,
-) -> Result<TargetSpec, InvalidMetadata> {
-    let mut spec = TargetSpec::parse(metadata, &*config.defaults_for(metadata)?)?;
-    config.resolve_connection(&mut spec)?;
-    let policy = AddressPolicy {
-        allowed_sources: &config.limits.allowed_sources,
-        allowed_backends: &config.activator.allowed_backends,
-    };
-    policy::check(&spec, metadata, namespace, &policy)?;
-    Ok(spec)
 }
 
 pub(super) fn target_sources(spec: &TargetSpec) -> Vec<SourceKey> {

@@ -10,6 +10,9 @@
 //!   (`http://NAME.NAMESPACE.svc[.cluster.local][:PORT]`) unless `activator.allowedBackends`
 //!   lists a pattern it matches.
 //!
+//! - A `hosts` claim must be the namespace's own: listed for it in `activator.allowedHosts`, or
+//!   (with `--watch-ingresses`) served by an Ingress or HTTPRoute of that namespace.
+//!
 //! Patterns are matched against the whole URL, `host:port` and the host; `*` matches any run of
 //! characters (`http://*.monitoring.svc:*`, `http://127.0.0.1:*`).
 
@@ -17,7 +20,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 
 use crate::spec::{
-    BACKEND, BOOTSTRAP_SERVERS, InvalidMetadata, PROMETHEUS_ADDRESS, Problem, SCRAPE_URL, TargetSpec, written_key,
+    BACKEND, BOOTSTRAP_SERVERS, HOSTS, InvalidMetadata, PROMETHEUS_ADDRESS, Problem, SCRAPE_URL, TargetSpec,
+    written_key,
 };
 
 /// Host names of cloud metadata services (besides the link-local addresses).
@@ -25,12 +29,32 @@ const METADATA_HOSTS: [&str; 5] =
     ["metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"];
 
 /// What the operator allows triggers to name.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct AddressPolicy<'a> {
     /// `limits.allowedSources`: when not empty, every source must match one of these.
     pub allowed_sources: &'a [String],
     /// `activator.allowedBackends`: backends allowed besides the namespace's own Services.
     pub allowed_backends: &'a [String],
+    /// Who may claim a host for the activator; `None`: any namespace any host (single tenant).
+    pub hosts: Option<&'a dyn HostOwnership>,
+}
+
+/// Whether a namespace may claim a host: from the operator's `activator.allowedHosts`, or from the
+/// Ingresses and HTTPRoutes each namespace has.
+pub trait HostOwnership {
+    /// `Ok(())` when `namespace` may route `host` through the activator; otherwise why not.
+    fn may_claim(&self, namespace: &str, host: &str) -> Result<(), String>;
+}
+
+/// `activator.allowedHosts`: namespace → host patterns (`*.shop.example.com`).
+impl HostOwnership for std::collections::BTreeMap<String, Vec<String>> {
+    fn may_claim(&self, namespace: &str, host: &str) -> Result<(), String> {
+        let patterns = self.get(namespace).map(Vec::as_slice).unwrap_or_default();
+        match patterns.iter().any(|p| glob(p, host)) {
+            true => Ok(()),
+            false => Err(format!("activator.allowedHosts does not give {host:?} to namespace {namespace:?}")),
+        }
+    }
 }
 
 /// One address as patterns see it.
@@ -157,6 +181,13 @@ pub fn check(
     if let Some(k) = &spec.kafka {
         for server in k.bootstrap_servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             source(BOOTSTRAP_SERVERS, Some(server_address(server)));
+        }
+    }
+    if let (Some(http), Some(hosts)) = (&spec.http, policy.hosts) {
+        for host in &http.hosts {
+            if let Err(why) = hosts.may_claim(namespace, host) {
+                problems.push(Problem { key: HOSTS.into(), message: why });
+            }
         }
     }
     if let Some(http) = &spec.http {

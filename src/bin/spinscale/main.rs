@@ -74,6 +74,10 @@ enum Command {
         /// kubeconfig): held requests go the moment their backend Service has a ready endpoint.
         #[arg(long, env = "SPINSCALE_WATCH_ENDPOINTS", requires = "activator_listen")]
         watch_endpoints: bool,
+        /// Watch Ingresses and Gateway API HTTPRoutes through the Kubernetes API: a trigger may
+        /// claim in `hosts` only a host that an Ingress or HTTPRoute of its own namespace serves.
+        #[arg(long, env = "SPINSCALE_WATCH_INGRESSES", requires = "activator_listen")]
+        watch_ingresses: bool,
     },
     /// Validate a tuning config file offline; exits non-zero with every reason when it is not valid.
     CheckConfig {
@@ -131,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
             peers,
             peer_service,
             watch_endpoints,
+            watch_ingresses,
         } => {
             init_logging(cli.log_format, "info");
             let (initial, source) = match (config, configmap) {
@@ -160,16 +165,19 @@ async fn main() -> anyhow::Result<()> {
                 None => None,
             };
             let peers = peer_service.or((!peers.is_empty()).then_some(PeerList::Static(peers)));
-            let endpoints = match (watch_endpoints, &source) {
-                (false, _) => None,
-                (true, Some(ConfigSource::ConfigMap { client, .. })) => Some(client.clone()),
-                (true, _) => Some(
-                    kube::Client::try_default()
-                        .await
-                        .context("--watch-endpoints needs Kubernetes credentials (in-cluster or a kubeconfig)")?,
-                ),
+            let mut client = match &source {
+                Some(ConfigSource::ConfigMap { client, .. }) => Some(client.clone()),
+                _ => None,
             };
-            let options = Options { tls, activator, peers, endpoints };
+            let endpoints = match watch_endpoints {
+                true => Some(kube_client(&mut client, "--watch-endpoints").await?),
+                false => None,
+            };
+            let ingresses = match watch_ingresses {
+                true => Some(kube_client(&mut client, "--watch-ingresses").await?),
+                false => None,
+            };
+            let options = Options { tls, activator, peers, endpoints, ingresses };
             let mut server = Server::start_with(initial, grpc, http, options).await?;
             if let Some(source) = source {
                 server.follow_config(source);
@@ -195,6 +203,18 @@ async fn main() -> anyhow::Result<()> {
             spinscale::convert::run(&input, scaler_address, activator)
         }
     }
+}
+
+/// The one Kubernetes client of the process, created on first need for `flag`.
+async fn kube_client(client: &mut Option<kube::Client>, flag: &str) -> anyhow::Result<kube::Client> {
+    if let Some(client) = client {
+        return Ok(client.clone());
+    }
+    let created = kube::Client::try_default()
+        .await
+        .with_context(|| format!("{flag} needs Kubernetes credentials (in-cluster or a kubeconfig)"))?;
+    *client = Some(created.clone());
+    Ok(created)
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
