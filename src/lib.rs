@@ -15,6 +15,7 @@
 //! - [`telemetry`]: the `/metrics` families; [`history`]: the last hour per target; [`status`]: the page;
 //! - [`ingresses`]: which namespace serves which host (`--watch-ingresses`);
 //! - [`ingresses`]: which namespace serves which host (`--watch-ingresses`);
+//! - [`outbound`]: the HTTP client for outbound calls (CA roots that never fail the start);
 //! - [`peers`]: demand shared between replicas; [`tls`]: certificates that reload;
 //! - [`server`]: wiring and graceful shutdown;
 //! - [`sim`]: `spinscale simulate`, trace replay through the engine on a virtual clock;
@@ -30,6 +31,7 @@ pub mod convert;
 pub mod grpc;
 pub mod history;
 pub mod ingresses;
+pub mod outbound;
 pub mod peers;
 pub mod registry;
 pub mod reload;

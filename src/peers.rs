@@ -59,13 +59,9 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// This replica's side, with a fresh random id; peers are resolved on each announcement.
-    pub fn new(list: PeerList, token_file: PathBuf) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
+    /// This replica's side, calling through `http`, with a fresh random id; peers are resolved on
+    /// each announcement.
+    pub fn new(list: PeerList, token_file: PathBuf, http: reqwest::Client) -> Arc<Self> {
         // RandomState is seeded randomly per process: a hash from it is an id no other replica has.
         let id = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         Arc::new(Self { list, id, http, token_file, resolved: Mutex::new(None) })

@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::grpc::GrpcMetricsLayer;
 use crate::grpc::Scaler;
 use crate::ingresses::{self, HostIndex};
+use crate::outbound;
 use crate::peers::{self, Demand, PeerList, Peers};
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::registry::Registry;
@@ -104,9 +105,12 @@ impl Server {
                 );
             };
             peers::read_token(&token_file).map_err(|e| anyhow::anyhow!("activator.peerTokenFile: {e}"))?;
-            registry_peers = Some(Peers::new(list, token_file));
+            let http = outbound::client(|| {
+                reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).tcp_nodelay(true)
+            })?;
+            registry_peers = Some(Peers::new(list, token_file, http));
         }
-        let registry = Registry::new(config);
+        let registry = Registry::new(config)?;
         if let Some(peers) = registry_peers {
             registry.set_peers(peers);
         }

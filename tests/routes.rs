@@ -26,7 +26,7 @@ fn config(yaml: &str) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_trigger_keeps_the_route_when_the_old_target_is_evicted() {
-    let registry = Registry::new(config("targets:\n  idleTimeout: 1s\n"));
+    let registry = Registry::new(config("targets:\n  idleTimeout: 1s\n")).expect("registry");
     let activator = registry.enable_activator();
     registry.target("shop", "checkout", &metadata(&[("holdTimeout", "5s")])).expect("the first trigger registers");
     // KEDA now calls with the edited trigger only; the old target stops being asked about.
@@ -46,7 +46,7 @@ async fn an_edited_trigger_keeps_the_route_when_the_old_target_is_evicted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_reaches_route_settings_from_defaults_and_profiles() {
-    let registry = Registry::new(config("defaults:\n  holdTimeout: 20s\n"));
+    let registry = Registry::new(config("defaults:\n  holdTimeout: 20s\n")).expect("registry");
     let activator = registry.enable_activator();
     registry.target("shop", "checkout", &metadata(&[])).expect("registers");
     assert_eq!(activator.route(SCALED_OBJECT).expect("routed").hold_timeout, Duration::from_secs(20));

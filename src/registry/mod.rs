@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::outbound;
 use crate::peers::Peers;
 use crate::signals::{Hub, SourceKey};
 use crate::telemetry::Telemetry;
@@ -107,11 +108,13 @@ pub struct Registry {
 
 impl Registry {
     /// An empty registry under `config`, with its signal hub and telemetry.
-    pub fn new(config: Config) -> Arc<Self> {
-        Arc::new_cyclic(|registry| {
+    pub fn new(config: Config) -> Result<Arc<Self>, reqwest::Error> {
+        let http = outbound::client(|| reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)))?;
+        Ok(Arc::new_cyclic(|registry| {
             let this = registry.clone();
             let telemetry = Telemetry::new(Box::new(live::Live { registry: registry.clone() }));
-            let hub = Hub::new(config.collectors.clone(), config.limits.max_response_bytes.bytes(), telemetry.clone());
+            let max_body = config.limits.max_response_bytes.bytes();
+            let hub = Hub::new(config.collectors.clone(), max_body, telemetry.clone(), http);
             Self {
                 config: RwLock::new(Arc::new(config)),
                 hub,
@@ -124,7 +127,7 @@ impl Registry {
                 host_owners: OnceLock::new(),
                 this,
             }
-        })
+        }))
     }
 
     /// The config of the moment (it changes on reload).

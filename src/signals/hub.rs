@@ -108,10 +108,14 @@ impl Drop for Collector {
 }
 
 impl Hub {
-    /// A hub with no collector yet; they poll as `settings` say, read answers of at most
-    /// `max_response_bytes`, and count into `telemetry`.
-    pub fn new(settings: CollectorSettings, max_response_bytes: usize, telemetry: Arc<Telemetry>) -> Arc<Self> {
-        let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).build().unwrap_or_default();
+    /// A hub with no collector yet; they poll as `settings` say through `http`, read answers of
+    /// at most `max_response_bytes`, and count into `telemetry`.
+    pub fn new(
+        settings: CollectorSettings,
+        max_response_bytes: usize,
+        telemetry: Arc<Telemetry>,
+        http: reqwest::Client,
+    ) -> Arc<Self> {
         Arc::new(Self {
             settings: RwLock::new(settings),
             max_response_bytes: AtomicUsize::new(max_response_bytes),

@@ -37,6 +37,16 @@ pub struct Telemetry {
     source_cycle: Family<OneLabel, Histogram>,
 }
 
+impl ReloadResult {
+    /// The `result` label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Rejected => "rejected",
+        }
+    }
+}
+
 /// How a config reload ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReloadResult {
@@ -76,8 +86,12 @@ impl Telemetry {
             "gRPC call latency to the response headers (for streams: until the stream opens)",
             grpc_duration.clone(),
         );
-        let config_reloads = Family::default();
+        let config_reloads = Family::<OneLabel, Counter>::default();
         r.register("spinscale_config_reload", "Config reloads by result (success, rejected)", config_reloads.clone());
+        // Every known label value exists at 0 from the start, so `increase()` sees the first event.
+        for result in [ReloadResult::Success, ReloadResult::Rejected] {
+            let _ = config_reloads.get_or_create(&[("result", result.label())]);
+        }
         let source_cycle =
             Family::<OneLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 15)));
         r.register("spinscale_source_cycle_seconds", "One poll of a source, by kind", source_cycle.clone());
@@ -107,11 +121,7 @@ impl Telemetry {
 
     /// Counts one config reload by its result (`spinscale_config_reload_total`).
     pub fn count_reload(&self, result: ReloadResult) {
-        let result = match result {
-            ReloadResult::Success => "success",
-            ReloadResult::Rejected => "rejected",
-        };
-        self.config_reloads.get_or_create(&[("result", result)]).inc();
+        self.config_reloads.get_or_create(&[("result", result.label())]).inc();
     }
 
     /// The OpenMetrics text of every metric.
