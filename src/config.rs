@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use spinscale_activator::ActivatorLimits;
 use spinscale_core::duration::{self, Dur};
 use spinscale_core::quantity::ByteSize;
 use spinscale_core::spec as target;
@@ -95,6 +96,12 @@ pub struct ActivatorSettings {
     /// `drainPeriod`: after SIGTERM, `/readyz` fails at once while the activator (and gRPC) keep
     /// serving this long, so load balancers stop sending before the listener closes. Default 15s.
     pub drain_period: Dur,
+    /// `headerReadTimeout`: how long a client may take to send a request's head; also closes
+    /// keep-alive connections idle that long. Default 10s.
+    pub header_read_timeout: Dur,
+    /// `maxHeaderBytes`: the longest request head (a number or a quantity); longer gets `431`.
+    /// Default 64Ki.
+    pub max_header_bytes: ByteSize,
 }
 
 impl Default for ActivatorSettings {
@@ -104,6 +111,8 @@ impl Default for ActivatorSettings {
             allowed_hosts: BTreeMap::new(),
             peer_token_file: None,
             drain_period: Dur(Duration::from_secs(15)),
+            header_read_timeout: Dur(ActivatorLimits::DEFAULT_HEADER_READ_TIMEOUT),
+            max_header_bytes: ByteSize(ActivatorLimits::DEFAULT_MAX_HEADER_BYTES as u64),
         }
     }
 }
@@ -133,6 +142,13 @@ pub struct LimitSettings {
     /// entry must match one of these URL or host patterns (`*` a wildcard). Link-local and cloud
     /// metadata addresses are refused unless listed exactly. Default: empty (any other address).
     pub allowed_sources: Vec<String>,
+    /// `maxHeldRequests`: requests the activator holds for all apps together; one more gets `503`
+    /// with `Retry-After` at once (each route's `maxHeld` applies too). Default 10,000.
+    pub max_held_requests: usize,
+    /// `maxHeldBodyBytes`: request body bytes held requests declare or may have buffered, all apps
+    /// together (a number or a quantity such as `64Mi`); over it `503` with `Retry-After`.
+    /// Default 64Mi.
+    pub max_held_body_bytes: ByteSize,
 }
 
 impl Default for LimitSettings {
@@ -146,6 +162,8 @@ impl Default for LimitSettings {
             max_streams: 100_000,
             max_response_bytes: ByteSize(8 * 1024 * 1024),
             allowed_sources: Vec::new(),
+            max_held_requests: ActivatorLimits::DEFAULT_MAX_HELD_REQUESTS,
+            max_held_body_bytes: ByteSize(ActivatorLimits::DEFAULT_MAX_HELD_BODY_BYTES),
         }
     }
 }
@@ -292,6 +310,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The activator's limits under this config.
+    pub fn activator_limits(&self) -> ActivatorLimits {
+        ActivatorLimits {
+            max_held_requests: self.limits.max_held_requests,
+            max_held_body_bytes: self.limits.max_held_body_bytes.0,
+            header_read_timeout: self.activator.header_read_timeout.0,
+            max_header_bytes: self.activator.max_header_bytes.bytes(),
+        }
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use spinscale_activator::{Activator, Route, RouteError};
+use spinscale_activator::{Activator, ActivatorLimits, Route, RouteError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -401,6 +401,7 @@ async fn five_hundred_held_requests_all_complete_exactly_once() {
     assert_eq!(mine, sorted, "one client's requests reach the backend in the order it sent them");
     assert_eq!(proxy.demands(), ["default/api"]);
     assert_eq!(proxy.activator.stats("default/api").unwrap().requests_total, (CONCURRENT + SEQUENTIAL) as u64);
+    assert_eq!(proxy.activator.held_totals(), (0, 0));
 
     let mut latencies: Vec<Duration> =
         done.lock().unwrap().iter().map(|t| t.saturating_duration_since(ready)).collect();
@@ -616,6 +617,9 @@ async fn a_backend_failing_after_ready_is_502_retried_once_when_idempotent() {
     let failed = send(&client, get(&proxy, APP, "/")).await;
     assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
     assert!(failed.text().contains("default/flaky"), "{}", failed.text());
+    for internal in [addr.to_string(), addr.ip().to_string(), addr.port().to_string(), "http://".into()] {
+        assert!(!failed.text().contains(&internal), "the backend's address stays inside: {}", failed.text());
+    }
     assert_eq!(heads.load(Ordering::SeqCst), 2, "an idempotent GET is tried exactly twice");
 
     heads.store(0, Ordering::SeqCst);
@@ -657,8 +661,32 @@ async fn a_backend_that_went_away_holds_requests_instead_of_failing_them() {
         assert!(answer.headers.contains_key("x-spinscale-cold-start"));
         assert_eq!(backend.requests(), 1);
     }
+    assert_eq!(proxy.activator.held_totals(), (0, 0), "held again and released: nothing left counted");
     let wakes: Vec<String> = wakes.iter().map(|d| format!("{:.2} ms", d.as_secs_f64() * 1e3)).collect();
     println!("backend ready (poked) -> one held response delivered: {}", wakes.join(", "));
+}
+
+/// A backend named by DNS (`localhost` here, a Service name in a cluster) is looked up by the
+/// prober and reached by the forward.
+#[tokio::test]
+async fn a_backend_named_by_dns_is_probed_and_reached() {
+    let proxy = Proxy::start().await;
+    let addr = free_addr().await;
+    let route =
+        Route::new("default/named", vec![APP.into()], format!("http://localhost:{}", addr.port()).parse().unwrap());
+    proxy.activator.set_route(route).unwrap();
+    let client = http1();
+    let held = tokio::spawn({
+        let (client, request) = (client.clone(), get(&proxy, APP, "/"));
+        async move { send(&client, request).await }
+    });
+    until("held", Duration::from_secs(30), || proxy.activator.stats("default/named").unwrap().held == 1).await;
+    let backend = Backend::start(addr, "named").await;
+    let answer = held.await.unwrap();
+    assert_eq!((answer.status, answer.text().as_str()), (StatusCode::OK, "named ok\n"));
+    assert!(answer.headers.contains_key("x-spinscale-cold-start"), "it was held");
+    assert_eq!(send(&client, get(&proxy, APP, "/")).await.text(), "named ok\n");
+    assert_eq!(backend.requests(), 2);
 }
 
 #[tokio::test]
@@ -736,7 +764,10 @@ async fn every_request_counts_into_the_rate_and_shutdown_closes_idle_connections
     for _ in 0..100 {
         assert_eq!(send(&client, get(&proxy, APP, "/")).await.status, StatusCode::OK);
     }
-    // Unrouted, nobody's request; its connection stays open, idle, as a client's keep-alive one.
+    // Unrouted, nobody's request; its connection stays open, idle, as a client's keep-alive one,
+    // for an hour unless the shutdown closes it.
+    let hour = ActivatorLimits { header_read_timeout: Duration::from_secs(3600), ..ActivatorLimits::default() };
+    proxy.activator.set_limits(hour);
     let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
     assert!(raw_get(&mut idle, "elsewhere.example.com").await.starts_with("http/1.1 404"));
     let stats = proxy.activator.stats("default/rate").unwrap();
@@ -752,9 +783,9 @@ async fn every_request_counts_into_the_rate_and_shutdown_closes_idle_connections
     proxy.served.await.unwrap().unwrap();
     println!("shutdown with idle keep-alive connections took {:?}", stopping.elapsed());
     // The shutdown closed the idle connection: its end is there to read as soon as the activator
-    // stopped. One it left open would stay open for hyper's 30 s header-read timeout or longer
-    // (the activator gives up on such connections after its 5 s of drain and leaves them be), so
-    // the 3 s allowed here is an order of magnitude away from that.
+    // stopped. One it left open would stay open for its hour of header-read timeout (the
+    // activator gives up on such connections after its 5 s of drain and leaves them be), so the
+    // 3 s allowed here is far from that.
     let mut rest = [0u8; 64];
     let end = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut rest)).await;
     assert!(matches!(end, Ok(Ok(0) | Err(_))), "the idle keep-alive connection is closed by the shutdown: {end:?}");
@@ -793,6 +824,7 @@ async fn shutdown_answers_requests_still_held_after_the_drain_time() {
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.header("retry-after"), "1");
     assert!(answer.text().contains("default/never"), "{}", answer.text());
+    assert_eq!(proxy.activator.held_totals(), (0, 0), "answered at shutdown: nothing left counted");
     proxy.served.await.unwrap().unwrap();
     println!("shutdown with a request held through the drain took {:?}", stopping.elapsed());
 }
@@ -816,5 +848,6 @@ async fn a_client_hanging_up_while_held_frees_its_place() {
             proxy.activator.stats("default/hangup").unwrap().held == 0
         })
         .await;
+        until("its share given back", Duration::from_secs(30), || proxy.activator.held_totals() == (0, 0)).await;
     }
 }

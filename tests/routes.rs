@@ -61,3 +61,23 @@ async fn a_reload_reaches_route_settings_from_defaults_and_profiles() {
     registry.target("shop", "checkout", &metadata(&[("profile", "patient")])).expect("registers with the profile");
     assert_eq!(activator.route(SCALED_OBJECT).expect("routed").hold_timeout, Duration::from_secs(45));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_activators_limits_come_from_the_config_and_follow_reloads() {
+    let registry = Registry::new(config(
+        "limits:\n  maxHeldRequests: 7\n  maxHeldBodyBytes: 1Mi\nactivator:\n  headerReadTimeout: 3s\n  maxHeaderBytes: 8Ki\n",
+    ))
+    .expect("registry");
+    let limits = registry.enable_activator().limits();
+    assert_eq!(
+        (limits.max_held_requests, limits.max_held_body_bytes, limits.header_read_timeout, limits.max_header_bytes),
+        (7, 1024 * 1024, Duration::from_secs(3), 8 * 1024)
+    );
+    registry.reload(config("limits:\n  maxHeldRequests: 9\n")).expect("the reload applies");
+    let limits = registry.enable_activator().limits();
+    assert_eq!(
+        (limits.max_held_requests, limits.max_header_bytes),
+        (9, 64 * 1024),
+        "the new config, defaults included"
+    );
+}

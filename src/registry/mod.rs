@@ -260,6 +260,9 @@ impl Registry {
             &mut *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner),
             new.clone(),
         );
+        if let Some(activator) = self.activator.get() {
+            activator.set_limits(new.activator_limits());
+        }
         let collectors_restarted =
             old.collectors != new.collectors || old.limits.max_response_bytes != new.limits.max_response_bytes;
         if collectors_restarted {

@@ -22,14 +22,18 @@ impl Registry {
         self.activator
             .get_or_init(|| {
                 let registry = self.this.clone();
-                Activator::new(Arc::new(move |target: &str| {
-                    if let Some(registry) = registry.upgrade() {
-                        registry.demand(target);
-                        if let Some(peers) = registry.peers.get() {
-                            peers.announce(target);
+                let limits = self.config().activator_limits();
+                Activator::with_limits(
+                    Arc::new(move |target: &str| {
+                        if let Some(registry) = registry.upgrade() {
+                            registry.demand(target);
+                            if let Some(peers) = registry.peers.get() {
+                                peers.announce(target);
+                            }
                         }
-                    }
-                }))
+                    }),
+                    limits,
+                )
             })
             .clone()
     }

@@ -1,8 +1,9 @@
 //! One routed app (a ScaledObject) as the activator keeps it: its current route, its hold gate
 //! and its counts.
 
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
 use tokio::sync::Notify;
@@ -41,6 +42,25 @@ impl Settings {
     }
 }
 
+/// The backend's address as the prober last looked it up: kept until the route's address
+/// changes, so probing does not ask the resolver on every attempt.
+pub(super) struct Resolved {
+    /// The `host:port` looked up.
+    pub address: String,
+    /// What it resolved to; empty when the lookup failed.
+    pub addrs: Vec<SocketAddr>,
+    /// When it was looked up.
+    pub at: Instant,
+}
+
+impl Resolved {
+    /// Whether this lookup answers for `address` at `now`, if it may be at most `max_age` old
+    /// (`None`: any age).
+    pub fn serves(&self, address: &str, now: Instant, max_age: Option<Duration>) -> bool {
+        self.address == address && max_age.is_none_or(|max| now.saturating_duration_since(self.at) < max)
+    }
+}
+
 /// One routed app: its current route, its hold gate, its counts.
 pub(super) struct App {
     /// The app's id, `namespace/name` of its ScaledObject (the route's `target`).
@@ -54,6 +74,8 @@ pub(super) struct App {
     pub poke: Notify,
     /// Cancelled when the route is removed.
     pub removed: CancellationToken,
+    /// The backend's address as last looked up.
+    resolved: Mutex<Option<Resolved>>,
 }
 
 impl App {
@@ -66,7 +88,13 @@ impl App {
             stats: Arc::new(Stats::new(epoch)),
             poke: Notify::new(),
             removed: CancellationToken::new(),
+            resolved: Mutex::new(None),
         }
+    }
+
+    /// The backend's address as last looked up, to read or replace.
+    pub fn resolved(&self) -> MutexGuard<'_, Option<Resolved>> {
+        self.resolved.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current route.
@@ -83,5 +111,22 @@ impl App {
         if moved {
             self.hold.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lookup_serves_its_address_until_too_old() {
+        let at = Instant::now();
+        let resolved = Resolved { address: "api.default.svc:80".into(), addrs: Vec::new(), at };
+        let later = at + Duration::from_secs(3600);
+        assert!(resolved.serves("api.default.svc:80", later, None), "any age while probes are not failing");
+        assert!(!resolved.serves("api.other.svc:80", at, None), "a new address is looked up");
+        assert!(resolved.serves("api.default.svc:80", at, Some(Duration::from_secs(1))));
+        assert!(!resolved.serves("api.default.svc:80", at + Duration::from_secs(1), Some(Duration::from_secs(1))));
+        assert!(!resolved.serves("api.default.svc:80", at, Some(Duration::ZERO)));
     }
 }

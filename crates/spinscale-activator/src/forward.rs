@@ -18,6 +18,7 @@ use super::Activator;
 use super::app::{App, Settings};
 use super::body::{Lender, ProxyBody};
 use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
+use super::limits::BodySize;
 use super::proxy::until_ready;
 use super::reply;
 use super::stats::InFlight;
@@ -40,6 +41,8 @@ pub(super) struct Forward<'a> {
     pub peer: SocketAddr,
     /// How long the request was held, if it was.
     pub held: Option<Duration>,
+    /// The request body's size, should it be held again.
+    pub body: BodySize,
     /// When the request arrived; the hold timeout counts from here.
     pub arrived: Instant,
     /// Ends switched (upgraded) connections on shutdown.
@@ -91,7 +94,7 @@ impl Forward<'_> {
             // too, as if it had arrived now, rather than fail it.
             if error.is_connect() && body.unsent() && re_holds < MAX_RE_HOLDS {
                 re_holds += 1;
-                match until_ready(self.activator, self.app, self.settings, self.arrived).await {
+                match until_ready(self.activator, self.app, self.settings, self.body, self.arrived).await {
                     Ok(waited) => {
                         self.held = waited.or(self.held);
                         continue;

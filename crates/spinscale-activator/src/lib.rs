@@ -12,7 +12,8 @@
 //!   and queue;
 //! - `backend`: the pooled client and the readiness prober; `proxy` and `forward`: one request;
 //! - `stats`: counts and the per-second ring; `serve`: the listener; `endpoints`: the
-//!   EndpointSlice watch that pokes apps whose backend turned ready.
+//!   EndpointSlice watch that pokes apps whose backend turned ready;
+//! - `limits`: what the activator takes on for all apps together ([`ActivatorLimits`]).
 
 #![deny(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod endpoints;
 mod forward;
 mod headers;
 mod hold;
+mod limits;
 mod proxy;
 mod reply;
 mod routes;
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use limits::ActivatorLimits;
 pub use routes::{Route, RouteConflict, RouteError};
 pub use routes::{covers, normalize_prefix};
 pub use stats::{MAX_WINDOW, RouteStats};
@@ -43,6 +46,7 @@ pub use stats::{MAX_WINDOW, RouteStats};
 use app::{App, Settings};
 use backend::BackendClient;
 use hold::Release;
+use limits::HeldTotals;
 use routes::{Patterns, RouteTable};
 
 /// Checks a route without setting it: what [`Activator::set_route`] would refuse as unusable.
@@ -69,24 +73,54 @@ pub struct Activator {
     on_demand: OnDemand,
     client: BackendClient,
     epoch: Instant,
+    limits: RwLock<ActivatorLimits>,
+    /// The held requests of all apps and their body bytes.
+    held: HeldTotals,
 }
 
 impl Activator {
     /// `on_demand(target)` runs synchronously on the request's task the moment a request for an
     /// app without a ready backend is held while none was held: once per wait, not per
     /// request. Keep it short; it must not call back into the activator's route setters.
+    /// The limits are the [defaults](ActivatorLimits::default).
     pub fn new(on_demand: OnDemand) -> Arc<Self> {
+        Self::with_limits(on_demand, ActivatorLimits::default())
+    }
+
+    /// Like [`Activator::new`], with `limits` instead of the defaults.
+    pub fn with_limits(on_demand: OnDemand, limits: ActivatorLimits) -> Arc<Self> {
         Arc::new(Self {
             table: RwLock::new(Table { routes: RouteTable::new(), apps: HashMap::new() }),
             on_demand,
             client: backend::client(),
             epoch: Instant::now(),
+            limits: RwLock::new(limits),
+            held: HeldTotals::default(),
         })
     }
 
+    /// Replaces the limits while the activator runs. The held-request limits apply to the next
+    /// request that has to wait (requests held already stay held, even above a lowered limit);
+    /// the head limits apply to connections accepted from now on.
+    pub fn set_limits(&self, limits: ActivatorLimits) {
+        *self.limits.write().unwrap_or_else(std::sync::PoisonError::into_inner) = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ActivatorLimits {
+        *self.limits.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The requests held now, all apps together, and the body bytes they count against
+    /// [`ActivatorLimits::max_held_body_bytes`].
+    pub fn held_totals(&self) -> (usize, u64) {
+        self.held.get()
+    }
+
     /// Serves HTTP/1.1 (keep-alive, WebSocket upgrades) and h2c (prior knowledge) on `listener`
-    /// until `shutdown`; then stops accepting, lets held requests wait a few more seconds for
-    /// their backend, answers those still held with `503`, and lets connections finish.
+    /// until `shutdown`, within the [limits](ActivatorLimits) in force when each connection is
+    /// accepted; then stops accepting, lets held requests wait a few more seconds for their
+    /// backend, answers those still held with `503`, and lets connections finish.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         serve::serve(self, listener, shutdown).await
     }

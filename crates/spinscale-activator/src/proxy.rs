@@ -15,6 +15,7 @@ use super::backend;
 use super::body::ProxyBody;
 use super::forward::Forward;
 use super::hold::{Admit, Release};
+use super::limits::{BodySize, OverLimit};
 use super::reply;
 use super::routes::request_host;
 
@@ -32,15 +33,24 @@ pub(super) async fn handle(
     };
     app.stats.record(arrived);
     let settings = app.settings();
-    let held = match until_ready(&activator, &app, &settings, arrived).await {
+    let body = BodySize::of(&request);
+    let held = match until_ready(&activator, &app, &settings, body, arrived).await {
         Ok(held) => held,
         Err(refusal) => {
             return refusal.reply(&app, &settings, arrived, || reply::no_route(&host, request.uri().path()));
         }
     };
     drop(host); // it borrows `request`, which the forward takes
-    let forward =
-        Forward { activator: &activator, app: &app, settings: &settings, peer, held, arrived, shutdown: &shutdown };
+    let forward = Forward {
+        activator: &activator,
+        app: &app,
+        settings: &settings,
+        peer,
+        held,
+        body,
+        arrived,
+        shutdown: &shutdown,
+    };
     forward.run(request).await
 }
 
@@ -48,6 +58,9 @@ pub(super) async fn handle(
 pub(super) enum Refusal {
     /// The hold queue was full (`503`).
     Full,
+    /// The activator holds as many requests or body bytes as its limits allow, all apps
+    /// together (`503`).
+    OverLimit(OverLimit),
     /// The route was removed while the request waited.
     Removed,
     /// The activator shut down while the request waited (`503`).
@@ -67,6 +80,7 @@ impl Refusal {
     ) -> Response<ProxyBody> {
         match self {
             Refusal::Full => reply::full(&app.id, settings.route.max_held),
+            Refusal::OverLimit(over) => reply::over_limit(&app.id, over),
             Refusal::Removed => removed(),
             Refusal::Shutdown => reply::shutting_down(&app.id),
             Refusal::TimedOut => reply::timed_out(&app.id, arrived.elapsed()),
@@ -76,15 +90,20 @@ impl Refusal {
 
 /// Waits (held) until the app's backend is ready, waking the app on the first hold.
 /// `Ok(Some(waited since arrival))` when it had to wait, `Ok(None)` when the backend was ready.
+/// While it waits, the request and its `body` count against the activator's limits.
 pub(super) async fn until_ready(
     activator: &Activator,
     app: &Arc<App>,
     settings: &Settings,
+    body: BodySize,
     arrived: Instant,
 ) -> Result<Option<Duration>, Refusal> {
     if app.hold.is_ready() {
         return Ok(None);
     }
+    let limits = activator.limits();
+    // Given back when this returns (released, refused, timed out) or is dropped (client gone).
+    let _reserved = activator.held.reserve(body.charge(&limits), &limits).map_err(Refusal::OverLimit)?;
     match app.hold.admit(settings.route.max_held) {
         Admit::Ready => Ok(None),
         Admit::Full => Err(Refusal::Full),
