@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 
 use tracing::warn;
 
-use spinscale_activator::{Activator, Route};
-use spinscale_core::spec::HttpRoute;
+use spinscale_activator::{Activator, BackendProtocol, Route};
+use spinscale_core::spec::{self, HttpRoute};
 
 use super::{Refused, Registry, Target, TargetKey};
 use crate::config::StaticRoute;
@@ -140,5 +140,9 @@ pub fn trigger_route(target: impl Into<String>, http: &HttpRoute) -> Route {
         hold_timeout: http.hold_timeout,
         max_held: http.max_held,
         cold_start_header: http.cold_start_header,
+        backend_protocol: match http.backend_protocol {
+            spec::BackendProtocol::Http1 => BackendProtocol::Http1,
+            spec::BackendProtocol::H2c => BackendProtocol::H2c,
+        },
     }
 }

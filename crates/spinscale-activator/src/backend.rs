@@ -31,10 +31,25 @@ pub(super) type BackendClient = Client<HttpConnector, OutBody>;
 
 /// A client that connects with `TCP_NODELAY` and [`CONNECT_TIMEOUT`].
 pub(super) fn client() -> BackendClient {
+    Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE).build(connector())
+}
+
+/// The same, speaking HTTP/2 with prior knowledge (`backendProtocol: h2c`): one multiplexed
+/// connection per backend, trailers intact.
+pub(super) fn h2c_client() -> BackendClient {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .timer(TokioTimer::new())
+        .http2_only(true)
+        .build(connector())
+}
+
+fn connector() -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE).build(connector)
+    connector
 }
 
 /// Tries to connect to the app's backend while requests are held, with backoff; on the

@@ -21,6 +21,7 @@ use super::headers::{add_forwarded, strip_hop_by_hop, wants_upgrade};
 use super::limits::BodySize;
 use super::proxy::until_ready;
 use super::reply;
+use super::routes::BackendProtocol;
 use super::stats::InFlight;
 
 /// Added to responses of held requests: how long they were held, in milliseconds.
@@ -75,14 +76,18 @@ impl Forward<'_> {
             matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
         let mut retried = false;
         let mut re_holds = 0;
+        let (client, version) = match self.settings.route.backend_protocol {
+            BackendProtocol::Http1 => (&self.activator.client, Version::HTTP_11),
+            BackendProtocol::H2c => (&self.activator.h2c_client, Version::HTTP_2),
+        };
         loop {
             let mut outgoing = Request::new(body.lend());
             *outgoing.method_mut() = parts.method.clone();
             *outgoing.uri_mut() = uri.clone();
-            *outgoing.version_mut() = Version::HTTP_11;
+            *outgoing.version_mut() = version;
             *outgoing.headers_mut() = headers.clone();
             let in_flight = self.app.stats.start();
-            let error = match self.activator.client.request(outgoing).await {
+            let error = match client.request(outgoing).await {
                 Ok(response) => return self.respond(response, in_flight, client_upgrade),
                 Err(error) => error,
             };

@@ -39,7 +39,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use limits::ActivatorLimits;
-pub use routes::{Route, RouteConflict, RouteError};
+pub use routes::{BackendProtocol, Route, RouteConflict, RouteError};
 pub use routes::{covers, normalize_prefix};
 pub use stats::{MAX_WINDOW, RouteStats};
 
@@ -72,6 +72,8 @@ pub struct Activator {
     table: RwLock<Table>,
     on_demand: OnDemand,
     client: BackendClient,
+    /// The client for `h2c` backends (HTTP/2 with prior knowledge).
+    h2c_client: BackendClient,
     epoch: Instant,
     limits: RwLock<ActivatorLimits>,
     /// The held requests of all apps and their body bytes.
@@ -93,6 +95,7 @@ impl Activator {
             table: RwLock::new(Table { routes: RouteTable::new(), apps: HashMap::new() }),
             on_demand,
             client: backend::client(),
+            h2c_client: backend::h2c_client(),
             epoch: Instant::now(),
             limits: RwLock::new(limits),
             held: HeldTotals::default(),

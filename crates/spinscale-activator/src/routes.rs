@@ -27,6 +27,18 @@ pub struct Route {
     pub max_held: usize,
     /// Adds `x-spinscale-cold-start: <ms held>` to responses of held requests.
     pub cold_start_header: bool,
+    /// How requests reach the backend: HTTP/1.1, or HTTP/2 with prior knowledge (gRPC apps).
+    pub backend_protocol: BackendProtocol,
+}
+
+/// The protocol between the activator and an app's backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (keep-alive, upgrades such as WebSocket).
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, with prior knowledge: trailers (gRPC's status) pass through.
+    H2c,
 }
 
 impl Route {
@@ -45,6 +57,7 @@ impl Route {
             hold_timeout: Self::DEFAULT_HOLD_TIMEOUT,
             max_held: Self::DEFAULT_MAX_HELD,
             cold_start_header: true,
+            backend_protocol: BackendProtocol::Http1,
         }
     }
 }

@@ -87,6 +87,9 @@ pub const HOLD_TIMEOUT: &str = "holdTimeout";
 pub const MAX_HELD: &str = "maxHeld";
 /// Add `x-spinscale-cold-start: <ms held>` to responses that were held. Default true.
 pub const COLD_START_HEADER: &str = "coldStartHeader";
+/// How the activator speaks to the backend: `http1` (default) or `h2c` (HTTP/2 without TLS, for
+/// gRPC apps: trailers intact).
+pub const BACKEND_PROTOCOL: &str = "backendProtocol";
 
 /// Selects a named set of defaults from the config's `profiles` (handled by the registry, not here).
 pub const PROFILE: &str = "profile";
@@ -108,7 +111,7 @@ pub fn written_key<'a>(key: &'a str, metadata: &std::collections::HashMap<String
 const PASSTHROUGH_KEYS: [&str; 5] = [SCALER_ADDRESS, "enableTLS", "unsafeSsl", "metricName", "metricType"];
 
 /// Every key spinscale reads, for defaults validation and misspelling hints.
-pub const KEYS: [&str; 38] = [
+pub const KEYS: [&str; 39] = [
     PROMETHEUS_ADDRESS,
     SCRAPE_URL,
     SCRAPE_METRIC,
@@ -139,6 +142,7 @@ pub const KEYS: [&str; 38] = [
     HOLD_TIMEOUT,
     MAX_HELD,
     COLD_START_HEADER,
+    BACKEND_PROTOCOL,
     KAFKA_CONNECTION,
     KAFKA_TLS,
     KAFKA_SASL,

@@ -29,8 +29,8 @@ mod tests;
 pub use error::{InvalidMetadata, Problem};
 pub use keys::*;
 pub use model::{
-    HttpRoute, KafkaSource, LagRules, MetricName, MetricsMode, OffsetResetPolicy, PredictiveMode, PredictiveSpec,
-    PrometheusSource, RateRules, ScrapeSource, TargetSpec,
+    BackendProtocol, HttpRoute, KafkaSource, LagRules, MetricName, MetricsMode, OffsetResetPolicy, PredictiveMode,
+    PredictiveSpec, PrometheusSource, RateRules, ScrapeSource, TargetSpec,
 };
 pub use partitions::PartitionSet;
 pub use parts::parse_backend;

@@ -65,6 +65,18 @@ pub struct HttpRoute {
     pub max_held: usize,
     /// `coldStartHeader`: add `x-spinscale-cold-start: <ms held>` to responses that were held.
     pub cold_start_header: bool,
+    /// `backendProtocol`: how the activator speaks to the backend.
+    pub backend_protocol: BackendProtocol,
+}
+
+/// `backendProtocol`: the protocol between the activator and the app.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (`http1`, the default).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge, no TLS (`h2c`): gRPC apps, trailers intact.
+    H2c,
 }
 
 impl HttpRoute {

@@ -8,8 +8,8 @@ use super::keys::*;
 use super::reader::{Bound, Reader};
 use super::schedule::Schedule;
 use super::{
-    HttpRoute, KafkaSource, LagRules, MetricsMode, OffsetResetPolicy, PredictiveMode, PredictiveSpec, PrometheusSource,
-    RateRules, ScrapeSource, TargetSpec,
+    BackendProtocol, HttpRoute, KafkaSource, LagRules, MetricsMode, OffsetResetPolicy, PredictiveMode, PredictiveSpec,
+    PrometheusSource, RateRules, ScrapeSource, TargetSpec,
 };
 use crate::{duration, quantity};
 
@@ -121,6 +121,10 @@ impl Reader<'_> {
         };
         let max_held = self.number(MAX_HELD, HttpRoute::DEFAULT_MAX_HELD as f64, Bound::Positive);
         let cold_start_header = self.flag(COLD_START_HEADER, true);
+        let backend_protocol = match self.choice(BACKEND_PROTOCOL, &["http1", "h2c"]) {
+            Some("h2c") => BackendProtocol::H2c,
+            _ => BackendProtocol::Http1,
+        };
         match (hosts.is_empty(), backend) {
             (true, None) => None,
             (true, Some(_)) => {
@@ -142,6 +146,7 @@ impl Reader<'_> {
                     hold_timeout,
                     max_held: max_held.clamp(1.0, 1_000_000.0) as usize,
                     cold_start_header,
+                    backend_protocol,
                 }),
                 Err(e) => {
                     self.problem(BACKEND, format!("value {e}"));

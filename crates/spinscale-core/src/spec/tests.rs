@@ -56,6 +56,7 @@ fn every_bad_value_is_named_with_key_value_and_what_is_allowed() {
         ("timeout", "soon", "duration"),
         ("timeout", "0", "greater than 0"),
         ("partitionLimitation", "3-1", "range"),
+        ("backendProtocol", "h3", "http1, h2c"),
         ("customHeaders", "X-Org", "key=value"),
         ("tls", "enable", "needs credentials"),
         ("serverAddress", "prometheus:9090", "http://"),
