@@ -17,6 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 prometheus --version 2>&1 | head -1
 
+# Components fetched by the project's own scripts: Helm v4 (PyPI helm-python-sdk) for the chart tests.
+bash scripts/install-helm-sdk.sh >/dev/null
+
 export SPINSCALE_REQUIRE_COMPONENTS=1
 echo "--- cargo fmt --check"
 cargo fmt --all -- --check
