@@ -81,11 +81,14 @@ pub(super) struct App {
 impl App {
     /// A newly routed app: gate closed, nothing counted yet.
     pub fn new(settings: Settings, epoch: Instant) -> Self {
+        let stats = Arc::new(Stats::new(epoch));
+        let counted = stats.clone();
         Self {
             id: settings.route.target.clone(),
             settings: RwLock::new(Arc::new(settings)),
-            hold: Arc::new(Hold::default()),
-            stats: Arc::new(Stats::new(epoch)),
+            // Its release is paced by the requests in flight at the backend.
+            hold: Arc::new(Hold::new(move || counted.in_flight())),
+            stats,
             poke: Notify::new(),
             removed: CancellationToken::new(),
             resolved: Mutex::new(None),

@@ -3,12 +3,12 @@
 //! moment an endpoint turns ready, the apps behind that Service are poked.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::TryStreamExt;
+use futures_util::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -28,50 +28,33 @@ pub fn poker(activator: Arc<Activator>) -> impl Fn(&str, &str) + Send + Sync {
     }
 }
 
-/// Watches every EndpointSlice (cluster-wide: backends live in the apps' namespaces) until
-/// `shutdown`, re-listing after every break in the watch, and calls `on_ready(namespace,
-/// service)` for each slice with a ready endpoint.
+/// Watches every EndpointSlice of a Service (cluster-wide: backends live in the apps'
+/// namespaces) until `shutdown`, and calls `on_ready(namespace, service)` for each slice with a
+/// ready endpoint, listed or changed.
+///
+/// The watch is `kube`'s [`watcher`](watcher::watcher): lists in pages of 500, asks for
+/// bookmarks so a watch that ends resumes where it was, lists again after `410 Gone`, and backs
+/// off exponentially (0.8 s to 30 s, jittered) while the API server fails.
 pub async fn follow(client: kube::Client, on_ready: impl Fn(&str, &str) + Send + Sync, shutdown: CancellationToken) {
     let api: Api<EndpointSlice> = Api::all(client);
-    let mut backoff = Duration::from_millis(500);
+    let config = watcher::Config::default().labels(SERVICE_LABEL);
+    let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
     loop {
-        let round = tokio::select! {
+        let event = tokio::select! {
             _ = shutdown.cancelled() => return,
-            round = watch_once(&api, &on_ready) => round,
+            event = events.next() => event,
         };
-        match round {
-            Ok(()) => backoff = Duration::from_millis(500),
-            Err(e) => {
-                warn!("watching EndpointSlices failed: {e}; retrying in {backoff:?}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-async fn watch_once(api: &Api<EndpointSlice>, on_ready: &impl Fn(&str, &str)) -> Result<(), kube::Error> {
-    let listed = api.list(&ListParams::default().labels(SERVICE_LABEL)).await?;
-    for slice in &listed.items {
-        ready(on_ready, slice);
-    }
-    let version = listed.metadata.resource_version.unwrap_or_else(|| "0".into());
-    let params = WatchParams::default().labels(SERVICE_LABEL).timeout(290);
-    let mut events = std::pin::pin!(api.watch(&params, &version).await?);
-    while let Some(event) = events.try_next().await? {
         match event {
-            WatchEvent::Added(slice) | WatchEvent::Modified(slice) => ready(on_ready, &slice),
-            WatchEvent::Deleted(_) | WatchEvent::Bookmark(_) => {}
-            WatchEvent::Error(status) => {
-                debug!(code = status.code, "EndpointSlice watch ended: {}", status.message);
-                return Ok(());
+            Some(Ok(Event::InitApply(slice) | Event::Apply(slice))) => ready(&on_ready, &slice),
+            Some(Ok(Event::Init | Event::InitDone | Event::Delete(_))) => {}
+            Some(Err(watcher::Error::WatchError(status))) if status.code == 410 => {
+                debug!("EndpointSlice watch expired ({}); listing again", status.message);
             }
+            Some(Err(e)) => warn!("watching EndpointSlices failed: {e}; retrying with backoff"),
+            // The watcher's stream does not end; should it, there is nothing more to follow.
+            None => return,
         }
     }
-    Ok(())
 }
 
 /// A slice with at least one ready endpoint: its Service's held requests can go.

@@ -2,8 +2,9 @@
 //!
 //! A request for an app whose backend is not ready is held (its body unread) in a bounded
 //! queue, `on_demand` is called at once so the app can be woken, and the held requests are
-//! forwarded in arrival order as soon as the backend accepts connections. Every routed request
-//! is counted, which makes the activator an exact request-rate signal.
+//! forwarded in arrival order as soon as the backend accepts connections, at a bounded pace
+//! ([`RELEASE_WINDOW`]). Every routed request is counted, which makes the activator an exact
+//! request-rate signal.
 //!
 //! This crate owns the proxy and depends on nothing else in the workspace: the scaler drives it
 //! through [`Activator`] and [`Route`].
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use hold::RELEASE_WINDOW;
 pub use limits::ActivatorLimits;
 pub use routes::{BackendProtocol, Route, RouteConflict, RouteError};
 pub use routes::{covers, normalize_prefix};
