@@ -34,6 +34,15 @@ fn config(extra: &str) -> Config {
     .expect("test config is valid")
 }
 
+/// A server with the activator on (triggers with `hosts` need it).
+async fn start_with_activator(config: Config) -> Server {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let activator = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let options = Options { activator: Some(activator), ..Options::default() };
+    Server::start_with(config, grpc, http, options).await.expect("server")
+}
+
 async fn refused(client: &mut Client, metadata: &[(&str, &str)]) -> tonic::Status {
     let status = keda_poll(client, &so_ref("hostile", metadata)).await.expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -122,11 +131,7 @@ async fn allowed_sources_narrow_what_a_trigger_may_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_must_be_services_of_the_scaled_objects_namespace() {
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let activator = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let options = Options { activator: Some(activator), ..Options::default() };
-    let server = Server::start_with(config(""), grpc, http, options).await.expect("server");
+    let server = start_with_activator(config("")).await;
     let mut client = connect(&server).await;
     for backend in ["http://169.254.169.254", "http://payments.billing.svc:80", "http://10.0.0.7:8080"] {
         let status = refused(&mut client, &[("hosts", "shop.example.com"), ("backend", backend)]).await;
@@ -139,12 +144,8 @@ async fn backends_must_be_services_of_the_scaled_objects_namespace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_are_claimed_only_where_the_operator_gives_them() {
-    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let activator = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let options = Options { activator: Some(activator), ..Options::default() };
     let given = "activator:\n  allowedHosts:\n    default: ['*.default.example.com']\n    shop: ['shop.example.com']\n";
-    let server = Server::start_with(config(given), grpc, http, options).await.expect("server");
+    let server = start_with_activator(config(given)).await;
     let mut client = connect(&server).await;
     let backend = "http://app.default.svc:80";
     let status = refused(&mut client, &[("hosts", "shop.example.com"), ("backend", backend)]).await;
