@@ -4,11 +4,17 @@
 //! - its backend listening → the held response at the client, against Knative's activator,
 //!   which probes every 200 ms;
 //! - small requests proxied at 64 connections: spinscale's activator against nginx and direct;
-//! - server memory with many routes and many held requests.
+//! - server memory with many routes and many held requests;
+//! - a flood past `limits.maxHeldRequests`: requests held and refused, server memory, and gRPC
+//!   unary latency with the activator at its limit against at rest;
+//! - SIGTERM under steady load with `activator.drainPeriod`: requests served and refused, when
+//!   `/readyz` fails, the listener closes and the process exits.
 //!
 //! The server under test is a `spinscale serve --activator-listen` child process; nginx is started
 //! from its Debian package with a config written here. Backends and load run in this process.
 
+mod drain;
+mod flood;
 mod memory;
 mod nginx;
 mod steady;
@@ -40,6 +46,10 @@ pub struct ActivatorPlan {
     pub routes: usize,
     /// Requests held at once, spread over those routes.
     pub held: usize,
+    /// The flood past the activator's budget of held requests.
+    pub flood: flood::FloodPlan,
+    /// SIGTERM under steady load.
+    pub drain: drain::DrainPlan,
 }
 
 impl ActivatorPlan {
@@ -51,9 +61,24 @@ impl ActivatorPlan {
             arm: Duration::from_secs(10),
             routes: 1_000,
             held: 10_000,
+            flood: flood::FloodPlan { budget: 2_000, requests: 6_000, routes: 200, unary_for: Duration::from_secs(5) },
+            drain: drain::DrainPlan {
+                period: Duration::from_secs(10),
+                rate: 200.0,
+                lead: Duration::from_secs(3),
+                lb_delay: Duration::from_secs(1),
+            },
         };
         if quick {
-            Self { wakeups: 100, spread: Duration::from_secs(2), arm: Duration::from_secs(3), held: 2_000, ..full }
+            Self {
+                wakeups: 100,
+                spread: Duration::from_secs(2),
+                arm: Duration::from_secs(3),
+                held: 2_000,
+                flood: flood::FloodPlan { unary_for: Duration::from_secs(2), ..full.flood },
+                drain: drain::DrainPlan { period: Duration::from_secs(3), lead: Duration::from_secs(1), ..full.drain },
+                ..full
+            }
         } else {
             full
         }
@@ -76,7 +101,7 @@ impl Under {
 
 pub async fn run(plan: &ActivatorPlan, report: &mut Report) -> anyhow::Result<()> {
     let nginx = nginx::find()?;
-    check_open_files(plan.held + plan.wakeups + 1_000)?;
+    check_open_files(plan.held.max(plan.flood.requests) + plan.wakeups + 1_000)?;
 
     eprintln!("bench: activator wake-ups ({} targets over {:?})", plan.wakeups, plan.spread);
     let server = ServerProcess::start_with_activator(CONFIG).await?;
@@ -92,6 +117,17 @@ pub async fn run(plan: &ActivatorPlan, report: &mut Report) -> anyhow::Result<()
     let server = ServerProcess::start_with_activator(CONFIG).await?;
     memory::run(&server, plan, report).await?;
     drop(server);
+
+    let f = &plan.flood;
+    eprintln!(
+        "bench: activator flood ({} requests past maxHeldRequests {}, {} routes)",
+        f.requests, f.budget, f.routes
+    );
+    flood::run(f, report).await?;
+
+    let d = &plan.drain;
+    eprintln!("bench: activator drain (SIGTERM at {:.0} req/s, drainPeriod {:?})", d.rate, d.period);
+    drain::run(d, report).await?;
     Ok(())
 }
 

@@ -39,8 +39,10 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "activator")]
     pub overload: bool,
     /// Only the HTTP activator figures: request → stream true and backend ready → held response
-    /// (against a 500 ms poller and a 200 ms prober), proxying against nginx and direct, and
-    /// memory with 1,000 routes and 10,000 held requests. Needs nginx (`apt-get install nginx`).
+    /// (against a 500 ms poller and a 200 ms prober), proxying against nginx and direct,
+    /// memory with 1,000 routes and 10,000 held requests, a flood of 3× `maxHeldRequests`
+    /// (memory, refusals, gRPC latency at the limit against at rest), and SIGTERM under steady
+    /// load (drain). Needs nginx (`apt-get install nginx`).
     #[arg(long)]
     pub activator: bool,
 }

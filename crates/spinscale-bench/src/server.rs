@@ -1,10 +1,10 @@
 //! The server under test: `spinscale serve` as a child process with a bench config.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use tonic::transport::Channel;
 
 use spinscale::proto::external_scaler_client::ExternalScalerClient;
@@ -20,6 +20,8 @@ pub struct ServerProcess {
     pub grpc: String,
     /// Where the HTTP activator listens, when started with it.
     pub activator: Option<SocketAddr>,
+    /// `/readyz` on the HTTP port: `503` from SIGTERM on.
+    pub readyz: String,
     _dir: tempfile::TempDir,
 }
 
@@ -30,20 +32,29 @@ impl ServerProcess {
 
     /// The server with this config file.
     pub async fn start_with(config_text: &str) -> anyhow::Result<Self> {
-        Self::spawn(config_text, false).await
+        Self::spawn(config_text, None).await
     }
 
     /// The server with this config file and the HTTP activator on a free loopback port.
     pub async fn start_with_activator(config_text: &str) -> anyhow::Result<Self> {
-        Self::spawn(config_text, true).await
+        Self::spawn(config_text, Some("")).await
     }
 
-    async fn spawn(config_text: &str, with_activator: bool) -> anyhow::Result<Self> {
+    /// Same, with more keys of the config's `activator` section (lines indented by two spaces,
+    /// e.g. `"  drainPeriod: 3s\n"`): `config_text` must not have that section.
+    pub async fn start_with_activator_settings(config_text: &str, settings: &str) -> anyhow::Result<Self> {
+        Self::spawn(config_text, Some(settings)).await
+    }
+
+    async fn spawn(config_text: &str, activator_settings: Option<&str>) -> anyhow::Result<Self> {
+        let with_activator = activator_settings.is_some();
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("config.yaml");
         // The bench's backends listen on loopback, which the operator must allow.
-        let loopback = if with_activator { "\nactivator:\n  allowedBackends: ['http://127.0.0.1:*']\n" } else { "" };
-        std::fs::write(&config, format!("{config_text}{loopback}"))?;
+        let activator_section = activator_settings
+            .map(|more| format!("\nactivator:\n  allowedBackends: ['http://127.0.0.1:*']\n{more}"))
+            .unwrap_or_default();
+        std::fs::write(&config, format!("{config_text}{activator_section}"))?;
         let (grpc, http) = (free_port()?, free_port()?);
         let activator =
             with_activator.then(free_port).transpose()?.map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
@@ -61,10 +72,10 @@ impl ServerProcess {
             .stderr(Stdio::null())
             .spawn()
             .context("cannot start `spinscale serve`")?;
-        let server = Self { child, grpc: format!("http://127.0.0.1:{grpc}"), activator, _dir: dir };
-        let ready = format!("http://127.0.0.1:{http}/readyz");
+        let readyz = format!("http://127.0.0.1:{http}/readyz");
+        let server = Self { child, grpc: format!("http://127.0.0.1:{grpc}"), activator, readyz, _dir: dir };
         let started = Instant::now();
-        while !reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
+        while !reqwest::get(&server.readyz).await.is_ok_and(|r| r.status().is_success()) {
             if started.elapsed() > Duration::from_secs(10) {
                 bail!("`spinscale serve` not ready after 10 s");
             }
@@ -75,6 +86,19 @@ impl ServerProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM, as the kubelet does to stop a pod.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().context("cannot run `kill`")?;
+        ensure!(status.success(), "`kill -TERM {pid}` failed ({status})");
+        Ok(())
+    }
+
+    /// The exit status once the process has exited, without waiting.
+    pub fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 
     /// One HTTP/2 connection, shared by every call and stream, as KEDA shares one.

@@ -94,7 +94,7 @@ fn targets(plan: &ActivatorPlan, port: u16) -> Vec<ScaledObjectRef> {
 
 /// Registers each target and opens its stream on one connection, as KEDA does; counts the
 /// targets whose stream says `true`.
-async fn register(
+pub(super) async fn register(
     server: &ServerProcess,
     refs: &[ScaledObjectRef],
 ) -> anyhow::Result<(Arc<AtomicUsize>, Vec<JoinHandle<()>>)> {

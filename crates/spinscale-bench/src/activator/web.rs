@@ -52,23 +52,48 @@ pub fn serve(listener: TcpListener) -> JoinHandle<()> {
 
 pub type Sender = SendRequest<Empty<Bytes>>;
 
-/// One HTTP/1.1 keep-alive connection to `addr`.
+/// The socket's side of a [`Sender`]: it must be polled for requests to go out, and dropping it
+/// closes the socket.
+pub type Connection = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>;
+
+/// One HTTP/1.1 keep-alive connection to `addr`, driven by a task of its own.
 pub async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
-    let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (sender, connection) = open(addr).await?;
     tokio::spawn(connection);
     Ok(sender)
 }
 
+/// One HTTP/1.1 keep-alive connection to `addr`, for the caller to drive.
+pub async fn open(addr: SocketAddr) -> anyhow::Result<(Sender, Connection)> {
+    let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    Ok(hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?)
+}
+
 /// `GET /` for `host` on the connection; its status once the whole body is in.
 pub async fn get(sender: &mut Sender, host: &str) -> anyhow::Result<u16> {
+    Ok(get_answer(sender, host).await?.status)
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// `Retry-After` in seconds, when given as such.
+    pub retry_after: Option<u64>,
+    pub body: Bytes,
+}
+
+/// `GET /` for `host` on the connection; the whole response.
+pub async fn get_answer(sender: &mut Sender, host: &str) -> anyhow::Result<Answer> {
     sender.ready().await?;
     let request = Request::get("/").header(header::HOST, host).body(Empty::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
-    response.into_body().collect().await?;
-    Ok(status)
+    let retry_after =
+        response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Answer { status, retry_after, body })
 }
 
 #[cfg(test)]
