@@ -1,4 +1,6 @@
 //! Signal sources: one collector per distinct source, shared by every target that uses it.
+//! Prometheus queries that differ only in one label's value share one query per interval
+//! ([`grouping`]); their collectors read their own share of its answer.
 //!
 //! Collectors only fetch and publish raw readings on a `watch` channel; the targets interpret them
 //! (KEDA's lag rules, thresholds) in the pure [`spinscale_core::engine`].
@@ -7,6 +9,7 @@
 //! nothing else.
 
 pub mod body;
+pub mod grouping;
 pub mod hub;
 pub mod kafka;
 pub mod kafka_security;

@@ -1,6 +1,8 @@
 //! Prometheus instant queries, with KEDA's prometheus-scaler result rules (docs/keda.md §3).
 //!
-//! [`interpret`] is the pure part (tested on strings); [`query`] does one HTTP round trip.
+//! [`interpret`] is the pure part (tested on strings); [`query`] does one HTTP round trip, and
+//! [`fetch_query`] one for a query other than the source's own (a grouped one, see
+//! [`grouping`](super::grouping)).
 
 use std::time::Duration;
 
@@ -75,9 +77,45 @@ pub async fn query_range(
     interpret_range(&answer.body).map_err(|e| e.described(&answer))
 }
 
+/// A query longer than this (form-encoded, in bytes) goes in a `POST` body instead of the URL.
+const POST_ABOVE: usize = 2048;
+
+/// Runs `query` instead of the source's own, with the source's address, namespace, parameters,
+/// headers; a long query is sent as a `POST` form. The answer is for [`read`] or
+/// [`grouping::split`](super::grouping::split).
+pub async fn fetch_query(
+    http: &reqwest::Client,
+    source: &PrometheusSource,
+    query: &str,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Answer, QueryError> {
+    let form = form_encode(query);
+    let query = if form.len() <= POST_ABOVE { Query::InUrl(query) } else { Query::Form(format!("query={form}")) };
+    send(http, source, "query", query, &[], timeout, max_body).await
+}
+
+/// An instant query's answer under KEDA's rules (see [`interpret`]).
+pub fn read(answer: &Answer, ignore_null_values: bool) -> Result<f64, QueryError> {
+    interpret(&answer.body, ignore_null_values).map_err(|e| e.described(answer))
+}
+
+/// `application/x-www-form-urlencoded`: every byte but the unreserved ones percent-encoded.
+fn form_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len() * 3 / 2);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    encoded
+}
+
 impl QueryError {
     /// A body error with the answer described (status, content type, length) for the user.
-    fn described(self, answer: &Answer) -> Self {
+    pub(super) fn described(self, answer: &Answer) -> Self {
         match self {
             QueryError::Body(why) => QueryError::Body(format!("{why}; the answer was {}", answer.describe())),
             other => other,
@@ -94,13 +132,44 @@ async fn get(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Answer, QueryError> {
-    let mut params: Vec<(&str, &str)> = vec![("query", source.query.as_str())];
+    send(http, source, endpoint, Query::InUrl(&source.query), extra, timeout, max_body).await
+}
+
+/// Where a request carries its query.
+enum Query<'a> {
+    /// In the URL, with the other parameters: a GET.
+    InUrl(&'a str),
+    /// The form-encoded body (`query=…`) of a POST; the other parameters stay in the URL.
+    Form(String),
+}
+
+/// One request of the HTTP API with `query` and the source's parameters and headers.
+async fn send(
+    http: &reqwest::Client,
+    source: &PrometheusSource,
+    endpoint: &str,
+    query: Query<'_>,
+    extra: &[(&str, &str)],
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Answer, QueryError> {
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    if let Query::InUrl(query) = query {
+        params.push(("query", query));
+    }
     if let Some(ns) = &source.namespace {
         params.push(("namespace", ns));
     }
     params.extend(source.query_parameters.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     params.extend_from_slice(extra);
-    let mut request = http.get(format!("{}/api/v1/{endpoint}", source.address)).query(&params).timeout(timeout);
+    let url = format!("{}/api/v1/{endpoint}", source.address);
+    let mut request = match query {
+        Query::InUrl(_) => http.get(url),
+        Query::Form(form) => {
+            http.post(url).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(form)
+        }
+    };
+    request = request.query(&params).timeout(timeout);
     for (k, v) in &source.headers {
         request = request.header(k, v);
     }
@@ -118,7 +187,7 @@ async fn get(
 
 /// KEDA reads an answer without a `status` field as data; only `status: error` is a failure. Its
 /// message is passed on only when it is shaped as the Prometheus API's (`errorType` and `error`).
-fn prometheus_error(doc: &Value) -> Result<(), QueryError> {
+pub(super) fn prometheus_error(doc: &Value) -> Result<(), QueryError> {
     if doc["status"] != "error" {
         return Ok(());
     }
@@ -152,21 +221,32 @@ pub fn interpret(body: &[u8], ignore_null_values: bool) -> Result<f64, QueryErro
     let doc: Value = serde_json::from_slice(body).map_err(|e| QueryError::Body(e.to_string()))?;
     prometheus_error(&doc)?;
     let result = &doc["data"]["result"];
-    let value = match (doc["data"]["resultType"].as_str(), result) {
+    match (doc["data"]["resultType"].as_str(), result) {
         // A scalar is `[ts, "v"]` itself.
-        (Some("scalar"), Value::Array(_)) => result,
-        (_, Value::Array(series)) => match series.as_slice() {
-            [] if ignore_null_values => return Ok(0.0),
-            [] => return Err(QueryError::Empty),
-            [one] => match one.get("value") {
-                Some(v) => v,
-                None if ignore_null_values => return Ok(0.0),
-                None => return Err(QueryError::NoValue),
-            },
-            many => return Err(QueryError::MultipleSeries(many.len())),
+        (Some("scalar"), Value::Array(_)) => value_of(result, ignore_null_values),
+        (_, Value::Array(series)) => interpret_series(series, ignore_null_values),
+        _ => Err(QueryError::Body("data.result is missing or not a list".into())),
+    }
+}
+
+/// KEDA's rules for a vector's series (`{"metric": …, "value": [time, "v"]}` each): none → 0 or
+/// error; more than one → error; NaN/±Inf → 0 or error.
+pub fn interpret_series(series: &[Value], ignore_null_values: bool) -> Result<f64, QueryError> {
+    let value = match series {
+        [] if ignore_null_values => return Ok(0.0),
+        [] => return Err(QueryError::Empty),
+        [one] => match one.get("value") {
+            Some(v) => v,
+            None if ignore_null_values => return Ok(0.0),
+            None => return Err(QueryError::NoValue),
         },
-        _ => return Err(QueryError::Body("data.result is missing or not a list".into())),
+        many => return Err(QueryError::MultipleSeries(many.len())),
     };
+    value_of(value, ignore_null_values)
+}
+
+/// A `[time, "v"]` pair's value.
+fn value_of(value: &Value, ignore_null_values: bool) -> Result<f64, QueryError> {
     let text = match value.as_array().map(Vec::as_slice) {
         Some([_, Value::String(text)]) => text,
         // KEDA: an empty value reads as 0 under ignoreNullValues.
@@ -243,6 +323,84 @@ mod tests {
         for (what, body, ignore_null, expected) in cases {
             assert_eq!(interpret(body.as_bytes(), ignore_null), expected, "{what}");
         }
+    }
+
+    /// A Prometheus that answers one series at 1 and hands over each request it got, as text.
+    async fn recording() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                // Read until the head is in and the body is as long as it says.
+                while let Ok(n) = socket.read(&mut buffer).await
+                    && n > 0
+                {
+                    request.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&request);
+                    let complete = text.find("\r\n\r\n").is_some_and(|end| {
+                        let length = text
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ")?.parse().ok())
+                            .unwrap_or(0usize);
+                        request.len() >= end + 4 + length
+                    });
+                    if complete {
+                        break;
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&request).to_string());
+                let body = vector(&["1"]);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(format!("{head}{body}").as_bytes()).await;
+            }
+        });
+        (address, rx)
+    }
+
+    #[tokio::test]
+    async fn a_long_query_goes_as_a_post_form_with_the_other_parameters_in_the_url() {
+        let (address, mut requests) = recording().await;
+        let source = PrometheusSource {
+            address,
+            query: "unused".into(),
+            ignore_null_values: false,
+            timeout: None,
+            headers: vec![("x-scope-orgid".into(), "team-a".into())],
+            query_parameters: vec![("dedup".into(), "false".into())],
+            namespace: Some("prod".into()),
+        };
+        let http = reqwest::Client::new();
+        let short = r#"sum(x{app=~"a|b"})"#;
+        let answer = fetch_query(&http, &source, short, Duration::from_secs(5), 1 << 20).await.unwrap();
+        assert_eq!(read(&answer, false), Ok(1.0));
+        let request = requests.recv().await.unwrap();
+        assert!(
+            request.starts_with(
+                "GET /api/v1/query?query=sum%28x%7Bapp%3D%7E%22a%7Cb%22%7D%29&namespace=prod&dedup=false "
+            ),
+            "{request}"
+        );
+        assert!(request.to_ascii_lowercase().contains("x-scope-orgid: team-a"), "{request}");
+
+        let values: Vec<String> = (0..300).map(|i| format!("app-{i}")).collect();
+        let long = format!(r#"sum by (app) (x{{app=~"{}"}})"#, values.join("|"));
+        let answer = fetch_query(&http, &source, &long, Duration::from_secs(5), 1 << 20).await.unwrap();
+        assert_eq!(read(&answer, false), Ok(1.0));
+        let request = requests.recv().await.unwrap();
+        assert!(request.starts_with("POST /api/v1/query?namespace=prod&dedup=false "), "{}", &request[..200]);
+        let lower = request.to_ascii_lowercase();
+        assert!(lower.contains("content-type: application/x-www-form-urlencoded"), "{request}");
+        assert!(lower.contains("x-scope-orgid: team-a"), "{request}");
+        let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
+        assert_eq!(body, format!("query={}", form_encode(&long)));
+        assert!(body.starts_with("query=sum%20by%20%28app%29%20%28x%7Bapp%3D~%22app-0%7Capp-1%7C"), "{body}");
     }
 
     #[test]
