@@ -17,8 +17,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 prometheus --version 2>&1 | head -1
 
-# Components fetched by the project's own scripts: Helm v4 (PyPI helm-python-sdk) for the chart tests.
+# Components fetched or built by the project's own scripts: Helm v4 (PyPI helm-python-sdk) for the
+# chart tests, and the tansu Kafka broker for the real-broker tests (built once into ~/.cargo/bin).
 bash scripts/install-helm-sdk.sh >/dev/null
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v tansu >/dev/null 2>&1; then
+    echo "--- installing tansu (cargo install tansu --locked --features dynostore; once, about 8 minutes)"
+    cargo install tansu --locked --features dynostore
+fi
+export SPINSCALE_REQUIRE_TANSU=1
 
 export SPINSCALE_REQUIRE_COMPONENTS=1
 echo "--- cargo fmt --check"

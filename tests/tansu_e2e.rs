@@ -6,7 +6,7 @@
 //!
 //! Runs where `tansu` is installed (`tests/tansu.sh` installs it:
 //! `cargo install tansu --locked --features dynostore`); elsewhere it skips with the reason,
-//! unless `SPINSCALE_REQUIRE_TANSU` is set.
+//! unless `SPINSCALE_REQUIRE_TANSU` is set (`scripts/test.sh` installs tansu and sets it, so CI runs these).
 
 mod support;
 
