@@ -18,8 +18,9 @@ fi
 prometheus --version 2>&1 | head -1
 
 # Components fetched or built by the project's own scripts: Helm v4 (PyPI helm-python-sdk) for the
-# chart tests, and the tansu Kafka broker for the real-broker tests (built once into ~/.cargo/bin).
+# chart tests, buildah for the image test, and the tansu Kafka broker for the real-broker tests (built once into ~/.cargo/bin).
 bash scripts/install-helm-sdk.sh >/dev/null
+bash scripts/install-buildah.sh                # buildah (Debian) builds and runs the image in tests/image.rs
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v tansu >/dev/null 2>&1; then
     echo "--- installing tansu (cargo install tansu --locked --features dynostore; once, about 8 minutes)"
