@@ -11,7 +11,7 @@ use std::time::Duration;
 use spinscale::sim::hindsight;
 use spinscale::sim::policy::PolicyKind;
 use spinscale::sim::trace::{self, LoadOptions};
-use spinscale::sim::{SimulateArgs, simulate};
+use spinscale::sim::{SimulateArgs, simulate, simulate_sweep, sweep};
 use spinscale_core::engine::EngineSettings;
 use spinscale_core::spec::RateRules;
 
@@ -146,6 +146,36 @@ fn the_command_writes_a_table_json_csv_and_a_chart() {
     assert!(svg.starts_with("<svg") && svg.contains("hybrid"));
     let csv = std::fs::read_to_string(out.path().join("azure2019_invitro_sample100.spinscale.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 21, "a header and a row per function");
+}
+
+#[test]
+fn a_sweep_through_the_default_budget_reproduces_the_default_run_on_the_tuning_sample() {
+    // The sweep of the README's frontier, on the sample it was drawn from: the row at the default
+    // budget is the plain default run, and each row's quartiles add up to its totals.
+    let Some(dir) = traces() else { return };
+    let spec = format!("azure:{}", dir.join("azure2019/azure2019_invitro_sample100").display());
+    let trace = trace::load(&spec, &options()).expect("the sample loads");
+    let rate = RateRules { target_rps: 1.0, activation_rps: 0.0 };
+    let spinscale = [PolicyKind::parse("spinscale").expect("a policy name")];
+    let hybrid = [PolicyKind::parse("hybrid").expect("a policy name")];
+    let axes = [sweep::Axis::parse("coldStartBudget=0..0.09:4").expect("a sweep")];
+    let defaults = EngineSettings::default();
+    assert_eq!(axes[0].values.last(), Some(&defaults.cold_start_budget), "the sweep ends at the default");
+    let result =
+        simulate_sweep(&trace, &spinscale, &hybrid, &defaults, &axes, &rate, Duration::ZERO).expect("a valid sweep");
+    let plain = simulate(&trace, &spinscale, &defaults, &rate, Duration::ZERO);
+    let points = &result.sweep.as_ref().expect("a sweep").points;
+    assert_eq!(points.len(), 4);
+    let (last, plain) = (&points[3].policies[0], &plain.policies[0]);
+    assert_eq!((last.cold_starts, last.p75), (plain.cold_starts, plain.p75));
+    assert_eq!(last.wasted_gb_hours_per_day, plain.wasted_gb_hours_per_day);
+    for s in points.iter().flat_map(|p| &p.policies).chain(&result.policies) {
+        assert_eq!(s.quartiles.iter().map(|q| q.figures.series).sum::<usize>(), 100);
+        assert_eq!(s.quartiles.iter().map(|q| q.figures.cold_starts).sum::<u64>(), s.cold_starts, "{}", s.policy);
+        let wasted: f64 = s.quartiles.iter().map(|q| q.figures.wasted_gb_hours_per_day).sum();
+        assert!(within(wasted, s.wasted_gb_hours_per_day, 1e-9), "{}: {wasted}", s.policy);
+        assert!(s.memory_gb_hours_per_day > s.wasted_gb_hours_per_day);
+    }
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! - [`trace`]: loaders (Azure 2019 invitro samples, NASA-HTTP per minute, generic CSV);
 //! - [`policy`]: the policies (the engine itself for `spinscale` and `hybrid`; timers for the rest);
 //! - [`replay`]: the virtual clock and the scoring; [`report`] and [`chart`]: the outputs;
-//! - [`hindsight`]: what a policy that knew the whole trace could reach, as a yardstick.
+//! - [`hindsight`]: what a policy that knew the whole trace could reach, as a yardstick;
+//! - [`sweep`]: `--sweep`, the engine policies under a range of knob settings (a frontier).
 //!
 //! Within the crate it may use [`config`](crate::config) and [`status`](crate::status); nothing
 //! else.
@@ -14,6 +15,7 @@ pub mod hindsight;
 pub mod policy;
 pub mod replay;
 pub mod report;
+pub mod sweep;
 pub mod trace;
 
 use std::path::PathBuf;
@@ -36,9 +38,18 @@ pub struct SimulateArgs {
     /// `csv:FILE` (`timestamp,count[,series]`, `,` or `;`). Repeat for several traces.
     #[arg(long, required = true)]
     pub trace: Vec<String>,
-    /// Policies, comma-separated: spinscale, spinscale-idle, spinscale-off, fixed-DURATION, keda, knative, hybrid.
-    #[arg(long, value_delimiter = ',', default_value = "spinscale,hybrid,fixed-10m,fixed-20m,keda,knative")]
+    /// Policies, comma-separated: spinscale, spinscale-idle, spinscale-off, fixed-DURATION, keda, knative, hybrid
+    /// [default: spinscale,hybrid,fixed-10m,fixed-20m,keda,knative; with --sweep:
+    /// spinscale,hybrid,fixed-5m,fixed-10m,fixed-20m,fixed-1h]
+    #[arg(long, value_delimiter = ',')]
     pub policy: Vec<String>,
+    /// Replay the spinscale policies once per setting of an engine knob: `KNOB=a..b[:steps]` (steps
+    /// settings from a to b, both in; 5 by default) or `KNOB=v1,v2,...`, e.g. `coldStartBudget=0..0.09:10`
+    /// or `coldStartWorth=1h,4h,12h`. Knobs: coldStartBudget, coldStartWorth, keepAlive, maxKeepAlive,
+    /// minGaps, headMargin, tailMargin, timeOfDayWindow, histogramMax, forecastActivation. Repeat for a
+    /// grid. The other policies are replayed once, as reference rows.
+    #[arg(long)]
+    pub sweep: Vec<String>,
     /// Lead time (Go duration): an app is warm in a step if it was active `lead` earlier.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub lead: Duration,
@@ -73,7 +84,9 @@ pub struct SimulateArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write a CSV per policy and an SVG chart into this directory.
+    /// Write into this directory: a CSV per policy (a row per series), `<trace>.summary.csv` (a row
+    /// per policy and quartile), an SVG chart, and with `--sweep` `<trace>.sweep.csv` and
+    /// `<trace>.sweep.svg` (the frontier).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -143,10 +156,13 @@ pub struct TraceResult {
     pub days: f64,
     /// `--lead`, seconds.
     pub lead_secs: f64,
-    /// Wall-clock time the replay of every policy took, seconds.
+    /// Wall-clock time the replay of every policy (and setting) took, seconds.
     pub elapsed_secs: f64,
-    /// One summary per policy, in `--policy` order.
+    /// One summary per policy, in `--policy` order; with `--sweep`, the reference policies only.
     pub policies: Vec<PolicySummary>,
+    /// The swept policies under each setting, with `--sweep`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<sweep::Sweep>,
     /// The hindsight bounds, with `--hindsight`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hindsight: Option<hindsight::Bounds>,
@@ -176,13 +192,64 @@ pub fn simulate(
         lead_secs: lead.as_secs_f64(),
         elapsed_secs: started.elapsed().as_secs_f64(),
         policies: summaries,
+        sweep: None,
         hindsight: None,
     }
 }
 
+/// Replays `swept` policies under every setting of `axes` (on top of `settings`) and `references`
+/// once with `settings`, and marks the frontier: `--sweep`.
+pub fn simulate_sweep(
+    trace: &Trace,
+    swept: &[PolicyKind],
+    references: &[PolicyKind],
+    settings: &EngineSettings,
+    axes: &[sweep::Axis],
+    rate: &RateRules,
+    lead: Duration,
+) -> Result<TraceResult, SimError> {
+    let started = Instant::now();
+    let grid = sweep::grid(settings, axes)?;
+    let mut result = simulate(trace, references, settings, rate, lead);
+    let points = sweep::run(trace, swept, &grid, rate, lead, result.days);
+    result.sweep = Some(sweep::Sweep {
+        knobs: axes.iter().map(|a| a.knob.to_string()).collect(),
+        by_memory: false,
+        points,
+        reference_frontier: Vec::new(),
+    });
+    result.elapsed_secs = started.elapsed().as_secs_f64();
+    let by_memory = by_memory(&result);
+    if let Some(s) = &mut result.sweep {
+        s.by_memory = by_memory;
+        s.reference_frontier = sweep::mark_frontier(&mut s.points, &result.policies, by_memory);
+    }
+    Ok(result)
+}
+
+/// The policies of `--policy` without one.
+pub const DEFAULT_POLICIES: &str = "spinscale,hybrid,fixed-10m,fixed-20m,keda,knative";
+
+/// The policies of `--policy` with `--sweep` and without `--policy`.
+pub const DEFAULT_SWEEP_POLICIES: &str = "spinscale,hybrid,fixed-5m,fixed-10m,fixed-20m,fixed-1h";
+
+/// Whether the cost axis is wasted memory (many series, some memory wasted) or replica-hours.
+fn by_memory(result: &TraceResult) -> bool {
+    let swept = result.sweep.iter().flat_map(|s| &s.points).flat_map(|p| &p.policies);
+    result.series > 1 && result.policies.iter().chain(swept).any(|p| p.wasted_gb_hours_per_day > 0.0)
+}
+
 /// `spinscale simulate`.
 pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
-    let policies = args.policy.iter().map(|p| PolicyKind::parse(p.trim())).collect::<Result<Vec<_>, _>>()?;
+    let axes = args.sweep.iter().map(|s| sweep::Axis::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = if !args.policy.is_empty() {
+        args.policy.clone()
+    } else if axes.is_empty() {
+        DEFAULT_POLICIES.split(',').map(String::from).collect()
+    } else {
+        DEFAULT_SWEEP_POLICIES.split(',').map(String::from).collect()
+    };
+    let policies = names.iter().map(|p| PolicyKind::parse(p.trim())).collect::<Result<Vec<_>, _>>()?;
     let functions = match args.functions.as_str() {
         "all" => None,
         n => Some(
@@ -214,6 +281,19 @@ pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
         Some(path) => Config::load(path)?.engine,
         None => EngineSettings::default(),
     };
+    // Every setting checked before any trace is read.
+    sweep::grid(&settings, &axes)?;
+    let (swept, references): (Vec<PolicyKind>, Vec<PolicyKind>) = if axes.is_empty() {
+        (Vec::new(), policies)
+    } else {
+        policies.into_iter().partition(|p| matches!(p, PolicyKind::Spinscale(_)))
+    };
+    if !axes.is_empty() && swept.is_empty() {
+        return Err(SimError::Argument(
+            "--sweep: --policy has no policy that reads the engine's knobs (spinscale, spinscale-idle, spinscale-off)"
+                .into(),
+        ));
+    }
     let rate = RateRules { target_rps: args.target_rps, activation_rps: 0.0 };
     let opts = LoadOptions {
         thin: args.thin,
@@ -226,18 +306,27 @@ pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
     let mut results = Vec::new();
     for spec in &args.trace {
         let trace = trace::load(spec, &opts)?;
-        let mut result = simulate(&trace, &policies, &settings, &rate, args.lead);
+        let mut result = if axes.is_empty() {
+            simulate(&trace, &references, &settings, &rate, args.lead)
+        } else {
+            simulate_sweep(&trace, &swept, &references, &settings, &axes, &rate, args.lead)?
+        };
         result.hindsight = args.hindsight.map(|r| hindsight::bounds(&trace, r, 0.75));
-        let title = format!(
-            "{}: {} series, {:.1} days, step {}s, lead {}s ({:.2}s)",
-            result.trace, result.series, result.days, result.step_secs, result.lead_secs, result.elapsed_secs
+        // The charts' title leaves the wall-clock time out: the same run draws the same chart.
+        let chart_title = format!(
+            "{}: {} series, {:.1} days, step {}s, lead {}s",
+            result.trace, result.series, result.days, result.step_secs, result.lead_secs
         );
-        println!("{}", report::table(&title, &result.policies));
+        let title = format!("{chart_title} ({:.2}s)", result.elapsed_secs);
+        match &result.sweep {
+            Some(s) => println!("{}", sweep::table(&sweep_title(&title, s), s, &result.policies)),
+            None => println!("{}", report::table(&title, &result.policies)),
+        }
         if let Some(bounds) = &result.hindsight {
             println!("{}", report::hindsight(bounds));
         }
         if let Some(dir) = &args.out {
-            write_outputs(dir, &title, &result)?;
+            write_outputs(dir, &chart_title, &result)?;
         }
         results.push(result);
     }
@@ -248,6 +337,10 @@ pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
     Ok(())
 }
 
+fn sweep_title(title: &str, s: &sweep::Sweep) -> String {
+    format!("sweep of {} ({} settings) on {title}", s.knobs.join(" × "), s.points.len())
+}
+
 fn write_outputs(dir: &std::path::Path, title: &str, result: &TraceResult) -> Result<(), SimError> {
     std::fs::create_dir_all(dir).map_err(|source| SimError::Write { path: dir.display().to_string(), source })?;
     let stem: String =
@@ -255,8 +348,32 @@ fn write_outputs(dir: &std::path::Path, title: &str, result: &TraceResult) -> Re
     for p in &result.policies {
         write(&dir.join(format!("{stem}.{}.csv", p.policy)), &report::series_csv(p))?;
     }
-    let by_memory = result.policies.iter().any(|p| p.wasted_gb_hours_per_day > 0.0) && result.series > 1;
-    write(&dir.join(format!("{stem}.svg")), &chart::svg(title, &result.policies, by_memory))
+    write(&dir.join(format!("{stem}.summary.csv")), &report::summary_csv(&result.policies))?;
+    let by_memory = by_memory(result);
+    write(&dir.join(format!("{stem}.svg")), &chart::svg(title, &result.policies, by_memory))?;
+    if let Some(s) = &result.sweep {
+        write(&dir.join(format!("{stem}.sweep.csv")), &sweep::csv(s, &result.policies))?;
+        let swept = s.points.first().map_or(0, |p| p.policies.len());
+        let lines: Vec<Vec<(String, &PolicySummary)>> = (0..swept)
+            .map(|i| {
+                s.points
+                    .iter()
+                    .map(|p| {
+                        let label = if s.knobs.len() == 1 {
+                            p.setting.split_once('=').map_or(p.setting.clone(), |(_, v)| v.to_string())
+                        } else {
+                            p.setting.clone()
+                        };
+                        let label = if swept > 1 { format!("{} {label}", p.policies[i].policy) } else { label };
+                        (label, &p.policies[i])
+                    })
+                    .collect()
+            })
+            .collect();
+        let svg = chart::frontier_svg(&sweep_title(title, s), &result.policies, &lines, by_memory);
+        write(&dir.join(format!("{stem}.sweep.svg")), &svg)?;
+    }
+    Ok(())
 }
 
 fn write(path: &std::path::Path, text: &str) -> Result<(), SimError> {

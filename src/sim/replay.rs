@@ -3,7 +3,8 @@
 //! - a policy decides at the start of each step from the counts before it;
 //! - a series is warm in step t if the policy had it active at the start of step t − lead;
 //! - a step with invocations while not warm is one cold start;
-//! - wasted memory = warm steps without invocations × the series' memory;
+//! - wasted memory = warm steps without invocations × the series' memory; memory held = that plus
+//!   one instance in every step with invocations (a cold start loads it as well);
 //! - replicas: the policy's desired count, rounded up, at least 1 while active, with the HPA's
 //!   5-minute scale-down stabilization (KEDA drives an HPA; Knative's own autoscaler has none).
 
@@ -33,6 +34,8 @@ pub struct SeriesScore {
     pub invocations_late: u64,
     /// Cold starts in scored steps after the first.
     pub cold_late: u64,
+    /// Scored steps with invocations (warm or cold: either way one instance serves them).
+    pub busy_steps: u64,
     /// Warm steps with no invocation.
     pub idle_warm_steps: u64,
     /// Sum over scored steps of the replicas running.
@@ -104,6 +107,7 @@ fn replay_series(
         let warm = running > 0.0;
         let count = u64::from(count);
         if count > 0 {
+            score.busy_steps += 1;
             score.invocations_all += count;
             if t > 0 {
                 score.invocations_late += count;
