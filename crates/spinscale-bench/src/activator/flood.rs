@@ -19,10 +19,9 @@ use tonic::transport::Channel;
 use super::super::report::{Report, ms, ms_value};
 use super::super::server::{CONFIG, ServerProcess};
 use super::super::{Rng, percentile};
-use super::memory::register;
+use super::memory::{held_targets, register};
 use super::web::{self, Sender};
 use super::{goal, reserve_ports};
-use spinscale::grpc::scaled_object_ref;
 use spinscale::proto::ScaledObjectRef;
 use spinscale::proto::external_scaler_client::ExternalScalerClient;
 
@@ -51,8 +50,11 @@ pub struct FloodPlan {
 }
 
 fn host(i: usize) -> String {
-    format!("flood-{i}.bench")
+    format!("{PREFIX}-{i}.bench")
 }
+
+/// The names and hosts of this phase's targets.
+const PREFIX: &str = "flood";
 
 /// What the flood's connections got back; every count field counts requests.
 #[derive(Default)]
@@ -197,20 +199,7 @@ fn flood_clients(
 /// Every route's own `maxHeld` is above its share of the flood, so only the budget for all apps
 /// refuses.
 fn targets(plan: &FloodPlan, port: u16) -> Vec<ScaledObjectRef> {
-    let backend = format!("http://127.0.0.1:{port}");
-    let max_held = (plan.requests.div_ceil(plan.routes) * 2).to_string();
-    (0..plan.routes)
-        .map(|i| {
-            let meta = [
-                ("scalerAddress", "bench"),
-                ("hosts", &host(i)),
-                ("backend", &backend),
-                ("maxHeld", &max_held),
-                ("holdTimeout", "300s"),
-            ];
-            scaled_object_ref("bench", &format!("flood-{i}"), &meta)
-        })
-        .collect()
+    held_targets(PREFIX, plan.routes, plan.requests.div_ceil(plan.routes) * 2, port)
 }
 
 /// One flooding client: its request, then, while refused, the same request again on the same
@@ -411,10 +400,11 @@ mod tests {
         let plan = FloodPlan { budget: 20, requests: 60, routes: 7, unary_for: Duration::from_secs(1) };
         let refs = targets(&plan, 9);
         assert_eq!(refs.len(), 7);
-        for r in &refs {
+        for (i, r) in refs.iter().enumerate() {
             let max_held: usize = r.scaler_metadata["maxHeld"].parse().expect("maxHeld");
             assert!(max_held > plan.requests.div_ceil(plan.routes), "{max_held}");
             assert_eq!(r.scaler_metadata["backend"], "http://127.0.0.1:9");
+            assert_eq!(r.scaler_metadata["hosts"], host(i), "the flood's requests name this host");
         }
     }
 

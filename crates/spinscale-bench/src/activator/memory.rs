@@ -22,8 +22,11 @@ use spinscale::proto::ScaledObjectRef;
 const SETTLE: Duration = Duration::from_secs(1);
 
 fn host(i: usize) -> String {
-    format!("mem-{i}.bench")
+    format!("{PREFIX}-{i}.bench")
 }
+
+/// The names and hosts of this phase's targets.
+const PREFIX: &str = "mem";
 
 pub async fn run(server: &ServerProcess, plan: &ActivatorPlan, report: &mut Report) -> anyhow::Result<()> {
     let activator = server.activator.context("the server was started without its activator")?;
@@ -76,18 +79,25 @@ pub async fn run(server: &ServerProcess, plan: &ActivatorPlan, report: &mut Repo
 }
 
 fn targets(plan: &ActivatorPlan, port: u16) -> Vec<ScaledObjectRef> {
+    held_targets(PREFIX, plan.routes, plan.held.div_ceil(plan.routes).max(1), port)
+}
+
+/// `routes` targets named `PREFIX-i`, each routing its own host `PREFIX-i.bench` to the backend at
+/// `port` (which never answers) and holding up to `max_held` requests for 300 s.
+pub(super) fn held_targets(prefix: &str, routes: usize, max_held: usize, port: u16) -> Vec<ScaledObjectRef> {
     let backend = format!("http://127.0.0.1:{port}");
-    let max_held = plan.held.div_ceil(plan.routes).max(1).to_string();
-    (0..plan.routes)
+    let max_held = max_held.to_string();
+    (0..routes)
         .map(|i| {
+            let host = format!("{prefix}-{i}.bench");
             let meta = [
                 ("scalerAddress", "bench"),
-                ("hosts", &host(i)),
+                ("hosts", &host),
                 ("backend", &backend),
                 ("maxHeld", &max_held),
                 ("holdTimeout", "300s"),
             ];
-            scaled_object_ref("bench", &format!("mem-{i}"), &meta)
+            scaled_object_ref("bench", &format!("{prefix}-{i}"), &meta)
         })
         .collect()
 }
