@@ -247,35 +247,8 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Deserializes a built-in kind with k8s-openapi and checks it serializes back to the same JSON.
-/// k8s-openapi skips fields it does not know, so this is what catches a misspelt field.
 fn built_in<T: DeserializeOwned + Serialize>(doc: &serde_json::Value, origin: &str) -> T {
-    let typed: T = manifests::typed(doc, origin);
-    let back = serde_json::to_value(&typed).unwrap_or_else(|e| panic!("{origin}: {e}"));
-    if let Some(difference) = first_difference(doc, &back, "") {
-        panic!("{origin}: does not round-trip through k8s-openapi (unknown field or wrong form?): {difference}");
-    }
-    typed
-}
-
-/// The first path where `written` and `typed` differ, if any.
-fn first_difference(written: &serde_json::Value, typed: &serde_json::Value, path: &str) -> Option<String> {
-    use serde_json::Value;
-    match (written, typed) {
-        (Value::Object(a), Value::Object(b)) => {
-            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            keys.into_iter().find_map(|k| match (a.get(k), b.get(k)) {
-                (Some(x), Some(y)) => first_difference(x, y, &format!("{path}.{k}")),
-                (Some(_), None) => Some(format!("{path}.{k} is not a field of this kind")),
-                (None, _) => Some(format!("{path}.{k} appeared")),
-            })
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            a.iter().zip(b).enumerate().find_map(|(i, (x, y))| first_difference(x, y, &format!("{path}[{i}]")))
-        }
-        _ if written == typed => None,
-        _ => Some(format!("{path}: written {written}, read back {typed}")),
-    }
+    manifests::round_trip(doc, origin)
 }
 
 fn one<'a, T>(items: &'a [T], what: &str) -> &'a T {

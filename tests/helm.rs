@@ -343,11 +343,7 @@ impl Objects {
 /// Operator's kinds into tests/manifests' structs, which deny unknown fields.
 fn check_typed(doc: &Value, origin: &str) {
     fn built_in<T: DeserializeOwned + Serialize>(doc: &Value, origin: &str) {
-        let typed: T = manifests::typed(doc, origin);
-        let back = serde_json::to_value(&typed).unwrap_or_else(|e| panic!("{origin}: {e}"));
-        if let Some(difference) = first_difference(doc, &back, "") {
-            panic!("{origin}: does not round-trip through k8s-openapi (unknown field or wrong form?): {difference}");
-        }
+        let _: T = manifests::round_trip(doc, origin);
     }
     match manifests::type_of(doc) {
         ("v1", "Namespace") => built_in::<k8s_openapi::api::core::v1::Namespace>(doc, origin),
@@ -369,25 +365,6 @@ fn check_typed(doc: &Value, origin: &str) {
             let _: PrometheusRule = manifests::typed(doc, origin);
         }
         (api_version, kind) => panic!("{origin}: {api_version} {kind} is not a kind this test knows"),
-    }
-}
-
-/// The first path where `a` and `b` differ, if any.
-fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
-                (Some(p), Some(q)) => first_difference(p, q, &format!("{path}.{k}")),
-                (Some(_), None) => Some(format!("{path}.{k} only in the first")),
-                (None, _) => Some(format!("{path}.{k} only in the second")),
-            })
-        }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-            x.iter().zip(y).enumerate().find_map(|(i, (p, q))| first_difference(p, q, &format!("{path}[{i}]")))
-        }
-        _ if a == b => None,
-        _ => Some(format!("{path}: {a} vs {b}")),
     }
 }
 
@@ -519,7 +496,7 @@ fn the_default_render_is_deploy_base() {
     );
     for (key, kit_doc) in &kit {
         let chart_doc = &chart_objects[key];
-        if let Some(difference) = first_difference(chart_doc, kit_doc, "") {
+        if let Some(difference) = manifests::first_difference(chart_doc, kit_doc, "") {
             panic!("{key:?} differs between the chart (first) and deploy/base (second): {difference}");
         }
     }
@@ -1026,7 +1003,7 @@ fn values_config_is_the_kit_config_yaml() {
     let kit: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&read(&repo().join("deploy/base/config.yaml"))).expect("kit config.yaml");
     let kit = to_json(&kit);
-    if let Some(difference) = first_difference(&floats(&values["config"]), &floats(&kit), "config") {
+    if let Some(difference) = manifests::first_difference(&floats(&values["config"]), &floats(&kit), "config") {
         panic!("values.yaml `config` and deploy/base/config.yaml differ: {difference}");
     }
 }

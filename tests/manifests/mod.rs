@@ -31,6 +31,37 @@ pub fn typed<T: serde::de::DeserializeOwned>(doc: &serde_json::Value, origin: &s
     serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{origin}: {e}"))
 }
 
+/// Deserializes a built-in kind with k8s-openapi and checks it serializes back to the same JSON.
+/// k8s-openapi skips fields it does not know, so this is what catches a misspelt field.
+pub fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &serde_json::Value, origin: &str) -> T {
+    let typed: T = typed(doc, origin);
+    let back = serde_json::to_value(&typed).unwrap_or_else(|e| panic!("{origin}: {e}"));
+    if let Some(difference) = first_difference(doc, &back, "") {
+        panic!("{origin}: does not round-trip through k8s-openapi (unknown field or wrong form?): {difference}");
+    }
+    typed
+}
+
+/// The first path where `a` and `b` differ, if any: a key only one has, or different values.
+pub fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(p), Some(q)) => first_difference(p, q, &format!("{path}.{k}")),
+                (Some(_), None) => Some(format!("{path}.{k} only in the first")),
+                (None, _) => Some(format!("{path}.{k} only in the second")),
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            x.iter().zip(y).enumerate().find_map(|(i, (p, q))| first_difference(p, q, &format!("{path}[{i}]")))
+        }
+        _ if a == b => None,
+        _ => Some(format!("{path}: {a} vs {b}")),
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpinApp {
