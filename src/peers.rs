@@ -131,8 +131,8 @@ pub fn read_token(path: &Path) -> Result<String, String> {
 }
 
 /// Whether an `Authorization` header value carries `token` (compared in constant time).
-pub fn authorized(header: Option<&str>, token: &str) -> bool {
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
+pub fn authorized(header: &str, token: &str) -> bool {
+    let Some(given) = header.strip_prefix("Bearer ") else { return false };
     let (given, token) = (given.trim().as_bytes(), token.as_bytes());
     given.len() == token.len() && given.iter().zip(token).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }

@@ -30,7 +30,6 @@ use crate::config::Config;
 use crate::grpc::GrpcMetricsLayer;
 use crate::grpc::Scaler;
 use crate::ingresses::{self, HostIndex};
-use crate::outbound;
 use crate::peers::{self, Demand, PeerList, Peers};
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::registry::Registry;
@@ -93,11 +92,11 @@ impl Server {
         let certificates = options.tls.map(Certificates::load).transpose()?;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
-        let mut registry_peers = None;
         let (draining, shutdown) = (CancellationToken::new(), CancellationToken::new());
         let drain_period = options.activator.as_ref().map_or(Duration::ZERO, |_| config.activator.drain_period.0);
+        let registry = Registry::new(config)?;
         if let Some(list) = options.peers {
-            let Some(token_file) = config.activator.peer_token_file.clone() else {
+            let Some(token_file) = registry.config().activator.peer_token_file.clone() else {
                 anyhow::bail!(
                     "--peers and --peer-service need activator.peerTokenFile in the config: replicas \
                      authenticate each other's demand with that shared token (POST /peer/demand would \
@@ -105,14 +104,8 @@ impl Server {
                 );
             };
             peers::read_token(&token_file).map_err(|e| anyhow::anyhow!("activator.peerTokenFile: {e}"))?;
-            let http = outbound::client(|| {
-                reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).tcp_nodelay(true)
-            })?;
-            registry_peers = Some(Peers::new(list, token_file, http));
-        }
-        let registry = Registry::new(config)?;
-        if let Some(peers) = registry_peers {
-            registry.set_peers(peers);
+            // The collectors' client: pooled, TCP_NODELAY, with the CA fallback of `outbound`.
+            registry.set_peers(Peers::new(list, token_file, registry.hub().http().clone()));
         }
         let host_index = options.ingresses.map(|client| {
             let index = HostIndex::new();
@@ -281,10 +274,9 @@ async fn peer_demand(
             return (StatusCode::SERVICE_UNAVAILABLE, "the peer token cannot be read\n");
         }
     };
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if given.is_none() {
+    let Some(given) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return (StatusCode::UNAUTHORIZED, "Authorization: Bearer <peer token> required\n");
-    }
+    };
     if !peers::authorized(given, &token) {
         return (StatusCode::FORBIDDEN, "wrong peer token\n");
     }
