@@ -1,31 +1,28 @@
 //! The signal hub: one collector per distinct [`SourceKey`], alive while a target holds it.
-//! Kafka sources of one cluster share one offsets cycle ([`ClusterReader`]); Prometheus sources whose
+//! Kafka sources of one cluster share one offsets cycle ([`cluster`]); Prometheus sources whose
 //! queries differ only in one label's value share one query per interval ([`grouping`]). Each is a
-//! `Pool`: one task for its members, which join and leave with their collectors.
+//! [`Pool`](super::pool::Pool): one task for its members, which join and leave with their collectors.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::cluster::{self, Clusters};
 use super::grouping::{self, Batch, PlanMember, Shape};
-use super::kafka::ClusterReader;
+use super::pool::{Membership, PoolShared, Pools, poll_ticker};
 use super::prometheus::QueryError;
 use super::scrape::{self, CounterRate};
-use super::tail::{self, TailRecord, TailWatch};
-use super::{Reading, SourceKey, SourceState, body, prometheus};
+use super::{Reading, SourceKey, SourceState, body, prometheus, publish, store};
 use crate::config::CollectorSettings;
 use crate::telemetry::Telemetry;
-use spinscale_core::engine::PartitionOffsets;
-use spinscale_core::spec::kafka_connection::KafkaConnection;
-use spinscale_core::spec::{KafkaSource, PrometheusSource, ScrapeSource};
+use spinscale_core::spec::{PrometheusSource, ScrapeSource};
 
 /// Starts, shares and (through [`Collector`]'s drop) stops collectors.
 pub struct Hub {
@@ -36,9 +33,8 @@ pub struct Hub {
     telemetry: Arc<Telemetry>,
     http: reqwest::Client,
     collectors: Mutex<HashMap<SourceKey, Weak<Collector>>>,
-    clusters: Mutex<HashMap<ClusterAddress, Weak<Pool<Member>>>>,
-    groups: Mutex<HashMap<GroupKey, Weak<Pool<GroupMember>>>>,
-    next_member: AtomicU64,
+    clusters: Clusters,
+    groups: Pools<GroupKey, GroupMember>,
 }
 
 /// A running collector. Dropping the last `Arc` stops it.
@@ -50,56 +46,6 @@ pub struct Collector {
     task: Option<JoinHandle<()>>,
     /// Its place in a pool (a `Membership`): a Kafka cluster's cycle or a query group.
     _membership: Option<Box<dyn Send + Sync>>,
-}
-
-/// One task for many members: a Kafka cluster's offsets cycle, or a group of Prometheus queries
-/// that share one query. Stops with its last member.
-struct Pool<M> {
-    shared: Arc<PoolShared<M>>,
-    task: JoinHandle<()>,
-}
-
-struct PoolShared<M> {
-    members: Mutex<Vec<(u64, M)>>,
-    /// A new member wants its first reading now, not at the next tick.
-    wake: Notify,
-}
-
-impl<M> Default for PoolShared<M> {
-    fn default() -> Self {
-        Self { members: Mutex::new(Vec::new()), wake: Notify::new() }
-    }
-}
-
-/// A place in a pool, left on drop.
-struct Membership<M> {
-    pool: Arc<Pool<M>>,
-    id: u64,
-}
-
-impl<M> Drop for Membership<M> {
-    fn drop(&mut self) {
-        if let Ok(mut members) = self.pool.shared.members.lock() {
-            members.retain(|(id, _)| *id != self.id);
-        }
-    }
-}
-
-impl<M> Drop for Pool<M> {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A cluster is its bootstrap servers and how spinscale connects to them.
-type ClusterAddress = (String, Option<KafkaConnection>);
-
-type CycleResult = Option<Result<Arc<[PartitionOffsets]>, String>>;
-
-/// A Kafka source in its cluster's cycle.
-struct Member {
-    source: KafkaSource,
-    cycles: watch::Sender<CycleResult>,
 }
 
 /// What Prometheus sources must share to share a query: everything of the request but the varying
@@ -160,9 +106,8 @@ impl Hub {
             telemetry,
             http,
             collectors: Mutex::new(HashMap::new()),
-            clusters: Mutex::new(HashMap::new()),
-            groups: Mutex::new(HashMap::new()),
-            next_member: AtomicU64::new(0),
+            clusters: Clusters::default(),
+            groups: Pools::default(),
         })
     }
 
@@ -184,8 +129,8 @@ impl Hub {
         *self.settings.write().unwrap_or_else(std::sync::PoisonError::into_inner) = settings;
         self.max_response_bytes.store(max_response_bytes, Ordering::Relaxed);
         self.collectors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-        self.clusters.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-        self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.clusters.clear();
+        self.groups.clear();
     }
 
     /// Every running collector that is still registered (for the exporter and the status page).
@@ -249,41 +194,11 @@ impl Hub {
                 .instrument(span),
             ),
             SourceKey::Kafka(source) => {
-                let (cycles_tx, cycles) = watch::channel(None);
-                let membership = self.join_cluster(source, s, cycle, cycles_tx);
-                let task = tokio::spawn(run_kafka(source.clone(), s.tail_fetch_wait.0, cycles, tx).instrument(span));
+                let (task, membership) = cluster::start(&self.clusters, source, s, cycle, tx);
                 return Collector { key, state: rx, task: Some(task), _membership: Some(Box::new(membership)) };
             }
         };
         Collector { key, state: rx, task: Some(task), _membership: None }
-    }
-
-    /// Adds `member` to the pool at `key` in `pools`, starting the pool with `start` if it is the
-    /// first, and wakes the pool for the member's first reading.
-    fn join<K: Eq + std::hash::Hash + Clone, M>(
-        &self,
-        pools: &Mutex<HashMap<K, Weak<Pool<M>>>>,
-        key: &K,
-        member: M,
-        start: impl FnOnce(Arc<PoolShared<M>>) -> JoinHandle<()>,
-    ) -> Membership<M> {
-        let mut pools = pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let pool = match pools.get(key).and_then(Weak::upgrade) {
-            Some(running) => running,
-            None => {
-                pools.retain(|_, p| p.strong_count() > 0);
-                let shared = Arc::new(PoolShared::default());
-                let pool = Arc::new(Pool { shared: shared.clone(), task: start(shared) });
-                pools.insert(key.clone(), Arc::downgrade(&pool));
-                pool
-            }
-        };
-        let id = self.next_member.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut members) = pool.shared.members.lock() {
-            members.push((id, member));
-        }
-        pool.shared.wake.notify_one();
-        Membership { pool, id }
     }
 
     /// Adds a groupable Prometheus source to its query group, publishing to `state`.
@@ -305,29 +220,9 @@ impl Hub {
         };
         let member = GroupMember { source: source.clone(), values: found.values, state };
         let (http, group) = (self.http.clone(), key.clone());
-        self.join(&self.groups, &key, member, move |shared| {
+        self.groups.join(&key, member, move |shared| {
             let span = info_span!("prometheus_group", address = %group.address);
             tokio::spawn(run_group(group, http, poll, cycle, shared).instrument(span))
-        })
-    }
-}
-
-impl Hub {
-    /// Adds `source` to its cluster's offsets cycle, starting the cycle (timed into `cycle`) if it is
-    /// the first.
-    fn join_cluster(
-        &self,
-        source: &KafkaSource,
-        settings: &CollectorSettings,
-        cycle: Histogram,
-        cycles: watch::Sender<CycleResult>,
-    ) -> Membership<Member> {
-        let address = (source.bootstrap_servers.clone(), source.security.clone());
-        let member = Member { source: source.clone(), cycles };
-        let (cluster, settings) = (address.clone(), settings.clone());
-        self.join(&self.clusters, &address, member, move |shared| {
-            let span = info_span!("kafka_cluster", bootstrap = %cluster.0);
-            tokio::spawn(run_cluster(cluster, settings, cycle, shared).instrument(span))
         })
     }
 }
@@ -474,162 +369,4 @@ async fn run_scrape(
             Err(e) => publish(&tx, Err(e.to_string())),
         }
     }
-}
-
-/// One offsets cycle for every Kafka source of a cluster, each interval (and when one joins).
-async fn run_cluster(
-    (bootstrap_servers, security): ClusterAddress,
-    settings: CollectorSettings,
-    cycle: Histogram,
-    shared: Arc<PoolShared<Member>>,
-) {
-    let mut ticker = poll_ticker(settings.kafka_interval.0);
-    let mut reader: Option<ClusterReader> = None;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shared.wake.notified() => {}
-        }
-        let (sources, senders): (Vec<KafkaSource>, Vec<watch::Sender<CycleResult>>) = match shared.members.lock() {
-            Ok(members) => members.iter().map(|(_, m)| (m.source.clone(), m.cycles.clone())).unzip(),
-            Err(_) => return,
-        };
-        if sources.is_empty() {
-            continue;
-        }
-        let (bootstrap, security, timeout) = (bootstrap_servers.clone(), security.clone(), settings.timeout.0);
-        let taken = reader.take();
-        let started = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut reader = match taken.map_or_else(|| ClusterReader::new(&bootstrap, security.as_ref(), timeout), Ok)
-            {
-                Ok(r) => r,
-                Err(e) => return (None, sources.iter().map(|_| Err(e.to_string())).collect()),
-            };
-            let results: Vec<Result<Arc<[PartitionOffsets]>, String>> =
-                reader.poll(&sources).into_iter().map(|r| r.map(Into::into).map_err(|e| e.to_string())).collect();
-            (Some(reader), results)
-        })
-        .await;
-        cycle.observe(started.elapsed().as_secs_f64());
-        let results = match outcome {
-            Ok((kept, results)) => {
-                reader = kept;
-                results
-            }
-            Err(e) => senders.iter().map(|_| Err(format!("offsets cycle ended abnormally: {e}"))).collect(),
-        };
-        for (sender, result) in senders.iter().zip(results) {
-            sender.send_replace(Some(result));
-        }
-    }
-}
-
-/// A Kafka source: publishes its share of each cluster cycle, and runs the tail watch while idle.
-async fn run_kafka(
-    source: KafkaSource,
-    tail_fetch_wait: Duration,
-    mut cycles: watch::Receiver<CycleResult>,
-    tx: watch::Sender<SourceState>,
-) {
-    let (records_tx, mut records) = mpsc::channel(256);
-    let mut tail: Option<TailWatch> = None;
-    loop {
-        tokio::select! {
-            changed = cycles.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let Some(result) = cycles.borrow_and_update().clone() else { continue };
-                if let Ok(partitions) = &result {
-                    tail = follow_tail(tail, &source, partitions, tail_fetch_wait, &records_tx);
-                }
-                publish(&tx, result.map(Reading::Offsets));
-            }
-            Some(first) = records.recv() => {
-                let mut seen = vec![first];
-                while let Ok(more) = records.try_recv() {
-                    seen.push(more);
-                }
-                // The offsets cycle takes over from here: there is lag now.
-                tail = None;
-                tx.send_modify(|state| {
-                    if let Some((Reading::Offsets(partitions), at)) = &mut state.last_good {
-                        *partitions = tail::advanced(partitions, &seen).into();
-                        // The records were seen now: push latency counts from here.
-                        *at = Instant::now();
-                    }
-                });
-            }
-        }
-    }
-}
-
-/// Keeps a tail watch running exactly while the group has caught up on every partition.
-fn follow_tail(
-    tail: Option<TailWatch>,
-    source: &KafkaSource,
-    partitions: &[PartitionOffsets],
-    fetch_wait: Duration,
-    records: &mpsc::Sender<TailRecord>,
-) -> Option<TailWatch> {
-    let ends = tail::idle_ends(partitions)?;
-    let same_partitions =
-        |t: &TailWatch| t.from.len() == ends.len() && t.from.iter().zip(&ends).all(|(a, b)| (&a.0, a.1) == (&b.0, b.1));
-    match tail {
-        Some(running) if same_partitions(&running) => Some(running),
-        _ => match TailWatch::start(
-            &source.bootstrap_servers,
-            source.security.as_ref(),
-            ends,
-            fetch_wait,
-            records.clone(),
-        ) {
-            Ok(started) => Some(started),
-            Err(e) => {
-                warn!(cause = %e, "tail watch not started; activation waits for the offsets poll");
-                None
-            }
-        },
-    }
-}
-
-/// A poll loop's clock: a poll that overruns delays the next one instead of bunching them.
-fn poll_ticker(interval: Duration) -> tokio::time::Interval {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    ticker
-}
-
-/// Stores a poll's outcome. Subscribers are woken only when it differs from the last one: a
-/// source shared by thousands of targets must not wake them all every second to say "no change".
-/// The reading's time is refreshed either way; targets check staleness on their own tick.
-fn publish(tx: &watch::Sender<SourceState>, result: Result<Reading, String>) {
-    if let Some(cause) = store(tx, result) {
-        warn!(%cause, "source poll failed");
-    }
-}
-
-/// [`publish`] without the log line: the failure, when it is a new one.
-fn store(tx: &watch::Sender<SourceState>, result: Result<Reading, String>) -> Option<Arc<str>> {
-    let mut failed = None;
-    tx.send_if_modified(|state| match result {
-        Ok(reading) => {
-            let changed = state.error.is_some() || state.last_good.as_ref().is_none_or(|(last, _)| *last != reading);
-            state.last_good = Some((reading, Instant::now()));
-            state.error = None;
-            changed
-        }
-        Err(cause) => {
-            state.errors += 1;
-            let changed = state.error.as_deref() != Some(cause.as_str());
-            let cause: Arc<str> = cause.into();
-            if changed {
-                failed = Some(cause.clone());
-            }
-            state.error = Some(cause);
-            changed
-        }
-    });
-    failed
 }

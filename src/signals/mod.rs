@@ -9,10 +9,12 @@
 //! nothing else.
 
 pub mod body;
+pub mod cluster;
 pub mod grouping;
 pub mod hub;
 pub mod kafka;
 pub mod kafka_security;
+pub mod pool;
 pub mod prometheus;
 pub mod scrape;
 pub mod tail;
@@ -20,6 +22,9 @@ pub mod tail;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::warn;
 
 use spinscale_core::engine::PartitionOffsets;
 use spinscale_core::spec::{KafkaSource, PrometheusSource, ScrapeSource};
@@ -113,6 +118,39 @@ impl SourceState {
             (None, Some((reading, _))) => SourceView::Fresh(reading),
         }
     }
+}
+
+/// Stores a poll's outcome. Subscribers are woken only when it differs from the last one: a
+/// source shared by thousands of targets must not wake them all every second to say "no change".
+/// The reading's time is refreshed either way; targets check staleness on their own tick.
+pub(crate) fn publish(tx: &watch::Sender<SourceState>, result: Result<Reading, String>) {
+    if let Some(cause) = store(tx, result) {
+        warn!(%cause, "source poll failed");
+    }
+}
+
+/// [`publish`] without the log line: the failure, when it is a new one.
+pub(crate) fn store(tx: &watch::Sender<SourceState>, result: Result<Reading, String>) -> Option<Arc<str>> {
+    let mut failed = None;
+    tx.send_if_modified(|state| match result {
+        Ok(reading) => {
+            let changed = state.error.is_some() || state.last_good.as_ref().is_none_or(|(last, _)| *last != reading);
+            state.last_good = Some((reading, Instant::now()));
+            state.error = None;
+            changed
+        }
+        Err(cause) => {
+            state.errors += 1;
+            let changed = state.error.as_deref() != Some(cause.as_str());
+            let cause: Arc<str> = cause.into();
+            if changed {
+                failed = Some(cause.clone());
+            }
+            state.error = Some(cause);
+            changed
+        }
+    });
+    failed
 }
 
 /// `reqwest` hides the cause ("connection refused") in the source chain.
