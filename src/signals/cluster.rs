@@ -1,6 +1,10 @@
-//! A Kafka cluster's shared work: one offsets cycle for every source on it ([`ClusterReader`]),
-//! each source publishing its share, and the tail watch of idle sources.
+//! A Kafka cluster's shared work, one task for every source on it: each interval one offsets
+//! cycle (committed offsets of all groups from their coordinators, [`CommittedReader`]; log ends
+//! per leader, [`ClusterReader`]), each source's share published to its collector; and one tail
+//! consumer ([`TailWatch`]) on every partition an idle source waits on, whose first record wakes
+//! the sources waiting on it at once. Threads and connections grow with brokers, not with sources.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,131 +13,85 @@ use spinscale_core::engine::PartitionOffsets;
 use spinscale_core::spec::KafkaSource;
 use spinscale_core::spec::kafka_connection::KafkaConnection;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tracing::{Instrument, info_span, warn};
 
-use super::kafka::ClusterReader;
+use super::committed::CommittedReader;
+use super::kafka::{ClusterReader, OffsetsError, Partition};
 use super::pool::{Membership, PoolShared, Pools, poll_ticker};
 use super::tail::{self, TailRecord, TailWatch};
 use super::{Reading, SourceState, publish};
 use crate::config::CollectorSettings;
 
-/// The running cluster cycles.
+/// A cluster is its bootstrap servers and how spinscale connects to them.
+pub type ClusterAddress = (String, Option<KafkaConnection>);
+
+/// The running cluster tasks.
 pub type Clusters = Pools<ClusterAddress, Member>;
 
-/// Starts `source`'s collector in its cluster's cycle (started, timed into `cycle`, if it is the
-/// first source on the cluster): its task, and its place in the cycle.
-pub fn start(
+/// A Kafka source in its cluster's task, and its collector's channel.
+pub struct Member {
+    source: KafkaSource,
+    state: watch::Sender<SourceState>,
+}
+
+/// Adds `source`, publishing to `state`, to its cluster's task (started, its cycles timed into
+/// `cycle`, if it is the first source on the cluster).
+pub fn join(
     clusters: &Clusters,
     source: &KafkaSource,
     settings: &CollectorSettings,
     cycle: Histogram,
-    tx: watch::Sender<SourceState>,
-) -> (JoinHandle<()>, Membership<Member>) {
-    let (cycles_tx, cycles) = watch::channel(None);
+    state: watch::Sender<SourceState>,
+) -> Membership<Member> {
     let address = (source.bootstrap_servers.clone(), source.security.clone());
-    let member = Member { source: source.clone(), cycles: cycles_tx };
-    let (cluster, s) = (address.clone(), settings.clone());
-    let membership = clusters.join(&address, member, move |shared| {
+    let member = Member { source: source.clone(), state };
+    let (cluster, settings) = (address.clone(), settings.clone());
+    clusters.join(&address, member, move |shared| {
         let span = info_span!("kafka_cluster", bootstrap = %cluster.0);
-        tokio::spawn(run_cluster(cluster, s, cycle, shared).instrument(span))
-    });
-    let span = info_span!("kafka_source", group = %source.consumer_group);
-    let task = tokio::spawn(run_kafka(source.clone(), settings.tail_fetch_wait.0, cycles, tx).instrument(span));
-    (task, membership)
+        tokio::spawn(run_cluster(cluster, settings, cycle, shared).instrument(span))
+    })
 }
 
-/// A cluster is its bootstrap servers and how spinscale connects to them.
-pub type ClusterAddress = (String, Option<KafkaConnection>);
+/// One source's share of a cycle: its partitions, or why they could not be read.
+pub type Outcome = Result<Arc<[PartitionOffsets]>, String>;
 
-type CycleResult = Option<Result<Arc<[PartitionOffsets]>, String>>;
-
-/// A Kafka source in its cluster's cycle.
-pub struct Member {
-    source: KafkaSource,
-    cycles: watch::Sender<CycleResult>,
+/// The sources waiting at the tail: each member's partitions with the log end it caught up to.
+#[derive(Default)]
+struct Waiting {
+    members: HashMap<u64, (watch::Sender<SourceState>, tail::Ends)>,
 }
 
-/// One offsets cycle for every Kafka source of a cluster, each interval (and when one joins).
-async fn run_cluster(
-    (bootstrap_servers, security): ClusterAddress,
-    settings: CollectorSettings,
-    cycle: Histogram,
-    shared: Arc<PoolShared<Member>>,
-) {
-    let mut ticker = poll_ticker(settings.kafka_interval.0);
-    let mut reader: Option<ClusterReader> = None;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shared.wake.notified() => {}
-        }
-        let (sources, senders): (Vec<KafkaSource>, Vec<watch::Sender<CycleResult>>) = match shared.members.lock() {
-            Ok(members) => members.iter().map(|(_, m)| (m.source.clone(), m.cycles.clone())).unzip(),
-            Err(_) => return,
-        };
-        if sources.is_empty() {
-            continue;
-        }
-        let (bootstrap, security, timeout) = (bootstrap_servers.clone(), security.clone(), settings.timeout.0);
-        let taken = reader.take();
-        let started = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut reader = match taken.map_or_else(|| ClusterReader::new(&bootstrap, security.as_ref(), timeout), Ok)
-            {
-                Ok(r) => r,
-                Err(e) => return (None, sources.iter().map(|_| Err(e.to_string())).collect()),
-            };
-            let results: Vec<Result<Arc<[PartitionOffsets]>, String>> =
-                reader.poll(&sources).into_iter().map(|r| r.map(Into::into).map_err(|e| e.to_string())).collect();
-            (Some(reader), results)
-        })
-        .await;
-        cycle.observe(started.elapsed().as_secs_f64());
-        let results = match outcome {
-            Ok((kept, results)) => {
-                reader = kept;
-                results
+impl Waiting {
+    /// Every partition some member waits on, from the lowest end any of them waits at.
+    fn partitions(&self) -> BTreeMap<Partition, i64> {
+        let mut wanted: BTreeMap<Partition, i64> = BTreeMap::new();
+        for (_, ends) in self.members.values() {
+            for (topic, partition, end) in ends {
+                let at = wanted.entry((topic.clone(), *partition)).or_insert(*end);
+                *at = (*at).min(*end);
             }
-            Err(e) => senders.iter().map(|_| Err(format!("offsets cycle ended abnormally: {e}"))).collect(),
-        };
-        for (sender, result) in senders.iter().zip(results) {
-            sender.send_replace(Some(result));
         }
+        wanted
     }
-}
 
-/// A Kafka source: publishes its share of each cluster cycle, and runs the tail watch while idle.
-async fn run_kafka(
-    source: KafkaSource,
-    tail_fetch_wait: Duration,
-    mut cycles: watch::Receiver<CycleResult>,
-    tx: watch::Sender<SourceState>,
-) {
-    let (records_tx, mut records) = mpsc::channel(256);
-    let mut tail: Option<TailWatch> = None;
-    loop {
-        tokio::select! {
-            changed = cycles.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let Some(result) = cycles.borrow_and_update().clone() else { continue };
-                if let Ok(partitions) = &result {
-                    tail = follow_tail(tail, &source, partitions, tail_fetch_wait, &records_tx);
-                }
-                publish(&tx, result.map(Reading::Offsets));
-            }
-            Some(first) = records.recv() => {
-                let mut seen = vec![first];
-                while let Ok(more) = records.try_recv() {
-                    seen.push(more);
-                }
-                // The offsets cycle takes over from here: there is lag now.
-                tail = None;
-                tx.send_modify(|state| {
+    /// Wakes every member a record past its end arrived for: its last reading's log ends move
+    /// past the records, and it stops waiting (the offsets cycle takes over: there is lag now).
+    fn wake(&mut self, records: &[TailRecord]) {
+        let woken: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|(_, (_, ends))| {
+                records
+                    .iter()
+                    .any(|r| ends.iter().any(|(t, p, end)| *t == r.topic && *p == r.partition && r.offset >= *end))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in woken {
+            if let Some((state, _)) = self.members.remove(&id) {
+                state.send_modify(|state| {
                     if let Some((Reading::Offsets(partitions), at)) = &mut state.last_good {
-                        *partitions = tail::advanced(partitions, &seen).into();
+                        *partitions = tail::advanced(partitions, records).into();
                         // The records were seen now: push latency counts from here.
                         *at = Instant::now();
                     }
@@ -143,31 +101,165 @@ async fn run_kafka(
     }
 }
 
-/// Keeps a tail watch running exactly while the group has caught up on every partition.
-fn follow_tail(
+/// Every source of a cluster: an offsets cycle each interval (and when one joins), and the tail.
+async fn run_cluster(
+    (bootstrap_servers, security): ClusterAddress,
+    settings: CollectorSettings,
+    cycle: Histogram,
+    shared: Arc<PoolShared<Member>>,
+) {
+    let timeout = settings.timeout.0;
+    let mut ticker = poll_ticker(settings.kafka_interval.0);
+    let mut reader: Option<ClusterReader> = None;
+    let mut committed = CommittedReader::new(&bootstrap_servers, security.as_ref(), timeout);
+    let (records_tx, mut records) = mpsc::channel(1024);
+    let mut tail: Option<TailWatch> = None;
+    let mut waiting = Waiting::default();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shared.wake.notified() => {}
+            Some(first) = records.recv() => {
+                waiting.wake(&drain(first, &mut records));
+                continue;
+            }
+        }
+        let Ok(members) = shared
+            .members
+            .lock()
+            .map(|m| m.iter().map(|(id, m)| (*id, m.source.clone(), m.state.clone())).collect::<Vec<_>>())
+        else {
+            return;
+        };
+        if members.is_empty() {
+            continue;
+        }
+        let sources: Vec<KafkaSource> = members.iter().map(|(_, s, _)| s.clone()).collect();
+        let started = Instant::now();
+        let offsets =
+            offsets_cycle(&mut committed, reader.take(), &bootstrap_servers, security.as_ref(), timeout, sources);
+        tokio::pin!(offsets);
+        // Records that arrive during the cycle wake their sources now, and move the cycle's
+        // (older) log ends past them, so a reading never goes back.
+        let mut seen = Vec::new();
+        let (kept, results) = loop {
+            tokio::select! {
+                done = &mut offsets => break done,
+                Some(first) = records.recv() => {
+                    let batch = drain(first, &mut records);
+                    waiting.wake(&batch);
+                    seen.extend(batch);
+                }
+            }
+        };
+        cycle.observe(started.elapsed().as_secs_f64());
+        reader = kept;
+        waiting.members.clear();
+        for ((id, _, state), result) in members.into_iter().zip(results) {
+            let result = result.map(|p| -> Arc<[PartitionOffsets]> {
+                if seen.is_empty() { p } else { tail::advanced(&p, &seen).into() }
+            });
+            if let Ok(partitions) = &result
+                && let Some(ends) = tail::idle_ends(partitions)
+            {
+                waiting.members.insert(id, (state.clone(), ends));
+            }
+            publish(&state, result.map(Reading::Offsets));
+        }
+        tail =
+            follow_tail(tail, &waiting, &bootstrap_servers, security.as_ref(), settings.tail_fetch_wait.0, &records_tx)
+                .await;
+    }
+}
+
+fn drain(first: TailRecord, records: &mut mpsc::Receiver<TailRecord>) -> Vec<TailRecord> {
+    let mut seen = vec![first];
+    while let Ok(more) = records.try_recv() {
+        seen.push(more);
+    }
+    seen
+}
+
+/// One offsets cycle: the metadata, then the groups' committed offsets, then the log ends and
+/// every source's outcome, in order, with the reader to keep. librdkafka's steps run on a blocking
+/// thread (its calls block).
+pub async fn offsets_cycle(
+    committed: &mut CommittedReader,
+    reader: Option<ClusterReader>,
+    bootstrap: &str,
+    security: Option<&KafkaConnection>,
+    timeout: Duration,
+    sources: Vec<KafkaSource>,
+) -> (Option<ClusterReader>, Vec<Outcome>) {
+    let fail_all = |count: usize, cause: String| (0..count).map(|_| Err(cause.clone())).collect();
+    let count = sources.len();
+    let (bootstrap, security) = (bootstrap.to_string(), security.cloned());
+    let planned = tokio::task::spawn_blocking(move || {
+        let reader = reader.map_or_else(|| ClusterReader::new(&bootstrap, security.as_ref(), timeout), Ok)?;
+        let plan = reader.plan(&sources);
+        Ok::<_, OffsetsError>((reader, plan, sources))
+    })
+    .await;
+    let (mut reader, plan, sources) = match planned {
+        Ok(Ok(planned)) => planned,
+        Ok(Err(e)) => return (None, fail_all(count, e.to_string())),
+        Err(e) => return (None, fail_all(count, format!("offsets cycle ended abnormally: {e}"))),
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => return (Some(reader), fail_all(count, e.to_string())),
+    };
+    let commits = committed.fetch(&plan.groups(&sources)).await;
+    let finished = tokio::task::spawn_blocking(move || {
+        let results = reader
+            .finish(&sources, plan, &commits)
+            .into_iter()
+            .map(|r| r.map(Into::into).map_err(|e| e.to_string()))
+            .collect();
+        (Some(reader), results)
+    })
+    .await;
+    finished.unwrap_or_else(|e| (None, fail_all(count, format!("offsets cycle ended abnormally: {e}"))))
+}
+
+/// Keeps the cluster's tail consumer on exactly the partitions sources wait on, starting it the
+/// first time one does.
+async fn follow_tail(
     tail: Option<TailWatch>,
-    source: &KafkaSource,
-    partitions: &[PartitionOffsets],
+    waiting: &Waiting,
+    bootstrap: &str,
+    security: Option<&KafkaConnection>,
     fetch_wait: Duration,
     records: &mpsc::Sender<TailRecord>,
 ) -> Option<TailWatch> {
-    let ends = tail::idle_ends(partitions)?;
-    let same_partitions =
-        |t: &TailWatch| t.from.len() == ends.len() && t.from.iter().zip(&ends).all(|(a, b)| (&a.0, a.1) == (&b.0, b.1));
-    match tail {
-        Some(running) if same_partitions(&running) => Some(running),
-        _ => match TailWatch::start(
-            &source.bootstrap_servers,
-            source.security.as_ref(),
-            ends,
-            fetch_wait,
-            records.clone(),
-        ) {
-            Ok(started) => Some(started),
+    let wanted = waiting.partitions();
+    let tail = match tail {
+        Some(running) => running,
+        None if wanted.is_empty() => return None,
+        None => match TailWatch::start(bootstrap, security, fetch_wait, records.clone()) {
+            Ok(started) => started,
             Err(e) => {
                 warn!(cause = %e, "tail watch not started; activation waits for the offsets poll");
-                None
+                return None;
             }
         },
+    };
+    // incremental (un)assign waits for librdkafka's main thread.
+    let followed = tokio::task::spawn_blocking(move || {
+        let mut tail = tail;
+        let result = tail.follow(&wanted);
+        (tail, result)
+    })
+    .await;
+    match followed {
+        Ok((tail, Ok(()))) => Some(tail),
+        Ok((_, Err(e))) => {
+            warn!(cause = %e, "tail watch restarted; activation waits for the offsets poll meanwhile");
+            None
+        }
+        Err(e) => {
+            warn!(cause = %e, "tail watch lost");
+            None
+        }
     }
 }

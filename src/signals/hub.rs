@@ -194,8 +194,8 @@ impl Hub {
                 .instrument(span),
             ),
             SourceKey::Kafka(source) => {
-                let (task, membership) = cluster::start(&self.clusters, source, s, cycle, tx);
-                return Collector { key, state: rx, task: Some(task), _membership: Some(Box::new(membership)) };
+                let membership = cluster::join(&self.clusters, source, s, cycle, tx);
+                return Collector { key, state: rx, task: None, _membership: Some(Box::new(membership)) };
             }
         };
         Collector { key, state: rx, task: Some(task), _membership: None }

@@ -1,7 +1,7 @@
-//! Kafka consumer-group offsets, read for every watched group of one cluster in one cycle:
-//! one Metadata request, one ListOffsets per partition leader (the leaders asked in parallel, so a
-//! broker that is down fails only the partitions it leads), and one OffsetFetch per group, the
-//! groups fetched in parallel.
+//! Kafka log ends for every watched source of one cluster in one cycle: one Metadata request and
+//! one ListOffsets per partition leader (the leaders asked in parallel, so a broker that is down
+//! fails only the partitions it leads), put together with the groups' committed offsets
+//! ([`committed`](super::committed)) into each source's partitions.
 //!
 //! Runs on a blocking thread: librdkafka's calls block, each with a timeout. spinscale never joins
 //! the users' groups and never commits; it only reads offsets.
@@ -19,10 +19,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use spinscale_core::spec::kafka_connection::KafkaConnection;
 
 use spinscale_core::engine::PartitionOffsets;
+
+use super::committed::GroupCommits;
 use spinscale_core::spec::KafkaSource;
 
-/// How many groups' OffsetFetch requests run at once.
-const PARALLEL_FETCHES: usize = 32;
 /// The longest wait between reconnects to a broker that is down, so a broker that is back is read
 /// again within about one offsets cycle.
 const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
@@ -70,18 +70,33 @@ pub enum OffsetsError {
     },
 }
 
-type Partition = (Arc<str>, i32);
+/// A topic's partition.
+pub type Partition = (Arc<str>, i32);
+
+/// What one cycle reads, from the cluster's metadata: each source's partitions (or why it has
+/// none) and each partition's leader.
+pub struct Plan {
+    wanted: Vec<Result<Vec<Partition>, OffsetsError>>,
+    leaders: HashMap<Partition, i32>,
+}
+
+impl Plan {
+    /// Each group's partitions: the union of its sources' partitions.
+    pub fn groups(&self, sources: &[KafkaSource]) -> BTreeMap<String, BTreeSet<Partition>> {
+        let mut groups: BTreeMap<String, BTreeSet<Partition>> = BTreeMap::new();
+        for (source, wanted) in sources.iter().zip(&self.wanted) {
+            groups.entry(source.consumer_group.clone()).or_default().extend(wanted.iter().flatten().cloned());
+        }
+        groups
+    }
+}
 
 /// Reads the offsets of every watched source of one cluster. Remembers commits between cycles
 /// for `excludePersistentLag`.
 pub struct ClusterReader {
-    bootstrap_servers: String,
-    security: Option<KafkaConnection>,
     timeout: Duration,
     /// Metadata and ListOffsets; never joins a group.
     cluster: BaseConsumer,
-    /// OffsetFetch needs a client per group id; none of them ever joins its group.
-    groups: HashMap<String, BaseConsumer>,
     commits_seen: HashMap<(String, Partition), (Option<i64>, Instant)>,
     /// Each partition's log end at the last cycle: it never moves back unless the topic was deleted.
     ends_seen: HashMap<Partition, i64>,
@@ -95,37 +110,38 @@ impl ClusterReader {
         timeout: Duration,
     ) -> Result<Self, OffsetsError> {
         let cluster = client(bootstrap_servers, security, "spinscale-offsets", timeout)?;
-        Ok(Self {
-            bootstrap_servers: bootstrap_servers.to_string(),
-            security: security.cloned(),
-            timeout,
-            cluster,
-            groups: HashMap::new(),
-            commits_seen: HashMap::new(),
-            ends_seen: HashMap::new(),
-        })
+        Ok(Self { timeout, cluster, commits_seen: HashMap::new(), ends_seen: HashMap::new() })
     }
 
-    /// One cycle: each source's partitions with their committed and latest offsets, in order.
-    pub fn poll(&mut self, sources: &[KafkaSource]) -> Vec<Result<Vec<PartitionOffsets>, OffsetsError>> {
-        let now = Instant::now();
-        let fail_all = |e: OffsetsError| sources.iter().map(|_| Err(e.clone())).collect();
+    /// A cycle's first step: the cluster's metadata, read into what each source counts.
+    pub fn plan(&self, sources: &[KafkaSource]) -> Result<Plan, OffsetsError> {
         // Any broker can answer Metadata. A request that went to a broker just lost fails the whole
         // cycle, every source of the cluster with it: ask once more, librdkafka then picks another.
         let fetch = || self.cluster.fetch_metadata(None, self.timeout);
-        let metadata = match fetch().or_else(|_| fetch()) {
-            Ok(m) => m,
-            Err(e) => return fail_all(OffsetsError::Metadata(kafka_cause(&e))),
-        };
-        if let Err(e) = self.prepare_groups(sources) {
-            return fail_all(e);
-        }
+        let metadata = fetch().or_else(|_| fetch()).map_err(|e| OffsetsError::Metadata(kafka_cause(&e)))?;
         // What each source counts; an empty `topic` first asks for every partition of the cluster.
-        let wanted: Vec<Result<Vec<Partition>, OffsetsError>> =
-            sources.iter().map(|s| partitions_of(&metadata, s)).collect();
-        let committed = self.fetch_committed(sources, &wanted);
+        let wanted = sources.iter().map(|s| partitions_of(&metadata, s)).collect();
+        let leaders = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(move |p| ((Arc::from(t.name()), p.id()), p.leader())))
+            .collect();
+        Ok(Plan { wanted, leaders })
+    }
+
+    /// A cycle's last step: each source's partitions with their committed (read by
+    /// [`CommittedReader`](super::committed::CommittedReader) for the plan's groups) and latest
+    /// offsets, in order.
+    pub fn finish(
+        &mut self,
+        sources: &[KafkaSource],
+        plan: Plan,
+        committed: &HashMap<String, GroupCommits>,
+    ) -> Vec<Result<Vec<PartitionOffsets>, OffsetsError>> {
+        let now = Instant::now();
+        let Plan { wanted, leaders } = plan;
         let all: BTreeSet<&Partition> = wanted.iter().flatten().flatten().collect();
-        let mut latest = self.fetch_latest(&metadata, &all);
+        let mut latest = self.fetch_latest(&leaders, &all);
         refuse_ends_gone_back(&mut self.ends_seen, &mut latest);
         let results = sources
             .iter()
@@ -161,96 +177,18 @@ impl ClusterReader {
         results
     }
 
-    /// A client for every group in `sources`; clients of groups no source watches any more go.
-    fn prepare_groups(&mut self, sources: &[KafkaSource]) -> Result<(), OffsetsError> {
-        let watched: BTreeSet<&str> = sources.iter().map(|s| s.consumer_group.as_str()).collect();
-        self.groups.retain(|g, _| watched.contains(g.as_str()));
-        for group in watched {
-            if !self.groups.contains_key(group) {
-                let c = client(&self.bootstrap_servers, self.security.as_ref(), group, self.timeout)?;
-                self.groups.insert(group.to_string(), c);
-            }
-        }
-        Ok(())
-    }
-
-    /// OffsetFetch per group, for the union of its sources' partitions, `PARALLEL_FETCHES` at a time.
-    fn fetch_committed(
-        &self,
-        sources: &[KafkaSource],
-        wanted: &[Result<Vec<Partition>, OffsetsError>],
-    ) -> HashMap<String, Result<HashMap<Partition, Option<i64>>, OffsetsError>> {
-        let mut per_group: HashMap<&str, BTreeSet<&Partition>> = HashMap::new();
-        for (source, wanted) in sources.iter().zip(wanted) {
-            per_group.entry(&source.consumer_group).or_default().extend(wanted.iter().flatten());
-        }
-        let jobs: Vec<(&str, BTreeSet<&Partition>)> = per_group.into_iter().collect();
-        let chunk = jobs.len().div_ceil(PARALLEL_FETCHES).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = jobs
-                .chunks(chunk)
-                .map(|jobs| {
-                    scope.spawn(move || {
-                        jobs.iter()
-                            .map(|(group, parts)| (group.to_string(), self.committed(group, parts)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers.into_iter().filter_map(|w| w.join().ok()).flatten().collect()
-        })
-    }
-
-    fn committed(
-        &self,
-        group: &str,
-        partitions: &BTreeSet<&Partition>,
-    ) -> Result<HashMap<Partition, Option<i64>>, OffsetsError> {
-        let failed = |cause: String| OffsetsError::Committed { group: group.to_string(), cause };
-        if partitions.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let client = self.groups.get(group).ok_or_else(|| failed("no client".into()))?;
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition) in partitions {
-            tpl.add_partition(topic, *partition);
-        }
-        let answer = client.committed_offsets(tpl, self.timeout).map_err(|e| failed(kafka_cause(&e)))?;
-        let mut committed = HashMap::with_capacity(answer.count());
-        for e in answer.elements() {
-            if let Err(cause) = e.error() {
-                return Err(OffsetsError::PartitionCommitted {
-                    topic: e.topic().into(),
-                    partition: e.partition(),
-                    cause: kafka_cause(&cause),
-                });
-            }
-            let offset = match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some(o),
-                _ => None,
-            };
-            committed.insert((Arc::from(e.topic()), e.partition()), offset);
-        }
-        Ok(committed)
-    }
-
     /// The log end of every partition, or why it is unknown; partitions missing from the answers
-    /// are left out. One ListOffsets per leader (from `metadata`), the leaders asked in parallel:
+    /// are left out. One ListOffsets per leader (from the metadata), the leaders asked in parallel:
     /// librdkafka fails a whole lookup when one leader times out, and answers a partition whose
     /// leader is down with an error of its own, so a broker that is down fails only what it leads.
     fn fetch_latest(
         &self,
-        metadata: &Metadata,
+        leaders: &HashMap<Partition, i32>,
         partitions: &BTreeSet<&Partition>,
     ) -> HashMap<Partition, Result<i64, String>> {
-        let leaders: HashMap<(&str, i32), i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(move |p| ((t.name(), p.id()), p.leader())))
-            .collect();
         let mut per_leader: BTreeMap<i32, Vec<&Partition>> = BTreeMap::new();
         for p in partitions {
-            per_leader.entry(leaders.get(&(&*p.0, p.1)).copied().unwrap_or(-1)).or_default().push(p);
+            per_leader.entry(leaders.get(*p).copied().unwrap_or(-1)).or_default().push(p);
         }
         if per_leader.len() <= 1 {
             return per_leader.values().flat_map(|group| self.latest_of(group)).collect();
@@ -428,7 +366,17 @@ mod tests {
     use rdkafka::mocking::{MockCluster, MockCoordinator};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+    use super::super::cluster::{Outcome, offsets_cycle};
+    use super::super::committed::CommittedReader;
     use super::*;
+
+    async fn cycle(
+        committed: &mut CommittedReader,
+        reader: ClusterReader,
+        sources: &[KafkaSource],
+    ) -> (Option<ClusterReader>, Vec<Outcome>) {
+        offsets_cycle(committed, Some(reader), "", None, Duration::from_millis(500), sources.to_vec()).await
+    }
 
     fn source(bootstrap: &str, topic: &str) -> KafkaSource {
         KafkaSource {
@@ -443,8 +391,8 @@ mod tests {
 
     /// Found by `tests/faults.rs`: a partition whose leader was down read as missing (lag 0, a
     /// silent "inactive"), and the first lookup after it went down failed every source of the cluster.
-    #[test]
-    fn a_broker_that_is_down_fails_only_the_partitions_it_leads() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_that_is_down_fails_only_the_partitions_it_leads() {
         let mock = MockCluster::new(3).unwrap();
         let bootstrap = mock.bootstrap_servers();
         for (topic, leader) in [("a", 1), ("b", 2)] {
@@ -466,14 +414,18 @@ mod tests {
         committer.commit(&tpl, CommitMode::Sync).unwrap();
 
         let mut reader = ClusterReader::new(&bootstrap, None, Duration::from_millis(500)).unwrap();
+        let mut committed = CommittedReader::new(&bootstrap, None, Duration::from_millis(500));
         let sources = [source(&bootstrap, "a"), source(&bootstrap, "b")];
-        let healthy = reader.poll(&sources);
+        let (kept, healthy) = cycle(&mut committed, reader, &sources).await;
+        reader = kept.unwrap();
         assert_eq!(healthy[0].as_ref().unwrap()[0].latest, Some(5));
         mock.broker_down(1).unwrap();
         for _ in 0..3 {
-            let [a, b] = <[_; 2]>::try_from(reader.poll(&sources)).unwrap();
+            let (kept, results) = cycle(&mut committed, reader, &sources).await;
+            reader = kept.unwrap();
+            let [a, b] = <[_; 2]>::try_from(results).unwrap();
             match a {
-                Err(OffsetsError::Latest { partition, .. }) => assert_eq!(partition, "a/0"),
+                Err(e) => assert!(e.starts_with("fetching the latest offset of a/0 failed"), "{e}"),
                 other => panic!("a partition whose leader is down is an error, not lag 0: {other:?}"),
             }
             let b = b.expect("a topic led by a healthy broker still counts");

@@ -39,7 +39,7 @@ pub fn apply(connection: &KafkaConnection, config: &mut ClientConfig) -> Result<
 
 /// A secret file's content, without its trailing newline. Errors name the field and the file,
 /// never the content.
-fn read_secret(field: &str, path: &Path) -> Result<String, String> {
+pub fn read_secret(field: &str, path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{field} {}: {e}", path.display()))?;
     Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }

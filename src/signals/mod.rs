@@ -10,10 +10,13 @@
 
 pub mod body;
 pub mod cluster;
+pub mod committed;
 pub mod grouping;
 pub mod hub;
 pub mod kafka;
+pub mod kafka_sasl;
 pub mod kafka_security;
+pub mod kafka_wire;
 pub mod pool;
 pub mod prometheus;
 pub mod scrape;

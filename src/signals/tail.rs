@@ -1,11 +1,12 @@
-//! Kafka tail watch: for a source whose group has caught up, a consumer outside any group,
-//! assigned to every partition at its log end, long-polls for the next record. The first one
+//! Kafka tail watch: one consumer per cluster, outside any group, assigned to the log end of
+//! every partition some idle source waits on, long-polls for the next record. The first one
 //! becomes a reading at once, instead of one offsets poll later.
 //!
-//! It never joins or commits for the user's group: its own `group.id` (which librdkafka needs for
-//! `assign`) is never joined or committed to. It runs only while the source is idle: the offsets
-//! poll takes over as soon as there is lag.
+//! It never joins or commits for the users' groups: its own `group.id` (which librdkafka needs for
+//! `assign`) is never joined or committed to. Partitions are added and dropped one by one
+//! (incremental assignment) as sources go idle and wake, so the others keep their fetch position.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,6 +17,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use spinscale_core::spec::kafka_connection::KafkaConnection;
 use tokio::sync::mpsc;
 use tracing::debug;
+
+use super::kafka::Partition;
+
+/// Partitions with the log end to tail each from.
+pub type Ends = Vec<(Arc<str>, i32, i64)>;
 
 /// A record seen at the tail: the partition's log end is now at least `offset + 1`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,23 +34,24 @@ pub struct TailRecord {
     pub offset: i64,
 }
 
-/// A running tail watch. Dropping it stops the consumer within one fetch wait.
+/// A cluster's running tail consumer. Dropping it stops the consumer within one fetch wait.
 pub struct TailWatch {
-    /// The partitions and the offsets it started from.
-    pub from: Vec<(Arc<str>, i32, i64)>,
+    consumer: Arc<BaseConsumer>,
+    /// The partitions it tails.
+    assigned: BTreeMap<Partition, i64>,
     stop: Arc<AtomicBool>,
 }
 
 impl TailWatch {
-    /// Starts watching `from` (topic, partition, log end offset) on `bootstrap_servers`.
+    /// Starts a consumer on `bootstrap_servers` with nothing assigned yet; records go to `records`.
     ///
-    /// `fetch_wait` is how long one fetch waits at the broker: a Kafka broker answers a waiting
-    /// fetch as soon as a record arrives, so it only sets how often an idle partition is asked
-    /// again. (librdkafka's mock cluster answers only at the end of the wait.)
+    /// `fetch_wait` is how long one fetch waits at the broker. A broker that answers a waiting
+    /// fetch as soon as a record arrives only asks again that often; one that holds every fetch for
+    /// the whole wait (librdkafka's mock cluster, tansu) delays the record by up to that long. One
+    /// consumer serves the whole cluster, so a short wait costs requests per broker, not per app.
     pub fn start(
         bootstrap_servers: &str,
         security: Option<&KafkaConnection>,
-        from: Vec<(Arc<str>, i32, i64)>,
         fetch_wait: Duration,
         records: mpsc::Sender<TailRecord>,
     ) -> Result<Self, String> {
@@ -53,25 +60,55 @@ impl TailWatch {
                 .set("client.id", "spinscale-tail")
                 .set("fetch.wait.max.ms", fetch_wait.as_millis().max(1).to_string())
                 .set("fetch.min.bytes", "1")
+                .set("fetch.error.backoff.ms", "100")
+                // Only the first record of a partition matters: keep the prefetch queue small.
+                .set("queued.max.messages.kbytes", "1024")
+                .set("queued.min.messages", "1")
+                .set("fetch.message.max.bytes", "65536")
                 .set("socket.nagle.disable", "true")
                 .create()
                 .map_err(|e| format!("cannot create tail consumer: {e}"))?;
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition, end) in &from {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*end)).map_err(|e| e.to_string())?;
-        }
-        consumer.assign(&tpl).map_err(|e| format!("cannot assign tail partitions: {e}"))?;
+        let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let (polling, stopping) = (consumer.clone(), stop.clone());
         std::thread::Builder::new()
             .name("spinscale-tail".into())
-            .spawn(move || watch(consumer, fetch_wait, records, stopping))
+            .spawn(move || watch(&polling, fetch_wait, &records, &stopping))
             .map_err(|e| format!("cannot start tail thread: {e}"))?;
-        Ok(Self { from, stop })
+        Ok(Self { consumer, assigned: BTreeMap::new(), stop })
+    }
+
+    /// Tails exactly `wanted` (each partition from its log end): new partitions are added at their
+    /// end, those no longer wanted dropped, the others keep their position. Blocks briefly.
+    pub fn follow(&mut self, wanted: &BTreeMap<Partition, i64>) -> Result<(), String> {
+        let mut gone = TopicPartitionList::new();
+        for (topic, partition) in self.assigned.keys().filter(|p| !wanted.contains_key(*p)) {
+            gone.add_partition(topic, *partition);
+        }
+        let mut new = TopicPartitionList::new();
+        for ((topic, partition), end) in wanted.iter().filter(|(p, _)| !self.assigned.contains_key(*p)) {
+            new.add_partition_offset(topic, *partition, Offset::Offset(*end)).map_err(|e| e.to_string())?;
+        }
+        if gone.count() > 0 {
+            self.consumer.incremental_unassign(&gone).map_err(|e| format!("cannot drop tail partitions: {e}"))?;
+            self.assigned.retain(|p, _| wanted.contains_key(p));
+        }
+        if new.count() > 0 {
+            self.consumer.incremental_assign(&new).map_err(|e| format!("cannot add tail partitions: {e}"))?;
+            for (p, end) in wanted {
+                self.assigned.entry(p.clone()).or_insert(*end);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many partitions it tails.
+    pub fn partitions(&self) -> usize {
+        self.assigned.len()
     }
 }
 
-fn watch(consumer: BaseConsumer, wait: Duration, records: mpsc::Sender<TailRecord>, stop: Arc<AtomicBool>) {
+fn watch(consumer: &BaseConsumer, wait: Duration, records: &mpsc::Sender<TailRecord>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(wait) {
             Some(Ok(message)) => {
@@ -80,7 +117,7 @@ fn watch(consumer: BaseConsumer, wait: Duration, records: mpsc::Sender<TailRecor
                     partition: message.partition(),
                     offset: message.offset(),
                 };
-                // A full channel means the collector already has records to act on.
+                // A full channel means the cluster task already has records to act on.
                 let _ = records.try_send(record);
             }
             Some(Err(e)) => debug!(error = %e, "tail watch fetch failed"),
@@ -99,7 +136,7 @@ impl Drop for TailWatch {
 /// Where to tail `partitions` from: every partition's log end, if the group has caught up on all
 /// of them, an empty partition counting as caught up even without a commit (`None` while any has
 /// lag, or no commit on a non-empty log, or no known end).
-pub fn idle_ends(partitions: &[spinscale_core::engine::PartitionOffsets]) -> Option<Vec<(Arc<str>, i32, i64)>> {
+pub fn idle_ends(partitions: &[spinscale_core::engine::PartitionOffsets]) -> Option<Ends> {
     if partitions.is_empty() {
         return None;
     }

@@ -1,5 +1,6 @@
 //! The Kafka offsets cycle at scale: every watched group of one cluster read in one batched cycle
-//! (one Metadata, one ListOffsets per leader broker, an OffsetFetch per group in parallel), against
+//! (one Metadata, one ListOffsets per leader broker, the groups' OffsetFetch written back to back
+//! to their coordinator), against
 //! reading each source on its own (its own Metadata, ListOffsets and OffsetFetch), one after another.
 
 use std::time::{Duration, Instant};
@@ -9,6 +10,8 @@ use rdkafka::mocking::MockCluster;
 
 use super::report::{Report, ms, ms_value};
 use super::{Plan, percentile};
+use spinscale::signals::cluster::{Outcome, offsets_cycle};
+use spinscale::signals::committed::CommittedReader;
 use spinscale::signals::kafka::ClusterReader;
 use spinscale_core::spec::KafkaSource;
 
@@ -60,7 +63,11 @@ pub async fn run(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
 /// source at a time (each its own Metadata, ListOffsets and OffsetFetch), as unbatched readers would.
 fn measure(sources: &[KafkaSource]) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let bootstrap = &sources[0].bootstrap_servers;
-    let mut reader = ClusterReader::new(bootstrap, None, Duration::from_secs(10))?;
+    let mut reader = Cycle {
+        offsets: Some(ClusterReader::new(bootstrap, None, Duration::from_secs(10))?),
+        committed: CommittedReader::new(bootstrap, None, Duration::from_secs(10)),
+        runtime: tokio::runtime::Handle::current(),
+    };
     warm_up(&mut reader, sources)?;
     let mut batched = Vec::with_capacity(CYCLES);
     for _ in 0..CYCLES {
@@ -85,9 +92,26 @@ fn measure(sources: &[KafkaSource]) -> anyhow::Result<(Vec<Duration>, Vec<Durati
     Ok((batched, one_by_one))
 }
 
-/// The first cycle creates a client per group, and a new client's first OffsetFetch looks up its
-/// group's coordinator: repeated until every source answers, and not timed.
-fn warm_up(reader: &mut ClusterReader, sources: &[KafkaSource]) -> anyhow::Result<()> {
+/// The two readers of one cycle, as the cluster task runs them.
+struct Cycle {
+    offsets: Option<ClusterReader>,
+    committed: CommittedReader,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Cycle {
+    fn poll(&mut self, sources: &[KafkaSource]) -> Vec<Outcome> {
+        let reader = self.offsets.take();
+        let cycle = offsets_cycle(&mut self.committed, reader, "", None, Duration::from_secs(10), sources.to_vec());
+        let (kept, results) = self.runtime.block_on(cycle);
+        self.offsets = kept;
+        results
+    }
+}
+
+/// The first cycle looks up every group's coordinator: repeated until every source answers, and
+/// not timed.
+fn warm_up(reader: &mut Cycle, sources: &[KafkaSource]) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         match check(&reader.poll(sources)) {
@@ -98,7 +122,7 @@ fn warm_up(reader: &mut ClusterReader, sources: &[KafkaSource]) -> anyhow::Resul
     }
 }
 
-fn check<T>(results: &[Result<T, spinscale::signals::kafka::OffsetsError>]) -> anyhow::Result<()> {
+fn check(results: &[Outcome]) -> anyhow::Result<()> {
     match results.iter().find_map(|r| r.as_ref().err()) {
         Some(e) => anyhow::bail!("offsets cycle failed: {e}"),
         None => Ok(()),
