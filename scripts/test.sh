@@ -20,6 +20,7 @@ prometheus --version 2>&1 | head -1
 # Components fetched or built by the project's own scripts: Helm v4 (PyPI helm-python-sdk) for the
 # chart tests, buildah for the image test, and the tansu Kafka broker for the real-broker tests (built once into ~/.cargo/bin).
 bash scripts/install-helm-sdk.sh >/dev/null
+bash scripts/install-botocore.sh >/dev/null    # botocore (PyPI) verifies SigV4 in tests/prometheus_sigv4.rs
 bash scripts/install-buildah.sh                # buildah (Debian) builds and runs the image in tests/image.rs
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v tansu >/dev/null 2>&1; then

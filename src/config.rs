@@ -17,6 +17,7 @@ use spinscale_core::duration::{self, Dur};
 use spinscale_core::quantity::ByteSize;
 use spinscale_core::spec as target;
 use spinscale_core::spec::kafka_connection::KafkaConnection;
+use spinscale_core::spec::prometheus_connection::PrometheusConnection;
 use spinscale_core::spec::{InvalidMetadata, Problem};
 
 /// The whole tuning config.
@@ -45,6 +46,10 @@ pub struct Config {
     /// Named Kafka connections (TLS, SASL; secrets in files), picked by `kafkaConnection: NAME`.
     #[serde(default)]
     pub kafka_connections: BTreeMap<String, KafkaConnection>,
+    /// Named Prometheus connections (bearer token, basic auth, TLS, headers, SigV4; secrets in
+    /// files), picked by `prometheusConnection: NAME`.
+    #[serde(default)]
+    pub prometheus_connections: BTreeMap<String, PrometheusConnection>,
     /// Activator routes that exist from the start, before KEDA's first call after a restart.
     /// A trigger with `hosts` for the same ScaledObject replaces its route.
     #[serde(default)]
@@ -357,23 +362,66 @@ impl Config {
         }
     }
 
-    /// Fills in the settings of the Kafka connection a trigger names.
+    /// Fills in the settings of the Kafka and Prometheus connections a trigger names, and bounds
+    /// its `queryInterval` by `collectors.prometheusInterval` (below) and `collectors.staleAfter`.
     pub fn resolve_connection(&self, spec: &mut target::TargetSpec) -> Result<(), InvalidMetadata> {
-        let Some(kafka) = &mut spec.kafka else { return Ok(()) };
-        let Some(name) = &kafka.connection else { return Ok(()) };
-        match self.kafka_connections.get(name) {
-            Some(connection) => {
-                kafka.security = Some(connection.clone());
-                Ok(())
+        let mut problems = Vec::new();
+        if let Some(prometheus) = &mut spec.prometheus {
+            if let Some(name) = &prometheus.connection {
+                match self.prometheus_connections.get(name) {
+                    Some(connection) => prometheus.auth = Some(connection.clone()),
+                    None => problems.extend(
+                        unknown_name(
+                            target::PROMETHEUS_CONNECTION,
+                            name,
+                            "a connection",
+                            "the config's prometheusConnections",
+                            self.prometheus_connections.keys(),
+                        )
+                        .problems,
+                    ),
+                }
             }
-            None => Err(unknown_name(
-                target::KAFKA_CONNECTION,
-                name,
-                "a connection",
-                "the config's kafkaConnections",
-                self.kafka_connections.keys(),
-            )),
+            if let Some(interval) = prometheus.query_interval {
+                let (least, stale_after) = (self.collectors.prometheus_interval.0, self.collectors.stale_after.0);
+                if interval >= stale_after {
+                    let message = format!(
+                        "{} must be shorter than the config's collectors.staleAfter ({}): a reading older than \
+                         that is unavailable",
+                        duration::format(interval),
+                        duration::format(stale_after)
+                    );
+                    problems.push(Problem { key: target::QUERY_INTERVAL.into(), message });
+                } else if interval < least {
+                    spec.warnings.push(format!(
+                        "{}: {} is below the config's collectors.prometheusInterval; the query runs every {}",
+                        target::QUERY_INTERVAL,
+                        duration::format(interval),
+                        duration::format(least)
+                    ));
+                }
+                // The default interval is no interval of its own: such sources share a query.
+                prometheus.query_interval = (interval > least).then_some(interval);
+            }
         }
+        if let Some(kafka) = &mut spec.kafka
+            && let Some(name) = &kafka.connection
+        {
+            match self.kafka_connections.get(name) {
+                Some(connection) => kafka.security = Some(connection.clone()),
+                None => problems.extend(
+                    unknown_name(
+                        target::KAFKA_CONNECTION,
+                        name,
+                        "a connection",
+                        "the config's kafkaConnections",
+                        self.kafka_connections.keys(),
+                    )
+                    .problems,
+                ),
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(InvalidMetadata { problems, hints: vec![] }) }
     }
 
     fn merged_defaults(&self, profile: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -437,6 +485,9 @@ impl Config {
         }
         problems.extend(self.engine.problems());
         for (name, connection) in &self.kafka_connections {
+            problems.extend(connection.problems(name));
+        }
+        for (name, connection) in &self.prometheus_connections {
             problems.extend(connection.problems(name));
         }
         for (i, route) in self.routes.iter().enumerate() {
@@ -510,6 +561,11 @@ mod tests {
             ("profiles:\n  batch:\n    profile: web\n", "profiles.batch.profile: a profile cannot select"),
             ("limits:\n  maxTargets: 0\n", "limits.maxTargets: must be at least 1"),
             (
+                "prometheusConnections:\n  amp:\n    sigv4: {region: eu-west-1}\n    bearerTokenFile: /nonexistent/t\n",
+                "prometheusConnections.amp.bearerTokenFile: bearerTokenFile and sigv4 each set the Authorization",
+            ),
+            ("prometheusConnections:\n  amp:\n    sigv4: {regio: x}\n", "unknown field `regio`"),
+            (
                 "limits:\n  callTimeout: 1s\n",
                 "limits.callTimeout: 1s must be longer than targets.firstReadingWait (2s)",
             ),
@@ -518,6 +574,47 @@ mod tests {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(wanted), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_trigger_gets_its_prometheus_connection_and_a_bounded_query_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "t").unwrap();
+        let config = Config::parse(&format!(
+            "collectors:\n  prometheusInterval: 2s\n  staleAfter: 90s\n\
+             prometheusConnections:\n  thanos:\n    bearerTokenFile: {}/token\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        let spec = |pairs: &[(&str, &str)]| {
+            let mut meta: HashMap<String, String> =
+                [("query", "up"), ("serverAddress", "http://p:9090")].map(|(k, v)| (k.into(), v.into())).into();
+            meta.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            target::TargetSpec::parse(&meta, &config.defaults).unwrap()
+        };
+        let mut slow = spec(&[("prometheusConnection", "thanos"), ("queryInterval", "60s")]);
+        config.resolve_connection(&mut slow).unwrap();
+        let prometheus = slow.prometheus.unwrap();
+        assert_eq!(prometheus.auth, Some(config.prometheus_connections["thanos"].clone()));
+        assert_eq!(prometheus.query_interval, Some(Duration::from_secs(60)));
+
+        let mut fast = spec(&[("queryInterval", "500ms")]);
+        config.resolve_connection(&mut fast).unwrap();
+        assert_eq!(fast.prometheus.unwrap().query_interval, None, "raised to the default: shares its query");
+        assert!(fast.warnings.iter().any(|w| w.contains("queryInterval: 500ms is below")), "{:?}", fast.warnings);
+
+        let mut bad = spec(&[("prometheusConnection", "amp"), ("queryInterval", "2m")]);
+        let err = config.resolve_connection(&mut bad).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "prometheusConnection: \"amp\" is not a connection: the config's prometheusConnections defines thanos"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("queryInterval: 120s must be shorter than the config's collectors.staleAfter (90s)"),
+            "{err}"
+        );
     }
 
     #[test]

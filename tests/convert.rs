@@ -3,7 +3,10 @@
 //! document and field by field, its triggers fed to spinscale's own parser, and bad input refused
 //! with the document and the field named. With `--activator`: Ingresses repointed at spinscale's
 //! activator through an ExternalName Service, routes in the triggers (installed in a real activator
-//! route table), and what the activator cannot express refused naming the Ingress field.
+//! route table), and what the activator cannot express refused naming the Ingress field (GKE's
+//! ingress-gce class included). A `kind: List` converted item by item, and comments kept in a
+//! rewritten ScaledObject. The corpus of real-shaped inputs with golden outputs is
+//! `tests/convert_corpus.rs`.
 
 mod manifests;
 
@@ -209,6 +212,7 @@ fn formula_scaled_objects_keep_one_named_trigger_per_signal_and_unchanged_ones_k
             ("activationRps", "0.5"),
             ("ignoreNullValues", "false"),
             ("customHeaders", "X-Scope-OrgID=shop"),
+            ("prometheusConnection", "thanos-credentials"),
             ("metrics", "separate"),
         ])
     );
@@ -234,9 +238,16 @@ fn formula_scaled_objects_keep_one_named_trigger_per_signal_and_unchanged_ones_k
     );
 
     let messages: Vec<&str> = out.notes.iter().map(|n| n.message.as_str()).collect();
-    for wanted in ["spec.triggers[0].authenticationRef: dropped", "spec.triggers[0].metadata.unsafeSsl: dropped"] {
+    for wanted in [
+        "spec.triggers[0].authenticationRef (TriggerAuthentication shop/thanos-credentials) → prometheusConnection: \
+         thanos-credentials",
+        "spec.triggers[0].metadata.unsafeSsl: dropped",
+    ] {
         assert!(messages.iter().any(|m| m.starts_with(wanted)), "{wanted:?} not in {messages:#?}");
     }
+
+    let config = out.config.as_deref().expect("the connection for spinscale's config");
+    assert!(config.contains("bearerTokenFile: /var/run/secrets/spinscale/thanos-credentials/token"), "{config}");
 
     let reports = input.split("---\n").last().expect("the reports document");
     let body = reports.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
@@ -750,4 +761,80 @@ fn converting_the_activator_output_again_changes_nothing() {
         assert!(!twice.notes.iter().any(|n| n.document.starts_with("new ")), "{name}: nothing added twice");
         assert!(!twice.notes.iter().any(|n| n.message.contains("runs one replica")), "{name}: {:#?}", twice.notes);
     }
+}
+
+#[test]
+fn with_activator_an_ingress_whose_controller_cannot_reach_an_external_name_is_refused_naming_its_class() {
+    // For issue 19: GKE's ingress-gce routes to no ExternalName Service.
+    let (_, input) = fixture("article.yaml");
+    let ingress_line = line_of(&input, "apiVersion: networking.k8s.io/v1");
+    let ingress = format!("document 5 (Ingress api-function, line {ingress_line})");
+    let spec = "spec:\n  rules:\n    - host: api.example.com";
+    let metadata = "kind: Ingress\nmetadata:\n  name: api-function\nspec:";
+    assert!(input.contains(spec) && input.contains(metadata));
+    let default_gce = "---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: gke-l7\n  \
+                       annotations:\n    ingressclass.kubernetes.io/is-default-class: \"true\"\nspec:\n  \
+                       controller: k8s.io/ingress-gce\n";
+    let cases = [
+        (
+            input.replace(spec, "spec:\n  ingressClassName: gce-internal\n  rules:\n    - host: api.example.com"),
+            "spec.ingressClassName: \"gce-internal\"",
+        ),
+        (
+            input.replace(
+                metadata,
+                "kind: Ingress\nmetadata:\n  name: api-function\n  annotations:\n    kubernetes.io/ingress.class: gce\nspec:",
+            ),
+            "metadata.annotations.kubernetes.io/ingress.class: \"gce\"",
+        ),
+        (input.clone() + default_gce, "spec.ingressClassName: \"gke-l7\" (unset: the default IngressClass)"),
+    ];
+    for (bad, field) in &cases {
+        let err = convert(bad, &with_activator()).expect_err(field);
+        let wanted = format!("{ingress}: {field}: the GCE ingress controller (k8s.io/ingress-gce)");
+        assert!(err.to_string().starts_with(&wanted), "{err}\nwanted: {wanted}");
+        assert!(convert(bad, &Options::default()).is_ok(), "without --activator the Ingress passes through");
+    }
+    let nginx = input.replace(spec, "spec:\n  ingressClassName: nginx\n  rules:\n    - host: api.example.com");
+    assert!(convert(&nginx, &with_activator()).is_ok());
+}
+
+#[test]
+fn a_list_from_kubectl_is_converted_item_by_item_and_gains_the_activator_s_objects_as_items() {
+    // For issue 19: `kubectl get -o yaml` prints a List, whose items used to pass through.
+    let (_, input) = fixture("article.yaml");
+    let docs = documents(&input);
+    let list =
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": docs});
+    let text = serde_yaml_ng::to_string(&list).expect("YAML");
+    let out = convert(&text, &with_activator()).expect("converts");
+    let output = documents(&out.yaml);
+    assert_eq!(output.len(), 1, "one List in, one List out");
+    let items = output[0]["items"].as_array().expect("items").clone();
+    let plain = documents(&converted_with_activator("article.yaml").yaml);
+    assert_eq!(items, plain, "the same objects as the documents converted one by one, in the same order");
+    assert!(out.notes.iter().all(|n| n.document.starts_with("document 1 (List, line 1) items[")), "{:#?}", out.notes);
+    let comments = out.yaml.lines().filter(|l| l.starts_with(COMMENT_PREFIX)).count();
+    assert_eq!(comments, out.notes.len(), "every note is a comment on the List");
+    let again = convert(&out.yaml, &with_activator()).expect("converts");
+    assert_eq!(again.yaml, out.yaml, "converting the converted List changes nothing");
+}
+
+#[test]
+fn comments_inside_a_rewritten_scaled_object_stay_with_their_fields() {
+    // For issue 19: rewriting a ScaledObject lost every comment inside it.
+    let (_, input) = fixture("article.yaml");
+    let commented = input
+        .replace("  maxReplicaCount: 50\n", "  # the node pool's size\n  maxReplicaCount: 50\n")
+        .replace("        threshold: \"10\"\n", "        threshold: \"10\" # from the load test\n")
+        .replace("        topic: events\n", "        # the webhook events\n        topic: events\n");
+    let out = convert(&commented, &Options::default()).expect("converts");
+    for wanted in [
+        "  # the node pool's size\n  maxReplicaCount: 50\n",
+        "      targetRps: '10' # from the load test\n",
+        "      # the webhook events\n      topic: events\n",
+    ] {
+        assert!(out.yaml.contains(wanted), "{wanted:?} not in:\n{}", out.yaml);
+    }
+    assert_eq!(documents(&out.yaml), documents(&converted("article.yaml").yaml), "comments change no value");
 }

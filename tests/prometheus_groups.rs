@@ -91,6 +91,9 @@ fn source(address: &str, query: &str, ignore_null_values: bool) -> PrometheusSou
         headers: Vec::new(),
         query_parameters: Vec::new(),
         namespace: None,
+        query_interval: None,
+        connection: None,
+        auth: None,
     }
 }
 

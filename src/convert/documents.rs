@@ -1,8 +1,10 @@
 //! Multi-document YAML split into documents that keep their own text, so a document the
-//! conversion leaves alone is written back exactly as it came (comments and layout included).
+//! conversion leaves alone is written back exactly as it came (comments and layout included),
+//! and one it rewrites keeps its comments (`comments`).
 
 use serde_yaml_ng::Value;
 
+use super::comments::{self, Moves};
 use super::{COMMENT_PREFIX, ConvertError, DocRef};
 
 /// One document's text, without its `---` marker.
@@ -74,27 +76,35 @@ pub(crate) fn parse(chunk: &Chunk) -> Result<Value, ConvertError> {
     })
 }
 
-/// A document's text for the output: its leading comments, then one comment per note, then either
-/// its own text (`body` None) or `body` written anew.
+/// A document's text for the output: its leading comments, then one comment per note (unless
+/// the same comment is there already: converting converted output changes nothing), then either
+/// its own text (`body` None) or `body` written anew with the comments of its own text carried
+/// over to where `moves` took their nodes.
 pub(crate) fn emit(
     chunk: &Chunk,
     notes: &[String],
     body: Option<&Value>,
+    moves: &Moves,
     doc: &DocRef,
 ) -> Result<String, ConvertError> {
     let lines: Vec<&str> = chunk.text.split_inclusive('\n').collect();
     let leading = leading_comments(&chunk.text);
     let mut out: String = lines[..leading].concat();
+    let present: Vec<&str> = lines[..leading].iter().map(|l| l.trim_end()).collect();
     for note in notes {
-        out.push_str(COMMENT_PREFIX);
-        out.push_str(&note.replace('\n', " "));
-        out.push('\n');
+        let comment = format!("{COMMENT_PREFIX}{}", note.replace('\n', " "));
+        if !present.contains(&comment.trim_end()) {
+            out.push_str(&comment);
+            out.push('\n');
+        }
     }
     match body {
         None => out.push_str(&lines[leading..].concat()),
-        Some(value) => out.push_str(
-            &serde_yaml_ng::to_string(value).map_err(|e| doc.error("", format!("cannot be written as YAML: {e}")))?,
-        ),
+        Some(value) => {
+            let written = serde_yaml_ng::to_string(value)
+                .map_err(|e| doc.error("", format!("cannot be written as YAML: {e}")))?;
+            out.push_str(&comments::carry(&lines[leading..].concat(), &written, moves));
+        }
     }
     if !out.ends_with('\n') {
         out.push('\n');
@@ -136,10 +146,19 @@ mod tests {
     fn emit_keeps_leading_comments_then_notes_then_the_body() {
         let chunk = Chunk { text: "# about x\nkind: X # inline\n".into(), first_line: 1 };
         let doc = DocRef { label: "d".into() };
-        let kept = emit(&chunk, &["one".into()], None, &doc).expect("emits");
+        let moves = Moves::default();
+        let kept = emit(&chunk, &["one".into()], None, &moves, &doc).expect("emits");
         assert_eq!(kept, "# about x\n# spinscale convert: one\nkind: X # inline\n");
         let value: Value = serde_yaml_ng::from_str("kind: Y").expect("yaml");
-        let rewritten = emit(&chunk, &[], Some(&value), &doc).expect("emits");
-        assert_eq!(rewritten, "# about x\nkind: Y\n");
+        let rewritten = emit(&chunk, &[], Some(&value), &moves, &doc).expect("emits");
+        assert_eq!(rewritten, "# about x\nkind: Y # inline\n");
+    }
+
+    #[test]
+    fn a_note_already_written_as_a_comment_is_not_written_again() {
+        let chunk = Chunk { text: "# spinscale convert: one\nkind: X\n".into(), first_line: 1 };
+        let doc = DocRef { label: "d".into() };
+        let again = emit(&chunk, &["one".into(), "two".into()], None, &Moves::default(), &doc).expect("emits");
+        assert_eq!(again, "# spinscale convert: one\n# spinscale convert: two\nkind: X\n");
     }
 }

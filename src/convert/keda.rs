@@ -1,218 +1,165 @@
-//! KEDA ScaledObjects: `prometheus` and `kafka` (or `apache-kafka`) triggers become one
-//! `external-push` trigger to spinscale with the same values under spinscale's keys, checked by
-//! spinscale's own parser; a `scaleTargetRef` to a SpinApp becomes the SpinApp's Deployment.
+//! KEDA ScaledObjects: `prometheus` and `kafka` (or `apache-kafka`) triggers become `external-push`
+//! triggers to spinscale with the same values under spinscale's keys (`triggers`), their
+//! credentials as named connections (`auth`); a `scaleTargetRef` to a SpinApp becomes the
+//! SpinApp's Deployment; `pollingInterval` above KEDA's default becomes the query's
+//! `queryInterval`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde_yaml_ng::{Mapping, Value};
 
 use super::activator::RouteKeys;
+use super::auth::{self, Connections};
+use super::comments::trigger_path;
+use super::triggers::{self, Build, Item, PUSH_TYPE, Source, SourceTrigger};
 use super::{ConvertError, DocRef, ObjectKey, Options, Outcome, show, str_at};
-use spinscale_core::spec::{self, TargetSpec};
+use spinscale_core::spec;
 
-pub(crate) const PUSH_TYPE: &str = "external-push";
+/// KEDA's default `pollingInterval`, seconds (docs/keda.md §5).
+const KEDA_POLLING_INTERVAL: i64 = 30;
 
 pub(crate) fn is_scaled_object(object: &Mapping) -> bool {
     str_at(object, "kind") == Some("ScaledObject")
         && str_at(object, "apiVersion").is_some_and(|v| v.starts_with("keda.sh/"))
 }
 
-/// The SpinApp a ScaledObject scales, if its `scaleTargetRef` names one.
+/// The SpinApp a ScaledObject scales, if its `scaleTargetRef` names one: a SpinApp, or a
+/// Deployment (KEDA's default kind, and `apps/v1` its default apiVersion), which has the name of
+/// the SpinApp the Spin operator runs as it.
 pub(crate) fn spin_app_target(object: &Mapping) -> Option<ObjectKey> {
     if !is_scaled_object(object) {
         return None;
     }
     let target = object.get("spec")?.get("scaleTargetRef")?;
-    // A SpinApp's Deployment has the SpinApp's name: a ScaledObject on it scales the SpinApp.
-    matches!(target.get("kind")?.as_str()?, "SpinApp" | "Deployment").then_some(())?;
+    let written = |key: &str| target.get(key).filter(|v| !v.is_null());
+    let kind = written("kind").map_or(Some("Deployment"), Value::as_str)?;
+    let api = written("apiVersion").map_or(Some("apps/v1"), Value::as_str)?;
+    if !(kind == "SpinApp" || (kind == "Deployment" && api == "apps/v1")) {
+        return None;
+    }
     Some(ObjectKey {
         namespace: object.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str).map(String::from),
         name: target.get("name")?.as_str()?.to_string(),
     })
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Source {
-    Prometheus,
-    Kafka,
+/// What converting one ScaledObject may consult about the rest of the input.
+pub(crate) struct Context<'a> {
+    pub options: &'a Options,
+    pub spin_apps: &'a [ObjectKey],
+    /// The activator route `--activator` found for the scale target (from an Ingress).
+    pub route: Option<&'a RouteKeys>,
+    /// The target SpinApp's memory per instance, for `instanceMemory`.
+    pub memory: Option<&'a str>,
+    pub auth: &'a auth::Index,
 }
 
-impl Source {
-    fn of(trigger_type: &str) -> Option<Self> {
-        match trigger_type {
-            "prometheus" => Some(Source::Prometheus),
-            "kafka" | "apache-kafka" => Some(Source::Kafka),
-            _ => None,
-        }
-    }
-}
-
-/// KEDA's prometheus keys and spinscale's names for them.
-const PROMETHEUS_KEYS: [(&str, &str); 9] = [
-    ("serverAddress", spec::PROMETHEUS_ADDRESS),
-    ("threshold", spec::TARGET_RPS),
-    ("activationThreshold", spec::ACTIVATION_RPS),
-    (spec::QUERY, spec::QUERY),
-    (spec::IGNORE_NULL_VALUES, spec::IGNORE_NULL_VALUES),
-    (spec::TIMEOUT, spec::TIMEOUT),
-    (spec::CUSTOM_HEADERS, spec::CUSTOM_HEADERS),
-    (spec::QUERY_PARAMETERS, spec::QUERY_PARAMETERS),
-    (spec::NAMESPACE, spec::NAMESPACE),
-];
-
-/// KEDA's kafka keys spinscale reads under the same names (`tls` and `sasl` only as disable/none).
-const KAFKA_KEYS: [&str; 14] = [
-    spec::BOOTSTRAP_SERVERS,
-    spec::CONSUMER_GROUP,
-    spec::TOPIC,
-    spec::PARTITION_LIMITATION,
-    spec::LAG_THRESHOLD,
-    spec::ACTIVATION_LAG_THRESHOLD,
-    spec::OFFSET_RESET_POLICY,
-    spec::ALLOW_IDLE_CONSUMERS,
-    spec::EXCLUDE_PERSISTENT_LAG,
-    spec::LIMIT_TO_PARTITIONS_WITH_LAG,
-    spec::SCALE_TO_ZERO_ON_INVALID_OFFSET,
-    spec::ENSURE_EVEN_DISTRIBUTION,
-    spec::KAFKA_TLS,
-    spec::KAFKA_SASL,
-];
-
-const NO_PROMETHEUS_AUTH: &str =
-    "spinscale does not authenticate to Prometheus in this version; Prometheus must answer it without credentials";
-const CONNECTION_FLAG: &str = "in an external-push trigger KEDA reads it for its own connection to spinscale";
-
-/// KEDA keys spinscale does not support, and why they are dropped.
-const PROMETHEUS_DROPPED: [(&str, &str); 7] = [
-    ("metricName", "KEDA removed it from the prometheus scaler; spinscale names its own metric (spinscale-replicas)"),
-    ("unsafeSsl", CONNECTION_FLAG),
-    ("cortexOrgID", "KEDA removed it; send the header with customHeaders: X-Scope-OrgID=<id>"),
-    ("authModes", NO_PROMETHEUS_AUTH),
-    ("authMode", NO_PROMETHEUS_AUTH),
-    ("awsRegion", NO_PROMETHEUS_AUTH),
-    ("identityOwner", NO_PROMETHEUS_AUTH),
-];
-const KAFKA_DROPPED: [(&str, &str); 5] = [
-    ("version", "spinscale's Kafka client negotiates the protocol version with the brokers"),
-    ("fullMetadata", "spinscale reads only the metadata of the topics it watches"),
-    ("unsafeSsl", CONNECTION_FLAG),
-    ("saslTokenProvider", "spinscale supports no Kafka SASL in this version"),
-    ("awsRegion", "spinscale supports no Kafka SASL (MSK IAM) in this version"),
-];
-
-/// What becomes of one metadata key of a KEDA trigger.
-enum Fate {
-    Keep(&'static str),
-    Drop(&'static str),
-    Unknown,
-}
-
-fn fate(source: Source, key: &str) -> Fate {
-    let (kept, dropped): (Option<&'static str>, &[(&str, &'static str)]) = match source {
-        Source::Prometheus => {
-            (PROMETHEUS_KEYS.iter().find(|(keda, _)| *keda == key).map(|(_, ours)| *ours), &PROMETHEUS_DROPPED)
-        }
-        Source::Kafka => (KAFKA_KEYS.iter().find(|k| **k == key).copied(), &KAFKA_DROPPED),
-    };
-    match (kept, dropped.iter().find(|(k, _)| *k == key)) {
-        (Some(ours), _) => Fate::Keep(ours),
-        (None, Some((_, why))) => Fate::Drop(why),
-        (None, None) => Fate::Unknown,
-    }
-}
-
-/// A `prometheus` or `kafka` trigger as written.
-struct SourceTrigger {
-    index: usize,
-    source: Source,
-    type_name: String,
-    metadata: Vec<(String, String)>,
-    name: Option<String>,
-    metric_type: Option<String>,
-    use_cached_metrics: Option<bool>,
-    has_authentication_ref: bool,
-    other_fields: Vec<String>,
-}
-
-impl SourceTrigger {
-    fn field(&self, rest: &str) -> String {
-        format!("spec.triggers[{}].{rest}", self.index)
-    }
-
-    fn describe(&self) -> String {
-        format!("spec.triggers[{}] ({})", self.index, self.type_name)
-    }
-}
-
-/// A trigger as written, in order: one to convert, or one kept as it is.
-enum Item {
-    Source(usize),
-    Kept(Value),
-}
-
-/// `route`: the activator route `--activator` found for the scale target (from an Ingress);
-/// `memory`: the target SpinApp's memory per instance, for `instanceMemory`.
 pub(crate) fn convert_scaled_object(
     object: &mut Mapping,
     doc: &DocRef,
-    options: &Options,
-    spin_apps: &[ObjectKey],
-    route: Option<&RouteKeys>,
-    memory: Option<&str>,
+    ctx: &Context<'_>,
+    connections: &mut Connections,
 ) -> Result<Outcome, ConvertError> {
     let mut outcome = Outcome::default();
     let target_app = spin_app_target(object);
+    let metadata = object.get("metadata");
+    let namespace = metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str).map(String::from);
+    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("(no name)");
+    let label = match &namespace {
+        Some(ns) => format!("ScaledObject {ns}/{name}"),
+        None => format!("ScaledObject {name}"),
+    };
     let spec = object
         .get_mut("spec")
         .and_then(Value::as_mapping_mut)
         .ok_or_else(|| doc.error("spec", "is missing or not a mapping"))?;
-    retarget(spec, doc, target_app.as_ref(), spin_apps, &mut outcome)?;
+    retarget(spec, doc, target_app.as_ref(), ctx.spin_apps, &mut outcome)?;
 
-    let (items, sources) = read_triggers(spec, doc, &mut outcome.notes)?;
+    let mut kept = Vec::new();
+    let (items, sources) = triggers::read_triggers(spec, doc, &mut kept)?;
     if sources.is_empty() {
-        if let Some(route) = route {
-            route_without_sources(spec, route, options, doc, &mut outcome)?;
+        match ctx.route {
+            Some(route) => route_without_sources(spec, route, ctx.options, doc, &mut outcome)?,
+            None if has_spinscale_trigger(spec, ctx.options) => {}
+            None => outcome.notes.push(
+                "spec.triggers: none is a prometheus or kafka trigger, the ones spinscale takes over; kept as \
+                 written"
+                    .into(),
+            ),
         }
         return Ok(outcome);
     }
-    let separate = spec.get("advanced").and_then(|a| a.get("scalingModifiers")).is_some();
-    let groups = group(&sources, separate);
+    outcome.notes.extend(kept);
+    let formula = spec.get("advanced").and_then(|a| a.get("scalingModifiers")).is_some();
+    let groups = triggers::group(&sources, formula);
     // The route goes with the request rate: the group of the first prometheus trigger, else the first.
     let route_group =
         groups.iter().position(|g| g.iter().any(|&i| sources[i].source == Source::Prometheus)).unwrap_or(0);
-    if separate {
+    if formula {
         outcome.notes.push(format!(
             "spec.advanced.scalingModifiers refers to triggers by name, so each trigger becomes its own {PUSH_TYPE} \
              trigger with `metrics: separate` (values in the same units as before)"
         ));
     }
-    let mut triggers = Vec::with_capacity(items.len());
+    let query_interval = query_interval(spec, doc)?;
+    let mut built = Vec::with_capacity(items.len());
     for item in items {
         match item {
-            Item::Kept(value) => triggers.push(value),
+            Item::Kept(old, value) => {
+                outcome.moves.push(trigger_path(old), trigger_path(built.len()));
+                built.push(value);
+            }
             Item::Source(i) => {
-                if let Some(at) = groups.iter().position(|g| g[0] == i) {
-                    let members: Vec<&SourceTrigger> = groups[at].iter().map(|&m| &sources[m]).collect();
-                    let route = route.filter(|_| at == route_group);
-                    let mut trigger = build_trigger(&members, separate, options, route, doc, &mut outcome.notes)?;
-                    if let Some(memory) = memory {
-                        add_instance_memory(&mut trigger, memory, &mut outcome.notes);
-                    }
-                    triggers.push(trigger);
+                let Some(at) = groups.iter().position(|g| g[0] == i) else { continue };
+                let members: Vec<&SourceTrigger> = groups[at].iter().map(|&m| &sources[m]).collect();
+                let build = Build {
+                    members: &members,
+                    formula,
+                    new_index: built.len(),
+                    route: ctx.route.filter(|_| at == route_group),
+                    query_interval: query_interval.as_ref().map(|(_, d)| d.as_str()),
+                    namespace: namespace.as_deref(),
+                    scaled_object: &label,
+                };
+                let mut trigger = triggers::build_trigger(
+                    &build,
+                    ctx.options,
+                    ctx.auth,
+                    connections,
+                    doc,
+                    &mut outcome.notes,
+                    &mut outcome.moves,
+                )?;
+                if let Some((seconds, interval)) = &query_interval
+                    && trigger.get("metadata").and_then(|m| m.get(spec::QUERY_INTERVAL)).and_then(Value::as_str)
+                        == Some(interval.as_str())
+                {
+                    outcome.notes.push(format!(
+                        "spec.pollingInterval: {seconds} → spec.triggers[{}].metadata.{}: {interval}: \
+                         spinscale runs the query on its own schedule (every 2s by default), not at KEDA's polls; \
+                         this keeps it as rare, and the load on Prometheus as low, as before",
+                        build.new_index,
+                        spec::QUERY_INTERVAL
+                    ));
                 }
+                if let Some(memory) = ctx.memory {
+                    add_instance_memory(&mut trigger, memory, &mut outcome.notes);
+                }
+                built.push(trigger);
             }
         }
     }
-    spec.insert("triggers".into(), Value::Sequence(triggers));
+    spec.insert("triggers".into(), Value::Sequence(built));
     outcome.changed = true;
 
     let min_replicas = spec.get("minReplicaCount").map(Value::as_i64);
-    if route.is_some() {
+    if ctx.route.is_some() {
         at_least_one(spec, &mut outcome.notes);
     }
-    if route.is_none()
+    // Only an app scaled on its request rate serves HTTP that must be held at zero.
+    if ctx.route.is_none()
         && matches!(min_replicas, None | Some(Some(0)))
-        && sources.iter().any(|s| s.source == Source::Prometheus)
+        && sources.iter().any(SourceTrigger::is_request_rate)
     {
         outcome.notes.push(format!(
             "minReplicaCount 0{}: while the app is at zero, an HTTP request needs something to hold it until a \
@@ -220,7 +167,7 @@ pub(crate) fn convert_scaled_object(
              as it sees the rate rise",
             if min_replicas.is_none() { " (KEDA's default)" } else { "" }
         ));
-        if options.activator {
+        if ctx.options.activator {
             outcome.notes.push(
                 "--activator: no Ingress in this input routes to this app's Service; if it serves HTTP, convert its \
                  Ingress along with it, or give the trigger `hosts` and `backend` for spinscale's activator"
@@ -229,6 +176,29 @@ pub(crate) fn convert_scaled_object(
         }
     }
     Ok(outcome)
+}
+
+/// The ScaledObject already has a trigger to this spinscale (it was converted before).
+fn has_spinscale_trigger(spec: &Mapping, options: &Options) -> bool {
+    spec.get("triggers").and_then(Value::as_sequence).is_some_and(|triggers| {
+        triggers.iter().any(|t| {
+            t.get("type").and_then(Value::as_str) == Some(PUSH_TYPE)
+                && t.get("metadata").and_then(|m| m.get(spec::SCALER_ADDRESS)).and_then(Value::as_str)
+                    == Some(options.scaler_address.as_str())
+        })
+    })
+}
+
+/// `pollingInterval` above KEDA's default: its seconds, and as a duration for `queryInterval` (`60s`).
+fn query_interval(spec: &Mapping, doc: &DocRef) -> Result<Option<(i64, String)>, ConvertError> {
+    match spec.get("pollingInterval") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|s| s >= 1) => {
+            Ok(n.as_i64().filter(|&s| s > KEDA_POLLING_INTERVAL).map(|s| (s, format!("{s}s"))))
+        }
+        Some(other) => Err(doc
+            .error("spec.pollingInterval", format!("is {}, not a whole number of seconds of at least 1", show(other)))),
+    }
 }
 
 /// The SpinApp's memory per instance as the trigger's `instanceMemory`, unless written there.
@@ -271,17 +241,19 @@ fn route_without_sources(
                 .and_then(Value::as_mapping_mut)
                 .ok_or_else(|| doc.error(&field, "is not a mapping"))?;
             if let Some(hosts) = metadata.get(spec::HOSTS) {
-                outcome.notes.push(format!(
-                    "spec.triggers[{i}] ({PUSH_TYPE}) already routes {} through spinscale's activator; left as written \
-                     ({} gives hosts {})",
-                    show(hosts),
-                    route.via,
-                    route.hosts.join(",")
-                ));
+                if hosts.as_str() != Some(route.hosts.join(",").as_str()) {
+                    outcome.notes.push(format!(
+                        "spec.triggers[{i}] ({PUSH_TYPE}) already routes {} through spinscale's activator; left as \
+                         written ({} gives hosts {})",
+                        show(hosts),
+                        route.via,
+                        route.hosts.join(",")
+                    ));
+                }
                 return Ok(());
             }
-            add_route(metadata, route, &field, doc)?;
-            validate(metadata, &HashMap::new(), &field, doc, &mut outcome.notes)?;
+            triggers::add_route(metadata, route, &field, doc)?;
+            triggers::validate(metadata, &HashMap::new(), &field, doc, &mut outcome.notes)?;
             outcome.notes.push(route.note(&format!("spec.triggers[{i}] ({PUSH_TYPE})")));
         }
         None => {
@@ -319,30 +291,12 @@ pub(crate) fn route_trigger(
 ) -> Result<Value, ConvertError> {
     let mut metadata = Mapping::new();
     metadata.insert(spec::SCALER_ADDRESS.into(), options.scaler_address.clone().into());
-    add_route(&mut metadata, route, "spec.triggers[0].metadata", doc)?;
-    validate(&metadata, &HashMap::new(), "spec.triggers[0].metadata", doc, notes)?;
+    triggers::add_route(&mut metadata, route, "spec.triggers[0].metadata", doc)?;
+    triggers::validate(&metadata, &HashMap::new(), "spec.triggers[0].metadata", doc, notes)?;
     let mut trigger = Mapping::new();
     trigger.insert("type".into(), PUSH_TYPE.into());
     trigger.insert("metadata".into(), Value::Mapping(metadata));
     Ok(Value::Mapping(trigger))
-}
-
-/// Writes the route's keys into a trigger's metadata; a different value already there is an error.
-fn add_route(metadata: &mut Mapping, route: &RouteKeys, field: &str, doc: &DocRef) -> Result<(), ConvertError> {
-    for (key, value) in route.pairs() {
-        match metadata.get(key) {
-            Some(existing) if existing.as_str() != Some(value.as_str()) => {
-                return Err(doc.error(
-                    format!("{field}.{key}"),
-                    format!("{} conflicts with {value:?} from {}", show(existing), route.via),
-                ));
-            }
-            _ => {
-                metadata.insert(key.into(), value.into());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A SpinApp has no `/scale` subresource: KEDA must scale the Deployment the Spin operator runs it as.
@@ -385,305 +339,6 @@ fn retarget(
     Ok(())
 }
 
-/// Every trigger in order, with the `prometheus`/`kafka` ones read and checked.
-fn read_triggers(
-    spec: &Mapping,
-    doc: &DocRef,
-    notes: &mut Vec<String>,
-) -> Result<(Vec<Item>, Vec<SourceTrigger>), ConvertError> {
-    let triggers = match spec.get("triggers") {
-        None | Some(Value::Null) => return Err(doc.error("spec.triggers", "is missing: a ScaledObject needs triggers")),
-        Some(Value::Sequence(t)) if t.is_empty() => {
-            return Err(doc.error("spec.triggers", "is empty: a ScaledObject needs triggers"));
-        }
-        Some(Value::Sequence(t)) => t,
-        Some(other) => return Err(doc.error("spec.triggers", format!("is {}, not a list", show(other)))),
-    };
-    let mut items = Vec::with_capacity(triggers.len());
-    let mut sources = Vec::new();
-    for (index, trigger) in triggers.iter().enumerate() {
-        let at = |rest: &str| format!("spec.triggers[{index}]{rest}");
-        let map =
-            trigger.as_mapping().ok_or_else(|| doc.error(at(""), format!("is {}, not a mapping", show(trigger))))?;
-        let type_name = match map.get("type") {
-            Some(Value::String(t)) => t.clone(),
-            Some(other) => return Err(doc.error(at(".type"), format!("is {}, not a string", show(other)))),
-            None => return Err(doc.error(at(".type"), "is missing")),
-        };
-        match Source::of(&type_name) {
-            Some(source) => {
-                sources.push(read_source(map, index, source, type_name, doc)?);
-                items.push(Item::Source(sources.len() - 1));
-            }
-            None => {
-                notes.push(format!(
-                    "spec.triggers[{index}] ({type_name}): kept as written (spinscale takes over prometheus and \
-                     kafka triggers only)"
-                ));
-                items.push(Item::Kept(trigger.clone()));
-            }
-        }
-    }
-    Ok((items, sources))
-}
-
-fn read_source(
-    map: &Mapping,
-    index: usize,
-    source: Source,
-    type_name: String,
-    doc: &DocRef,
-) -> Result<SourceTrigger, ConvertError> {
-    let at = |rest: &str| format!("spec.triggers[{index}].{rest}");
-    let text = |key: &str| -> Result<Option<String>, ConvertError> {
-        match map.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(doc.error(at(key), format!("is {}, not a string", show(other)))),
-        }
-    };
-    let metadata = match map.get("metadata") {
-        Some(Value::Mapping(m)) => m,
-        None | Some(Value::Null) => {
-            return Err(doc.error(at("metadata"), format!("is missing: a {type_name} trigger needs its metadata")));
-        }
-        Some(other) => return Err(doc.error(at("metadata"), format!("is {}, not a mapping", show(other)))),
-    };
-    let mut pairs = Vec::with_capacity(metadata.len());
-    for (key, value) in metadata {
-        let key = key
-            .as_str()
-            .ok_or_else(|| doc.error(at("metadata"), format!("has a key that is not a string: {}", show(key))))?;
-        match value {
-            Value::String(v) => pairs.push((key.to_string(), v.clone())),
-            other => {
-                return Err(doc.error(
-                    at(&format!("metadata.{key}")),
-                    format!(
-                        "is {}, not a string (KEDA's trigger metadata holds strings: quote the value)",
-                        show(other)
-                    ),
-                ));
-            }
-        }
-    }
-    let use_cached_metrics = match map.get("useCachedMetrics") {
-        None => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(other) => return Err(doc.error(at("useCachedMetrics"), format!("is {}, not true or false", show(other)))),
-    };
-    const FIELDS: [&str; 6] = ["type", "name", "metadata", "metricType", "useCachedMetrics", "authenticationRef"];
-    Ok(SourceTrigger {
-        index,
-        source,
-        type_name,
-        metadata: pairs,
-        name: text("name")?,
-        metric_type: text("metricType")?,
-        use_cached_metrics,
-        has_authentication_ref: map.contains_key("authenticationRef"),
-        other_fields: map
-            .keys()
-            .map(|k| k.as_str().map_or_else(|| show(k), String::from))
-            .filter(|k| !FIELDS.contains(&k.as_str()))
-            .collect(),
-    })
-}
-
-/// Indices into `sources`, one group per spinscale trigger: the first prometheus and the first kafka
-/// trigger together (one metric, the max of both), any further ones on their own. With
-/// `scalingModifiers` every trigger stays on its own, since the formula names them.
-fn group(sources: &[SourceTrigger], separate: bool) -> Vec<Vec<usize>> {
-    if separate {
-        return (0..sources.len()).map(|i| vec![i]).collect();
-    }
-    let first = |kind: Source| sources.iter().position(|s| s.source == kind);
-    let folded: Vec<usize> = [first(Source::Prometheus), first(Source::Kafka)].into_iter().flatten().collect();
-    let mut groups = vec![folded.clone()];
-    groups.extend((0..sources.len()).filter(|i| !folded.contains(i)).map(|i| vec![i]));
-    for g in &mut groups {
-        g.sort_unstable();
-    }
-    groups
-}
-
-fn build_trigger(
-    members: &[&SourceTrigger],
-    separate: bool,
-    options: &Options,
-    route: Option<&RouteKeys>,
-    doc: &DocRef,
-    notes: &mut Vec<String>,
-) -> Result<Value, ConvertError> {
-    let described: Vec<String> = members.iter().map(|m| m.describe()).collect();
-    notes.push(if members.len() > 1 {
-        format!(
-            "{} → one {PUSH_TYPE} trigger to spinscale at {}: its one metric (spinscale-replicas) is \
-             max(rate / targetRps, lag / lagThreshold), and activation is pushed as soon as either signal rises",
-            described.join(" and "),
-            options.scaler_address
-        )
-    } else {
-        format!("{} → an {PUSH_TYPE} trigger to spinscale at {}", described[0], options.scaler_address)
-    });
-
-    let mut metadata = Mapping::new();
-    metadata.insert(spec::SCALER_ADDRESS.into(), options.scaler_address.clone().into());
-    // spinscale key → the field it came from, to name the field in errors.
-    let mut origin: HashMap<String, String> = HashMap::new();
-    for member in members {
-        copy_metadata(member, &mut metadata, &mut origin, doc, notes)?;
-    }
-    if let Some(route) = route {
-        add_route(&mut metadata, route, &members[0].field("metadata"), doc)?;
-        notes.push(route.note(&described.join(" and ")));
-        if members.iter().any(|m| m.source == Source::Prometheus) {
-            notes.push(
-                "the query stays next to the activator's count and the higher rate counts; once every request \
-                 passes the activator, the query (and the Prometheus it needs) can go"
-                    .into(),
-            );
-        }
-    }
-    if separate {
-        metadata.insert(spec::METRICS.into(), "separate".into());
-    }
-    validate(&metadata, &origin, &members[0].field("metadata"), doc, notes)?;
-
-    let mut trigger = Mapping::new();
-    trigger.insert("type".into(), PUSH_TYPE.into());
-    let mut names = members.iter().filter_map(|m| m.name.as_ref().map(|n| (m, n)));
-    if let Some((_, name)) = names.next() {
-        trigger.insert("name".into(), name.clone().into());
-    }
-    for (member, name) in names {
-        notes.push(format!("{}: {name} dropped (one trigger keeps one name)", member.field("name")));
-    }
-    for member in members {
-        match (&member.metric_type, separate) {
-            (Some(t), true) => {
-                trigger.insert("metricType".into(), t.clone().into());
-            }
-            (Some(t), false) if t != "AverageValue" => notes.push(format!(
-                "{}: {t} dropped: spinscale-replicas is a replica count, which the HPA reads as AverageValue \
-                 (the default)",
-                member.field("metricType")
-            )),
-            _ => {}
-        }
-    }
-    let cached: Vec<bool> = members.iter().filter_map(|m| m.use_cached_metrics).collect();
-    if cached.contains(&true) {
-        trigger.insert("useCachedMetrics".into(), true.into());
-        if cached.contains(&false) {
-            notes.push("useCachedMetrics: true, as one of the folded triggers asked".into());
-        }
-    }
-    for member in members {
-        if member.has_authentication_ref {
-            let instead = match member.source {
-                Source::Prometheus => {
-                    "spinscale reads no Prometheus credentials in this version; Prometheus must \
-                                       answer without them"
-                }
-                Source::Kafka => {
-                    "describe the Kafka credentials as a connection in spinscale's config \
-                                  (kafkaConnections, secrets in mounted files) and add `kafkaConnection: NAME` to \
-                                  the trigger"
-                }
-            };
-            notes.push(format!(
-                "{}: dropped: KEDA does not pass TriggerAuthentication parameters to external scalers \
-                 (keda#2571); {instead}",
-                member.field("authenticationRef"),
-            ));
-        }
-        for field in &member.other_fields {
-            notes.push(format!("{}: not a field of a KEDA trigger; dropped", member.field(field)));
-        }
-    }
-    trigger.insert("metadata".into(), Value::Mapping(metadata));
-    Ok(Value::Mapping(trigger))
-}
-
-fn copy_metadata(
-    member: &SourceTrigger,
-    metadata: &mut Mapping,
-    origin: &mut HashMap<String, String>,
-    doc: &DocRef,
-    notes: &mut Vec<String>,
-) -> Result<(), ConvertError> {
-    let mut renamed = Vec::new();
-    for (key, value) in &member.metadata {
-        let field = member.field(&format!("metadata.{key}"));
-        if let Some(base) = key.strip_suffix("FromEnv") {
-            return Err(doc.error(
-                field,
-                format!(
-                    "is not supported: KEDA resolves it from the scale target's containers, spinscale reads only \
-                     `{base}`; write the value itself"
-                ),
-            ));
-        }
-        let ours = match fate(member.source, key) {
-            Fate::Keep(ours) => {
-                if ours != key {
-                    renamed.push(format!("{key} → {ours}"));
-                }
-                ours.to_string()
-            }
-            Fate::Drop(why) => {
-                notes.push(format!("{field}: dropped: {why}"));
-                continue;
-            }
-            Fate::Unknown => {
-                notes.push(format!(
-                    "{field}: not a key of KEDA's {} scaler nor of spinscale; kept, spinscale ignores it",
-                    member.type_name
-                ));
-                key.clone()
-            }
-        };
-        if let Some(existing) = metadata.get(ours.as_str()) {
-            if existing.as_str() == Some(value.as_str()) {
-                continue;
-            }
-            let first = origin.get(&ours).map_or("--scaler-address", String::as_str);
-            return Err(
-                doc.error(field, format!("{value:?} conflicts with {first} {} (both become `{ours}`)", show(existing)))
-            );
-        }
-        metadata.insert(ours.clone().into(), value.clone().into());
-        origin.insert(ours, member.field(&format!("metadata.{key}")));
-    }
-    if !renamed.is_empty() {
-        notes.push(format!("{}: {} (same values, spinscale's names)", member.describe(), renamed.join(", ")));
-    }
-    Ok(())
-}
-
-/// spinscale's own parser must accept the trigger, or the conversion has not produced a working one.
-fn validate(
-    metadata: &Mapping,
-    origin: &HashMap<String, String>,
-    fallback_field: &str,
-    doc: &DocRef,
-    notes: &mut Vec<String>,
-) -> Result<(), ConvertError> {
-    let map: HashMap<String, String> =
-        metadata.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string()))).collect();
-    match TargetSpec::parse(&map, &BTreeMap::new()) {
-        Ok(spec) => {
-            notes.extend(spec.warnings.iter().map(|w| format!("spinscale warns: {w}")));
-            Ok(())
-        }
-        Err(invalid) => {
-            let field = invalid.problems.iter().find_map(|p| origin.get(&p.key)).map_or(fallback_field, String::as_str);
-            Err(doc.error(field, format!("spinscale would refuse the converted trigger: {invalid}")))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,10 +376,22 @@ spec:
         DocRef { label: "document 2 (ScaledObject handler-scaler, line 3)".into() }
     }
 
-    fn convert(yaml: &str, spin_apps: &[ObjectKey]) -> Result<(Mapping, Outcome), ConvertError> {
+    fn run(
+        yaml: &str,
+        spin_apps: &[ObjectKey],
+        route: Option<&RouteKeys>,
+        memory: Option<&str>,
+    ) -> Result<(Mapping, Outcome), ConvertError> {
         let mut object: Mapping = serde_yaml_ng::from_str(yaml).expect("test YAML");
-        let outcome = convert_scaled_object(&mut object, &doc(), &Options::default(), spin_apps, None, None)?;
+        let options = Options { activator: route.is_some(), ..Options::default() };
+        let index = auth::Index::default();
+        let ctx = Context { options: &options, spin_apps, route, memory, auth: &index };
+        let outcome = convert_scaled_object(&mut object, &doc(), &ctx, &mut Connections::default())?;
         Ok((object, outcome))
+    }
+
+    fn convert(yaml: &str, spin_apps: &[ObjectKey]) -> Result<(Mapping, Outcome), ConvertError> {
+        run(yaml, spin_apps, None, None)
     }
 
     fn metadata_of(trigger: &Value) -> Vec<(String, String)> {
@@ -805,8 +472,7 @@ spec:
         );
 
         // The SpinApp's memory goes to every trigger spinscale serves: each is its own target.
-        let mut object: Mapping = serde_yaml_ng::from_str(&yaml).expect("test YAML");
-        convert_scaled_object(&mut object, &doc(), &Options::default(), &[], None, Some("128Mi")).expect("converts");
+        let (object, _) = run(&yaml, &[], None, Some("128Mi")).expect("converts");
         let triggers = object["spec"]["triggers"].as_sequence().expect("triggers");
         for i in [0, 2] {
             assert_eq!(triggers[i]["metadata"]["instanceMemory"], Value::from("128Mi"), "trigger {i}");
@@ -902,18 +568,68 @@ spec:
     }
 
     #[test]
-    fn trigger_fields_spinscale_cannot_honour_are_dropped_with_a_note() {
+    fn metric_type_value_keeps_its_trigger_apart_with_separate_metrics() {
         let yaml = SEED_SO.replace(
             "    - type: prometheus\n",
-            "    - type: prometheus\n      authenticationRef: {name: prom-auth}\n      useCachedMetrics: true\n      metricType: Value\n",
+            "    - type: prometheus\n      useCachedMetrics: true\n      metricType: Value\n",
         );
         let (object, outcome) = convert(&yaml, &[]).expect("converts");
-        let trigger = &object["spec"]["triggers"][0];
-        assert!(trigger.get("authenticationRef").is_none() && trigger.get("metricType").is_none());
-        assert_eq!(trigger["useCachedMetrics"], Value::Bool(true));
-        let notes = outcome.notes.join("\n");
-        assert!(notes.contains("authenticationRef: dropped"), "{notes}");
-        assert!(notes.contains("metricType: Value dropped"), "{notes}");
+        let triggers = object["spec"]["triggers"].as_sequence().expect("triggers");
+        assert_eq!(triggers.len(), 3, "the Value trigger is not folded with the kafka one");
+        assert_eq!(triggers[0]["metricType"], Value::from("Value"));
+        assert_eq!(triggers[0]["useCachedMetrics"], Value::Bool(true));
+        assert_eq!(triggers[0]["metadata"]["metrics"], Value::from("separate"));
+        assert!(triggers[2].get("metricType").is_none() && triggers[2]["metadata"].get("metrics").is_none());
+        assert!(
+            outcome.notes.iter().any(|n| n.starts_with("spec.triggers[0].metricType: Value kept")),
+            "{:?}",
+            outcome.notes
+        );
+
+        let bad =
+            SEED_SO.replace("    - type: prometheus\n", "    - type: prometheus\n      metricType: Utilization\n");
+        let err = convert(&bad, &[]).expect_err("Utilization");
+        assert_eq!(err.field, "spec.triggers[0].metricType");
+        assert!(err.message.starts_with("\"Utilization\" is not a metric type"), "{err}");
+    }
+
+    #[test]
+    fn an_authentication_ref_that_is_not_in_the_input_is_refused_naming_it() {
+        let yaml = SEED_SO.replace(
+            "    - type: prometheus\n",
+            "    - type: prometheus\n      authenticationRef: {name: prom-auth}\n",
+        );
+        let err = convert(&yaml, &[]).expect_err("no TriggerAuthentication");
+        assert_eq!(err.field, "spec.triggers[0].authenticationRef");
+        assert!(err.message.starts_with("TriggerAuthentication prom-auth is not in this input"), "{err}");
+        let modes = SEED_SO.replace("threshold: \"10\"", "threshold: \"10\"\n        authModes: bearer");
+        let err = convert(&modes, &[]).expect_err("authModes without credentials");
+        assert_eq!(err.field, "spec.triggers[0].metadata");
+        assert!(err.message.contains("has no authenticationRef"), "{err}");
+    }
+
+    #[test]
+    fn polling_interval_above_keda_s_default_becomes_the_query_interval() {
+        let slow = SEED_SO.replace("  minReplicaCount: 0\n", "  minReplicaCount: 0\n  pollingInterval: 120\n");
+        let (object, outcome) = convert(&slow, &[]).expect("converts");
+        assert_eq!(object["spec"]["triggers"][0]["metadata"]["queryInterval"], Value::from("120s"));
+        assert!(outcome.notes.iter().any(|n| n.starts_with("spec.pollingInterval: 120 → spec.triggers[0]")));
+        for interval in ["30", "10"] {
+            let yaml = SEED_SO.replace("  minReplicaCount: 0\n", &format!("  pollingInterval: {interval}\n"));
+            let (object, _) = convert(&yaml, &[]).expect("converts");
+            assert!(object["spec"]["triggers"][0]["metadata"].get("queryInterval").is_none(), "{interval}");
+        }
+        let bad = SEED_SO.replace("  minReplicaCount: 0\n", "  pollingInterval: \"1m\"\n");
+        assert_eq!(convert(&bad, &[]).expect_err("a string").field, "spec.pollingInterval");
+    }
+
+    #[test]
+    fn the_http_hold_note_is_for_request_rates_only() {
+        let queue = SEED_SO.replace("sum(rate(http_requests_total[1m]))", "sum(rabbitmq_queue_messages_ready)");
+        let (_, outcome) = convert(&queue, &[]).expect("converts");
+        assert!(!outcome.notes.iter().any(|n| n.contains("HTTP request")), "{:?}", outcome.notes);
+        let (_, outcome) = convert(SEED_SO, &[]).expect("converts");
+        assert!(outcome.notes.iter().any(|n| n.starts_with("minReplicaCount 0: while the app is at zero")));
     }
 
     fn route() -> RouteKeys {
@@ -926,10 +642,7 @@ spec:
     }
 
     fn convert_with_route(yaml: &str) -> Result<(Mapping, Outcome), ConvertError> {
-        let mut object: Mapping = serde_yaml_ng::from_str(yaml).expect("test YAML");
-        let options = Options { activator: true, ..Options::default() };
-        let outcome = convert_scaled_object(&mut object, &doc(), &options, &[], Some(&route()), None)?;
-        Ok((object, outcome))
+        run(yaml, &[], Some(&route()), None)
     }
 
     #[test]
@@ -981,7 +694,7 @@ spec:
         assert!(outcome.changed);
         assert_eq!(object["spec"]["triggers"][0]["metadata"]["backend"], Value::from("http://handler.default.svc:80"));
         let (again, outcome) = convert_with_route(&serde_yaml_ng::to_string(&object).expect("yaml")).expect("converts");
-        assert!(!outcome.changed && outcome.notes.iter().any(|n| n.contains("already routes")), "{:?}", outcome.notes);
+        assert!(!outcome.changed && outcome.notes.is_empty(), "{:?}", outcome.notes);
         assert_eq!(again, object);
 
         let cpu = ours.replace("external-push", "cpu").replace("scalerAddress: spinscale.spinscale.svc.cluster.local:9500\n        query: up\n        prometheusAddress: http://p:9090", "value: \"60\"");
@@ -992,27 +705,21 @@ spec:
     }
 
     #[test]
-    fn keda_keys_map_to_spinscale_keys_that_spinscale_reads() {
-        for (keda, ours) in PROMETHEUS_KEYS {
-            assert!(spec::KEYS.contains(&ours), "{keda} → {ours}");
-            assert!(spec::ALIASES.iter().any(|(k, a)| *k == ours && *a == keda) || keda == ours, "{keda} → {ours}");
-        }
-        for key in KAFKA_KEYS {
-            assert!(spec::KEYS.contains(&key), "{key}");
-        }
-    }
-
-    #[test]
     fn a_scaled_object_on_a_spin_apps_deployment_scales_that_spin_app() {
         let doc = |kind: &str| -> Mapping {
             serde_yaml_ng::from_str(&format!(
                 "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {{name: so, namespace: shop}}\n\
-                 spec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: {kind}, name: checkout}}\n"
+                 spec:\n  scaleTargetRef: {kind}name: checkout}}\n"
             ))
             .unwrap()
         };
-        let key = spin_app_target(&doc("Deployment")).expect("a SpinApp's Deployment");
+        let key = spin_app_target(&doc("{apiVersion: apps/v1, kind: Deployment, ")).expect("a SpinApp's Deployment");
         assert_eq!((key.namespace.as_deref(), key.name.as_str()), (Some("shop"), "checkout"));
-        assert!(spin_app_target(&doc("StatefulSet")).is_none());
+        // KEDA's defaults: kind Deployment, apiVersion apps/v1 (for issue 19).
+        for written in ["{kind: Deployment, ", "{apiVersion: apps/v1, ", "{"] {
+            assert!(spin_app_target(&doc(written)).is_some(), "{written}");
+        }
+        assert!(spin_app_target(&doc("{apiVersion: apps/v1, kind: StatefulSet, ")).is_none());
+        assert!(spin_app_target(&doc("{apiVersion: argoproj.io/v1alpha1, kind: Rollout, ")).is_none());
     }
 }

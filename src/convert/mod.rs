@@ -2,31 +2,44 @@
 //! target (which cannot work, docs/keda.md §8) rewritten into the working spinscale setup.
 //!
 //! - A ScaledObject's `prometheus` and `kafka` triggers are folded into one `external-push` trigger
-//!   to spinscale carrying the same values under spinscale's keys (`keda`).
+//!   to spinscale carrying the same values under spinscale's keys (`keda`, `triggers`).
+//! - Their `authenticationRef`s become named connections of spinscale's config, printed as a
+//!   skeleton with the Deployment patch that mounts the same Secrets (`auth`).
 //! - A `scaleTargetRef` to a SpinApp points at the SpinApp's Deployment instead (same name).
 //! - A SpinApp gets the current API group, and, when it is autoscaled, `enableAutoscaling: true`
 //!   and no `replicas` (`spinkube`).
 //! - With `--activator` (`activator`), an Ingress that routes to an app's Service points at
 //!   spinscale's activator instead, and the app's trigger gains the route (`hosts`, `backend`); a
 //!   SpinApp served that way without a ScaledObject gets one.
-//! - Every other document passes through as written.
+//! - The items of a `List` are converted like documents (`lists`, `assemble`); ScaledJobs and
+//!   KEDA v1 objects are passed through with a note saying so; every other document passes
+//!   through as written.
 //!
 //! Each change is explained by a `# spinscale convert: ...` comment on its document and returned as
-//! a [`Note`]. The conversion is a pure function of the text; [`run`] is the command around it.
+//! a [`Note`]. A rewritten document keeps its comments (`comments`), and converting converted
+//! output changes nothing. The conversion is a pure function of the text; [`run`] is the command
+//! around it.
 //!
 //! Within the crate it may use no other module (a leaf).
 
 mod activator;
+mod assemble;
+mod auth;
+mod comments;
 mod documents;
 mod keda;
+mod lists;
 mod spinkube;
+mod triggers;
 
 use std::fmt;
 use std::io::Read;
+use std::path::Path;
 
 use anyhow::Context;
 use serde_yaml_ng::{Mapping, Value};
 
+use comments::Moves;
 use documents::Chunk;
 
 /// Where KEDA reaches spinscale when installed from `deploy/base`.
@@ -57,6 +70,10 @@ pub struct Converted {
     pub yaml: String,
     /// Every change and warning, in document order; also printed to stderr by the command.
     pub notes: Vec<Note>,
+    /// spinscale's side of the converted credentials, when a converted trigger names a connection:
+    /// the connections for its config, then a patch of its Deployment that mounts their files
+    /// (two YAML documents, with comments).
+    pub config: Option<String>,
 }
 
 /// One change or warning, on one document.
@@ -120,6 +137,8 @@ pub(crate) struct Outcome {
     /// The object was rewritten (otherwise its text is kept as written).
     pub changed: bool,
     pub notes: Vec<String>,
+    /// Where the rewrite moved nodes, for their comments.
+    pub moves: Moves,
 }
 
 /// A Kubernetes object: a namespace (if written) and a name, for matching ScaledObjects to SpinApps.
@@ -139,27 +158,7 @@ impl ObjectKey {
 
 /// Converts multi-document YAML. Documents that need no change keep their text (comments included).
 pub fn convert(text: &str, options: &Options) -> Result<Converted, ConvertError> {
-    let mut docs = Vec::new();
-    let mut number = 0;
-    for chunk in documents::split(text) {
-        if chunk.is_blank() {
-            continue;
-        }
-        let value = documents::parse(&chunk)?;
-        let label = match value.as_mapping() {
-            _ if value.is_null() => format!("comments at line {}", chunk.first_line),
-            Some(object) => {
-                number += 1;
-                label(number, object, chunk.content_line())
-            }
-            None => {
-                number += 1;
-                format!("document {number} (line {})", chunk.content_line())
-            }
-        };
-        docs.push(Document { chunk, value, doc: DocRef { label } });
-    }
-
+    let (mut docs, slots) = assemble::read(text)?;
     let plan = if options.activator { activator::plan(&docs, options)? } else { activator::Plan::default() };
     let objects = || docs.iter().filter_map(|d| d.value.as_mapping());
     let mut scaled_spin_apps: Vec<ObjectKey> = objects().filter_map(keda::spin_app_target).collect();
@@ -169,39 +168,41 @@ pub fn convert(text: &str, options: &Options) -> Result<Converted, ConvertError>
         .filter(|o| spinkube::is_spin_app(o))
         .filter_map(|o| Some((object_key(o)?, spinkube::instance_memory(o)?)))
         .collect();
+    let auth = auth::Index::read(&docs);
     let input = Input {
         options,
         scaled_spin_apps: &scaled_spin_apps,
         spin_apps: &spin_apps,
         app_memory: &app_memory,
         plan: &plan,
+        auth: &auth,
     };
 
-    let mut notes = Vec::new();
-    let mut out = Vec::with_capacity(docs.len());
-    for (index, mut doc) in docs.into_iter().enumerate() {
+    let mut connections = auth::Connections::default();
+    let mut outcomes = Vec::with_capacity(docs.len());
+    for (index, doc) in docs.iter_mut().enumerate() {
         let is_null = doc.value.is_null();
         let mut outcome = match doc.value.as_mapping_mut() {
             None if is_null => Outcome::default(),
             None => return Err(doc.doc.error("", "is not a Kubernetes object (a mapping with apiVersion and kind)")),
-            Some(object) => convert_object(object, index, &doc.doc, &doc.chunk, &input)?,
+            Some(object) => convert_object(object, index, &doc.doc, &doc.chunk, &input, &mut connections)?,
         };
         outcome.notes.extend(plan.notes.get(&index).into_iter().flatten().cloned());
-        notes.extend(
-            outcome.notes.iter().map(|message| Note { document: doc.doc.label.clone(), message: message.clone() }),
-        );
-        let body = if outcome.changed { Some(&doc.value) } else { None };
-        out.push(documents::emit(&doc.chunk, &outcome.notes, body, &doc.doc)?);
-        for added in plan.added.get(&index).into_iter().flatten() {
-            let doc = DocRef { label: added.label.clone() };
-            notes.extend(
-                added.notes.iter().map(|message| Note { document: doc.label.clone(), message: message.clone() }),
-            );
-            let chunk = Chunk { text: String::new(), first_line: 0 };
-            out.push(documents::emit(&chunk, &added.notes, Some(&added.value), &doc)?);
-        }
+        outcomes.push(outcome);
     }
-    Ok(Converted { yaml: out.join("---\n"), notes })
+    let (yaml, notes) = assemble::write(&docs, &outcomes, slots, &plan)?;
+    let config = auth::render(&connections, &spinscale_namespace(&options.scaler_address));
+    Ok(Converted { yaml, notes, config })
+}
+
+/// The namespace spinscale runs in: the one of the Service in `scalerAddress`
+/// (`NAME.NAMESPACE.svc...`), else the deploy kit's, `spinscale`.
+fn spinscale_namespace(scaler_address: &str) -> String {
+    let host = scaler_address.rsplit_once(':').map_or(scaler_address, |(host, _)| host);
+    match host.split('.').collect::<Vec<_>>().as_slice() {
+        [_, namespace, "svc", ..] => (*namespace).to_string(),
+        _ => "spinscale".into(),
+    }
 }
 
 /// What every document's conversion may consult about the whole input.
@@ -213,7 +214,11 @@ struct Input<'a> {
     /// SpinApps' memory per instance, as written in their resources.
     app_memory: &'a [(ObjectKey, String)],
     plan: &'a activator::Plan,
+    auth: &'a auth::Index,
 }
+
+/// KEDA's API group before v2; KEDA v2 no longer serves it.
+const KEDA_V1_GROUP: &str = "keda.k8s.io";
 
 fn convert_object(
     object: &mut Mapping,
@@ -221,14 +226,36 @@ fn convert_object(
     doc: &DocRef,
     chunk: &Chunk,
     input: &Input<'_>,
+    connections: &mut auth::Connections,
 ) -> Result<Outcome, ConvertError> {
     let key = object_key(object);
+    let group = str_at(object, "apiVersion").and_then(|v| v.split_once('/')).map(|(group, _)| group);
     if keda::is_scaled_object(object) {
         let route = input.plan.routes.get(&index);
         let memory = keda::spin_app_target(object)
             .and_then(|app| input.app_memory.iter().find(|(key, _)| key.matches(&app)))
             .map(|(_, memory)| memory.as_str());
-        keda::convert_scaled_object(object, doc, input.options, input.spin_apps, route, memory)
+        let ctx = keda::Context { options: input.options, spin_apps: input.spin_apps, route, memory, auth: input.auth };
+        keda::convert_scaled_object(object, doc, &ctx, connections)
+    } else if group == Some(KEDA_V1_GROUP) {
+        let outcome = Outcome {
+            notes: vec![format!(
+                "not converted: a KEDA v1 object ({KEDA_V1_GROUP}), which KEDA v2 no longer serves; migrate it to \
+                 keda.sh/v1alpha1 first (KEDA's v1 to v2 migration guide), then convert it"
+            )],
+            ..Outcome::default()
+        };
+        Ok(outcome)
+    } else if group == Some("keda.sh") && str_at(object, "kind") == Some("ScaledJob") {
+        let outcome = Outcome {
+            notes: vec![
+                "not converted: spinscale scales ScaledObjects; a ScaledJob runs a Job per event, and KEDA ignores \
+                 pushed activation for ScaledJobs (docs/keda.md §2.7), so its triggers stay KEDA's own"
+                    .into(),
+            ],
+            ..Outcome::default()
+        };
+        Ok(outcome)
     } else if spinkube::is_spin_app(object) {
         let scaled = key.as_ref().is_some_and(|k| input.scaled_spin_apps.iter().any(|t| t.matches(k)));
         spinkube::convert_spin_app(object, doc, scaled)
@@ -250,15 +277,6 @@ fn convert_object(
             activator::repoint_ingress(object, doc, repoints, &mut outcome)?;
         }
         Ok(outcome)
-    }
-}
-
-/// `document N (Kind name, line L)`.
-fn label(number: usize, object: &Mapping, line: usize) -> String {
-    let kind = str_at(object, "kind").unwrap_or("object without kind");
-    match object.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str) {
-        Some(name) => format!("document {number} ({kind} {name}, line {line})"),
-        None => format!("document {number} ({kind}, line {line})"),
     }
 }
 
@@ -287,8 +305,15 @@ fn show(value: &Value) -> String {
     }
 }
 
-/// `spinscale convert FILE|- [--activator]`: converted YAML on stdout, every note on stderr.
-pub fn run(input: &str, scaler_address: Option<String>, activator: bool) -> anyhow::Result<()> {
+/// `spinscale convert FILE|- [--activator] [--config-out FILE]`: converted YAML on stdout, every
+/// note on stderr, then spinscale's side of the converted credentials (on stderr, or in
+/// `config_out`).
+pub fn run(
+    input: &str,
+    scaler_address: Option<String>,
+    activator: bool,
+    config_out: Option<&Path>,
+) -> anyhow::Result<()> {
     let scaler_address = scaler_address.unwrap_or_else(|| DEFAULT_SCALER_ADDRESS.to_string());
     let port = scaler_address.rsplit_once(':').map(|(host, port)| (host.is_empty(), port.parse::<u16>()));
     if !matches!(port, Some((false, Ok(_)))) {
@@ -306,6 +331,24 @@ pub fn run(input: &str, scaler_address: Option<String>, activator: bool) -> anyh
     let converted = convert(&text, &options).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
     for note in &converted.notes {
         eprintln!("spinscale convert: {shown}: {note}");
+    }
+    match (&converted.config, config_out) {
+        (Some(config), Some(path)) => {
+            std::fs::write(path, config).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "spinscale convert: {shown}: spinscale's connections and its Deployment patch (for the converted \
+                 credentials) are in {}",
+                path.display()
+            );
+        }
+        (Some(config), None) => {
+            eprintln!(
+                "spinscale convert: {shown}: spinscale's connections and its Deployment patch, for the converted \
+                 credentials, follow (--config-out FILE writes them to a file):"
+            );
+            eprint!("{config}");
+        }
+        (None, _) => {}
     }
     print!("{}", converted.yaml);
     Ok(())

@@ -22,6 +22,7 @@ use super::scrape::{self, CounterRate};
 use super::{Reading, SourceKey, SourceState, body, prometheus, publish, store};
 use crate::config::CollectorSettings;
 use crate::telemetry::Telemetry;
+use spinscale_core::spec::prometheus_connection::PrometheusConnection;
 use spinscale_core::spec::{PrometheusSource, ScrapeSource};
 
 /// Starts, shares and (through [`Collector`]'s drop) stops collectors.
@@ -49,7 +50,8 @@ pub struct Collector {
 }
 
 /// What Prometheus sources must share to share a query: everything of the request but the varying
-/// label's value, and the timeout. Not `ignoreNullValues`: each member reads its own series under
+/// label's value (the connection and its settings included: other credentials, another query),
+/// the timeout and the interval. Not `ignoreNullValues`: each member reads its own series under
 /// its own rules.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct GroupKey {
@@ -59,6 +61,9 @@ struct GroupKey {
     query_parameters: Vec<(String, String)>,
     namespace: Option<String>,
     timeout: Option<Duration>,
+    query_interval: Option<Duration>,
+    connection: Option<String>,
+    auth: Option<PrometheusConnection>,
 }
 
 /// A Prometheus source in its query group: its values of the shape's labels, and its collector's
@@ -158,29 +163,17 @@ impl Hub {
         let max_body = self.max_response_bytes.load(Ordering::Relaxed);
         let task = match &key {
             SourceKey::Prometheus(source) => {
+                // `queryInterval` comes bounded below by `prometheusInterval` (the registry's config).
+                let poll = Poll {
+                    interval: source.query_interval.unwrap_or(s.prometheus_interval.0).max(s.prometheus_interval.0),
+                    timeout: source.timeout.unwrap_or(s.timeout.0),
+                    max_body,
+                };
                 if let Some(found) = grouping::recognise(&source.query) {
-                    let poll = Poll {
-                        interval: s.prometheus_interval.0,
-                        timeout: source.timeout.unwrap_or(s.timeout.0),
-                        max_body,
-                    };
                     let membership = self.join_group(source, found, poll, cycle, tx);
                     return Collector { key, state: rx, task: None, _membership: Some(Box::new(membership)) };
                 }
-                tokio::spawn(
-                    run_prometheus(
-                        self.http.clone(),
-                        source.clone(),
-                        Poll {
-                            interval: s.prometheus_interval.0,
-                            timeout: source.timeout.unwrap_or(s.timeout.0),
-                            max_body,
-                        },
-                        cycle,
-                        tx,
-                    )
-                    .instrument(span),
-                )
+                tokio::spawn(run_prometheus(self.http.clone(), source.clone(), poll, cycle, tx).instrument(span))
             }
             SourceKey::Scrape(source) => tokio::spawn(
                 run_scrape(
@@ -217,6 +210,9 @@ impl Hub {
             query_parameters: source.query_parameters.clone(),
             namespace: source.namespace.clone(),
             timeout: source.timeout,
+            query_interval: source.query_interval,
+            connection: source.connection.clone(),
+            auth: source.auth.clone(),
         };
         let member = GroupMember { source: source.clone(), values: found.values, state };
         let (http, group) = (self.http.clone(), key.clone());

@@ -19,6 +19,7 @@ pub mod kafka_security;
 pub mod kafka_wire;
 pub mod pool;
 pub mod prometheus;
+pub mod prometheus_auth;
 pub mod scrape;
 pub mod tail;
 
@@ -59,7 +60,13 @@ impl SourceKey {
 impl fmt::Display for SourceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceKey::Prometheus(p) => write!(f, "prometheus {} query {:?}", p.address, p.query),
+            SourceKey::Prometheus(p) => {
+                write!(f, "prometheus {} query {:?}", p.address, p.query)?;
+                if let Some(connection) = &p.connection {
+                    write!(f, " via connection {connection:?}")?;
+                }
+                Ok(())
+            }
             SourceKey::Scrape(s) => write!(f, "scrape {} metric {:?}", s.urls.join(","), s.metric),
             SourceKey::Kafka(k) => {
                 write!(f, "kafka {} group {:?}", k.bootstrap_servers, k.consumer_group)?;

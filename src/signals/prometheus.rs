@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::body::{Answer, ReadError, fetch};
+use super::prometheus_auth::{self, form_encode};
 use spinscale_core::spec::PrometheusSource;
 
 /// Why a query gave no value.
@@ -31,6 +32,10 @@ pub enum QueryError {
     /// Prometheus answered with `status: error`: its message.
     #[error("query failed: {0}")]
     Query(String),
+    /// The trigger's `prometheusConnection` could not be applied (a secret file missing, no AWS
+    /// credentials, STS refused): the field and file, never a secret.
+    #[error("{0}")]
+    Connection(String),
     /// No series, without `ignoreNullValues`.
     #[error("the result is empty (the target may be lost; set ignoreNullValues: true to read it as 0)")]
     Empty,
@@ -100,19 +105,6 @@ pub fn read(answer: &Answer, ignore_null_values: bool) -> Result<f64, QueryError
     interpret(&answer.body, ignore_null_values).map_err(|e| e.described(answer))
 }
 
-/// `application/x-www-form-urlencoded`: every byte but the unreserved ones percent-encoded.
-fn form_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len() * 3 / 2);
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(b));
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
-    encoded
-}
-
 impl QueryError {
     /// A body error with the answer described (status, content type, length) for the user.
     pub(super) fn described(self, answer: &Answer) -> Self {
@@ -143,7 +135,8 @@ enum Query<'a> {
     Form(String),
 }
 
-/// One request of the HTTP API with `query` and the source's parameters and headers.
+/// One request of the HTTP API with `query`, the source's parameters and headers, and its
+/// connection's authentication. The query string is encoded strictly (SigV4's canonical form).
 async fn send(
     http: &reqwest::Client,
     source: &PrometheusSource,
@@ -153,6 +146,12 @@ async fn send(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Answer, QueryError> {
+    let connection =
+        source.auth.as_ref().map(|auth| prometheus_auth::connection(source.connection.as_deref().unwrap_or(""), auth));
+    let client = match &connection {
+        Some(connection) => connection.client(http).map_err(QueryError::Connection)?,
+        None => http.clone(),
+    };
     let mut params: Vec<(&str, &str)> = Vec::new();
     if let Query::InUrl(query) = query {
         params.push(("query", query));
@@ -162,16 +161,23 @@ async fn send(
     }
     params.extend(source.query_parameters.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     params.extend_from_slice(extra);
-    let url = format!("{}/api/v1/{endpoint}", source.address);
+    let mut url = format!("{}/api/v1/{endpoint}", source.address);
+    for (i, (k, v)) in params.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(&format!("{}={}", form_encode(k), form_encode(v)));
+    }
     let mut request = match query {
-        Query::InUrl(_) => http.get(url),
+        Query::InUrl(_) => client.get(url),
         Query::Form(form) => {
-            http.post(url).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(form)
+            client.post(url).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(form)
         }
     };
-    request = request.query(&params).timeout(timeout);
+    request = request.timeout(timeout);
     for (k, v) in &source.headers {
         request = request.header(k, v);
+    }
+    if let Some(connection) = &connection {
+        request = connection.authorize(&client, request, http).await.map_err(QueryError::Connection)?;
     }
     let answer = fetch(request, max_body).await.map_err(|e| match e {
         // The URL (with the whole encoded query) would drown the cause; the source is named anyway.
@@ -375,6 +381,9 @@ mod tests {
             headers: vec![("x-scope-orgid".into(), "team-a".into())],
             query_parameters: vec![("dedup".into(), "false".into())],
             namespace: Some("prod".into()),
+            query_interval: None,
+            connection: None,
+            auth: None,
         };
         let http = reqwest::Client::new();
         let short = r#"sum(x{app=~"a|b"})"#;
@@ -382,9 +391,8 @@ mod tests {
         assert_eq!(read(&answer, false), Ok(1.0));
         let request = requests.recv().await.unwrap();
         assert!(
-            request.starts_with(
-                "GET /api/v1/query?query=sum%28x%7Bapp%3D%7E%22a%7Cb%22%7D%29&namespace=prod&dedup=false "
-            ),
+            request
+                .starts_with("GET /api/v1/query?query=sum%28x%7Bapp%3D~%22a%7Cb%22%7D%29&namespace=prod&dedup=false "),
             "{request}"
         );
         assert!(request.to_ascii_lowercase().contains("x-scope-orgid: team-a"), "{request}");

@@ -75,12 +75,24 @@ impl Drop for Exposition {
 
 /// A `prometheus` server (the real binary) scraping some targets every second.
 pub struct PrometheusProcess {
-    /// Its base URL, `http://127.0.0.1:<port>`.
+    /// Its base URL, `http://127.0.0.1:<port>` (`https://` with [`WebTls`]).
     pub address: String,
     child: Child,
     dir: tempfile::TempDir,
     binary: PathBuf,
     port: u16,
+}
+
+/// TLS for Prometheus's own web server (its `--web.config.file`), PEM files.
+#[derive(Clone, Debug)]
+pub struct WebTls {
+    /// The server's certificate.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+    /// With a CA, every client must present a certificate it signed
+    /// (`client_auth_type: RequireAndVerifyClientCert`).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl PrometheusProcess {
@@ -106,6 +118,21 @@ impl PrometheusProcess {
         scrape_interval: Duration,
         history: Option<&str>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(targets, scrape_interval, history, None).await
+    }
+
+    /// As [`Self::start`], serving HTTPS as `tls` says (its address is then `https://`). Readiness
+    /// is read from its log, since a client certificate may be required.
+    pub async fn start_tls(targets: &[SocketAddr], scrape_interval: Duration, tls: &WebTls) -> anyhow::Result<Self> {
+        Self::start_with(targets, scrape_interval, None, Some(tls)).await
+    }
+
+    async fn start_with(
+        targets: &[SocketAddr],
+        scrape_interval: Duration,
+        history: Option<&str>,
+        tls: Option<&WebTls>,
+    ) -> anyhow::Result<Self> {
         let binary = Self::binary().context("no `prometheus` binary on PATH (Debian: apt-get install prometheus)")?;
         let dir = tempfile::tempdir()?;
         if let Some(history) = history {
@@ -130,9 +157,24 @@ impl PrometheusProcess {
             targets.join(", ")
         );
         std::fs::write(dir.path().join("prometheus.yml"), config)?;
+        if let Some(tls) = tls {
+            let mut web = format!(
+                "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                tls.cert_file.display(),
+                tls.key_file.display()
+            );
+            if let Some(ca) = &tls.client_ca_file {
+                web.push_str(&format!(
+                    "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+                    ca.display()
+                ));
+            }
+            std::fs::write(dir.path().join("web.yml"), web)?;
+        }
         let port = free_port()?;
         let child = spawn(&binary, dir.path(), port)?;
-        let mut process = Self { address: format!("http://127.0.0.1:{port}"), child, dir, binary, port };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut process = Self { address: format!("{scheme}://127.0.0.1:{port}"), child, dir, binary, port };
         process.wait_ready(Duration::from_secs(20)).await?;
         Ok(process)
     }
@@ -153,9 +195,17 @@ impl PrometheusProcess {
                 let log = std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
                 bail!("prometheus exited with {status}: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
             }
-            let ready = http.get(format!("{}/-/ready", self.address)).timeout(Duration::from_millis(500)).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
+            if self.address.starts_with("https://") {
+                let log = std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
+                if log.contains("Server is ready to receive web requests") {
+                    return Ok(());
+                }
+            } else {
+                let ready =
+                    http.get(format!("{}/-/ready", self.address)).timeout(Duration::from_millis(500)).send().await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    return Ok(());
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -175,10 +225,15 @@ impl Drop for PrometheusProcess {
     }
 }
 
-/// Runs `binary` with the config in `dir`, its data in `dir/data`, its log in `dir/prometheus.log`.
+/// Runs `binary` with the config in `dir`, its data in `dir/data`, its log in `dir/prometheus.log`,
+/// and its web config in `dir/web.yml` when there is one.
 fn spawn(binary: &std::path::Path, dir: &std::path::Path, port: u16) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join("prometheus.log"))?;
-    Command::new(binary)
+    let mut command = Command::new(binary);
+    if dir.join("web.yml").is_file() {
+        command.arg(format!("--web.config.file={}", dir.join("web.yml").display()));
+    }
+    command
         .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))

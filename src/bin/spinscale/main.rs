@@ -106,6 +106,10 @@ enum Command {
         /// Service points at the activator, and the app's trigger gains `hosts` and `backend`.
         #[arg(long)]
         activator: bool,
+        /// Write spinscale's connections and its Deployment patch, for the converted credentials,
+        /// to this file instead of standard error.
+        #[arg(long, value_name = "FILE")]
+        config_out: Option<PathBuf>,
     },
 }
 
@@ -199,8 +203,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => Ok(spinscale::sim::run(&args)?),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Convert { input, scaler_address, activator } => {
-            spinscale::convert::run(&input, scaler_address, activator)
+        Command::Convert { input, scaler_address, activator, config_out } => {
+            spinscale::convert::run(&input, scaler_address, activator, config_out.as_deref())
         }
     }
 }

@@ -26,6 +26,16 @@ pub const CUSTOM_HEADERS: &str = "customHeaders";
 pub const QUERY_PARAMETERS: &str = "queryParameters";
 /// Thanos-style tenancy: sent as `namespace=<value>` with the query.
 pub const NAMESPACE: &str = "namespace";
+/// How often this trigger's query runs (Go duration, e.g. `60s`), for an expensive query; at
+/// least the config's `collectors.prometheusInterval`, which is also the default.
+pub const QUERY_INTERVAL: &str = "queryInterval";
+/// A named connection of the config's `prometheusConnections` (bearer token, basic auth, TLS,
+/// headers, SigV4; secrets in files).
+pub const PROMETHEUS_CONNECTION: &str = "prometheusConnection";
+/// KEDA's prometheus `authModes` (`bearer`, `basic`, `tls`, `custom`): the credentials live in a
+/// TriggerAuthentication KEDA does not pass on, so it is refused without a `prometheusConnection`
+/// (which decides instead).
+pub const AUTH_MODES: &str = "authModes";
 /// Exposition endpoints to scrape directly: one URL or a comma list (their counters are summed).
 pub const SCRAPE_URL: &str = "scrapeUrl";
 /// The counter to read from `scrapeUrl` (OpenMetrics family names find their `_total` samples).
@@ -111,7 +121,7 @@ pub fn written_key<'a>(key: &'a str, metadata: &std::collections::HashMap<String
 const PASSTHROUGH_KEYS: [&str; 5] = [SCALER_ADDRESS, "enableTLS", "unsafeSsl", "metricName", "metricType"];
 
 /// Every key spinscale reads, for defaults validation and misspelling hints.
-pub const KEYS: [&str; 39] = [
+pub const KEYS: [&str; 42] = [
     PROMETHEUS_ADDRESS,
     SCRAPE_URL,
     SCRAPE_METRIC,
@@ -124,6 +134,9 @@ pub const KEYS: [&str; 39] = [
     CUSTOM_HEADERS,
     QUERY_PARAMETERS,
     NAMESPACE,
+    QUERY_INTERVAL,
+    PROMETHEUS_CONNECTION,
+    AUTH_MODES,
     BOOTSTRAP_SERVERS,
     CONSUMER_GROUP,
     TOPIC,

@@ -11,7 +11,8 @@
 //! - `error`: [`Problem`] and [`InvalidMetadata`];
 //! - `reader`: looking up one key and parsing its value;
 //! - `parts`: building each part of a spec from its keys, and the rules that span keys;
-//! - [`kafka_connection`], [`schedule`]: named Kafka connections and cron wake times.
+//! - [`kafka_connection`], [`prometheus_connection`], [`schedule`]: named Kafka and Prometheus
+//!   connections, and cron wake times.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,6 +22,7 @@ mod keys;
 mod model;
 mod partitions;
 mod parts;
+pub mod prometheus_connection;
 mod reader;
 pub mod schedule;
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::kafka_connection::KafkaConnection;
+use super::prometheus_connection::PrometheusConnection;
 use super::schedule::Schedule;
 use super::{DEFAULT_LAG_THRESHOLD, DEFAULT_LEAD_TIME, DEFAULT_PREDICTIVE};
 
@@ -103,6 +104,13 @@ pub struct PrometheusSource {
     pub query_parameters: Vec<(String, String)>,
     /// `namespace`: sent as `namespace=<value>` for Thanos-style tenancy.
     pub namespace: Option<String>,
+    /// `queryInterval`: how often the query runs; `None` = the collector default
+    /// (`collectors.prometheusInterval`, also the least it may be: the registry bounds it).
+    pub query_interval: Option<Duration>,
+    /// `prometheusConnection`: the name of the config's connection to use.
+    pub connection: Option<String>,
+    /// That connection's settings, filled in by the registry from the config.
+    pub auth: Option<PrometheusConnection>,
 }
 
 /// A counter scraped from exposition endpoints. Equal values share one collector.

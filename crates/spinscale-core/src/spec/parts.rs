@@ -164,6 +164,19 @@ impl Reader<'_> {
         let headers = self.pairs(CUSTOM_HEADERS);
         let query_parameters = self.pairs(QUERY_PARAMETERS);
         let namespace = self.text(NAMESPACE);
+        let query_interval = self.query_interval();
+        let connection = self.text(PROMETHEUS_CONNECTION);
+        if let Some(modes) = self.text(AUTH_MODES)
+            && connection.is_none()
+        {
+            self.problem(
+                AUTH_MODES,
+                format!(
+                    "value {modes:?} needs credentials, which KEDA does not pass to external scalers: \
+                     name a connection of spinscale's config with `{PROMETHEUS_CONNECTION}` instead"
+                ),
+            );
+        }
         let query = query?;
         let Some(address) = address else {
             self.problem(
@@ -177,7 +190,34 @@ impl Reader<'_> {
             return None;
         }
         let address = address.trim_end_matches('/').to_string();
-        Some(PrometheusSource { address, query, ignore_null_values, timeout, headers, query_parameters, namespace })
+        Some(PrometheusSource {
+            address,
+            query,
+            ignore_null_values,
+            timeout,
+            headers,
+            query_parameters,
+            namespace,
+            query_interval,
+            connection,
+            auth: None,
+        })
+    }
+
+    /// `queryInterval`: a Go duration above 0 (the config bounds it further).
+    fn query_interval(&mut self) -> Option<Duration> {
+        let raw = self.text(QUERY_INTERVAL)?;
+        match duration::parse(&raw) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.problem(QUERY_INTERVAL, format!("value {raw:?} must be greater than 0"));
+                None
+            }
+            Err(e) => {
+                self.problem(QUERY_INTERVAL, format!("value {raw:?} is not a duration (e.g. 60s, 5m): {e}"));
+                None
+            }
+        }
     }
 
     fn scrape(&mut self) -> Option<ScrapeSource> {

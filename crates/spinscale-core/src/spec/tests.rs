@@ -59,6 +59,9 @@ fn every_bad_value_is_named_with_key_value_and_what_is_allowed() {
         ("backendProtocol", "h3", "http1, h2c"),
         ("customHeaders", "X-Org", "key=value"),
         ("tls", "enable", "needs credentials"),
+        ("authModes", "bearer", "`prometheusConnection`"),
+        ("queryInterval", "soon", "duration"),
+        ("queryInterval", "0s", "greater than 0"),
         ("serverAddress", "prometheus:9090", "http://"),
         ("predictive", "always", "off, idle, full"),
         ("leadTime", "3", "duration"),
@@ -78,6 +81,18 @@ fn every_bad_value_is_named_with_key_value_and_what_is_allowed() {
         assert!(text.contains(value), "{key}: {text}");
         assert!(text.contains(allowed), "{key}: {text}");
     }
+}
+
+#[test]
+fn a_prometheus_connection_and_query_interval_are_read_and_auth_modes_defer_to_the_connection() {
+    let mut pairs = SEED.to_vec();
+    pairs.extend([("prometheusConnection", "thanos"), ("authModes", "tls,bearer"), ("queryInterval", "1m")]);
+    let prom = parse(&pairs).unwrap().prometheus.unwrap();
+    assert_eq!(prom.connection.as_deref(), Some("thanos"));
+    assert_eq!(prom.query_interval, Some(Duration::from_secs(60)));
+    assert_eq!(prom.auth, None, "the registry fills it in from the config");
+    let plain = parse(&SEED).unwrap().prometheus.unwrap();
+    assert_eq!((plain.connection, plain.query_interval), (None, None));
 }
 
 #[test]

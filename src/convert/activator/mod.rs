@@ -15,7 +15,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::{ConvertError, DocRef, Document, ObjectKey, Options, Outcome, keda, object_key, show, spinkube, str_at};
+mod added;
+mod ingress;
+
+use super::{ConvertError, DocRef, Document, ObjectKey, Options, Outcome, keda, object_key, spinkube, str_at};
+use added::{external_name_service, new_scaled_object};
+use ingress::{INGRESS_API, IngressInfo, IngressPath, Port, ingress_label, read_ingress, show_port};
 use spinscale_activator::{covers, normalize_prefix};
 use spinscale_core::spec as target;
 
@@ -24,7 +29,7 @@ use spinscale_core::spec as target;
 pub(crate) const SERVICE_NAME: &str = "spinscale-activator";
 /// The port of both.
 pub(crate) const SERVICE_PORT: i64 = 80;
-const INGRESS_API: &str = "networking.k8s.io/v1";
+/// A new ScaledObject's `maxReplicaCount` and `cooldownPeriod`.
 const MAX_REPLICAS: i64 = 10;
 const COOLDOWN: i64 = 30;
 /// The port name and number of the Service the Spin operator creates for a SpinApp (docs/keda.md §8).
@@ -135,38 +140,6 @@ struct ServiceInfo {
     ports: Vec<(Option<String>, i64)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Port {
-    Number(i64),
-    Name(String),
-}
-
-/// One `spec.rules[r].http.paths[p]` with a Service backend.
-#[derive(Debug)]
-struct IngressPath {
-    rule: usize,
-    path: usize,
-    host: Option<String>,
-    prefix: String,
-    path_type: Option<String>,
-    service: String,
-    port: Port,
-}
-
-impl IngressPath {
-    fn field(&self) -> String {
-        format!("spec.rules[{}].http.paths[{}]", self.rule, self.path)
-    }
-}
-
-#[derive(Debug)]
-struct IngressInfo {
-    index: usize,
-    doc: DocRef,
-    key: ObjectKey,
-    paths: Vec<IngressPath>,
-}
-
 /// An Ingress path that reaches an app, resolved to the app's Service and port.
 struct Claim<'a> {
     ingress: &'a IngressInfo,
@@ -182,6 +155,8 @@ pub(crate) fn plan(docs: &[Document], options: &Options) -> Result<Plan, Convert
     let objects: Vec<(usize, &Mapping, &DocRef)> =
         docs.iter().enumerate().filter_map(|(i, d)| Some((i, d.value.as_mapping()?, &d.doc))).collect();
 
+    let classes: Vec<ingress::IngressClass> =
+        objects.iter().filter_map(|(_, o, _)| ingress::ingress_class(o)).collect();
     let services: Vec<ServiceInfo> =
         objects.iter().filter(|(_, o, _)| is_core(o, "Service")).filter_map(|(_, o, _)| service_info(o)).collect();
     let mut ingresses = Vec::new();
@@ -193,7 +168,8 @@ pub(crate) fn plan(docs: &[Document], options: &Options) -> Result<Plan, Convert
             Some(INGRESS_API) => {
                 let paths = read_ingress(object, doc)?;
                 let key = object_key(object).unwrap_or(ObjectKey { namespace: None, name: String::new() });
-                ingresses.push(IngressInfo { index, doc: doc.clone(), key, paths });
+                let class = ingress::class_of(object);
+                ingresses.push(IngressInfo { index, doc: doc.clone(), key, paths, class });
                 if let Some(service) =
                     object.get("spec").and_then(|s| s.get("defaultBackend")).and_then(|b| b.get("service"))
                     && service.get("name").and_then(Value::as_str) != Some(SERVICE_NAME)
@@ -240,6 +216,7 @@ pub(crate) fn plan(docs: &[Document], options: &Options) -> Result<Plan, Convert
         }
         for c in &claims {
             claimed.insert((c.ingress.index, c.path.rule, c.path.path));
+            ingress::check_external_name(c.ingress, &classes)?;
         }
         let (keys, namespace_note) = route_of(app, &claims, &mut plan)?;
         for host in &keys.hosts {
@@ -371,17 +348,6 @@ fn is_core(object: &Mapping, kind: &str) -> bool {
     str_at(object, "apiVersion") == Some("v1") && str_at(object, "kind") == Some(kind)
 }
 
-fn ingress_label(ingress: &IngressInfo) -> String {
-    format!("Ingress {}", ingress.key.name)
-}
-
-fn show_port(port: &Port) -> String {
-    match port {
-        Port::Number(n) => n.to_string(),
-        Port::Name(name) => name.clone(),
-    }
-}
-
 fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
     value
         .and_then(Value::as_mapping)
@@ -477,64 +443,6 @@ fn read_apps(objects: &[(usize, &Mapping, &DocRef)]) -> Vec<App> {
         }
     }
     apps
-}
-
-/// The paths of an Ingress that have a Service backend.
-fn read_ingress(object: &Mapping, doc: &DocRef) -> Result<Vec<IngressPath>, ConvertError> {
-    let rules = match object.get("spec").and_then(|s| s.get("rules")) {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Sequence(rules)) => rules,
-        Some(other) => return Err(doc.error("spec.rules", format!("is {}, not a list", show(other)))),
-    };
-    let mut paths = Vec::new();
-    for (r, rule) in rules.iter().enumerate() {
-        let host = match rule.get("host") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(host)) => Some(host.clone()),
-            Some(other) => {
-                return Err(doc.error(format!("spec.rules[{r}].host"), format!("is {}, not a string", show(other))));
-            }
-        };
-        let rule_paths = match rule.get("http").and_then(|h| h.get("paths")) {
-            None | Some(Value::Null) => continue,
-            Some(Value::Sequence(p)) => p,
-            Some(other) => {
-                return Err(doc.error(format!("spec.rules[{r}].http.paths"), format!("is {}, not a list", show(other))));
-            }
-        };
-        for (p, path) in rule_paths.iter().enumerate() {
-            let at = |rest: &str| format!("spec.rules[{r}].http.paths[{p}]{rest}");
-            // A `resource` backend is no Service: nothing for the activator.
-            let Some(service) = path.get("backend").and_then(|b| b.get("service")) else { continue };
-            let service_name = service
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| doc.error(at(".backend.service.name"), "is missing or not a string"))?;
-            let port = service.get("port");
-            let port = match (port.and_then(|p| p.get("number")), port.and_then(|p| p.get("name"))) {
-                (Some(n), _) => Port::Number(
-                    n.as_i64().ok_or_else(|| doc.error(at(".backend.service.port.number"), "is not an integer"))?,
-                ),
-                (None, Some(Value::String(name))) => Port::Name(name.clone()),
-                _ => return Err(doc.error(at(".backend.service.port"), "needs `number` or `name`")),
-            };
-            let prefix = match path.get("path") {
-                None | Some(Value::Null) => "/".to_string(),
-                Some(Value::String(p)) => p.clone(),
-                Some(other) => return Err(doc.error(at(".path"), format!("is {}, not a string", show(other)))),
-            };
-            paths.push(IngressPath {
-                rule: r,
-                path: p,
-                host: host.clone(),
-                prefix,
-                path_type: path.get("pathType").and_then(Value::as_str).map(String::from),
-                service: service_name.to_string(),
-                port,
-            });
-        }
-    }
-    Ok(paths)
 }
 
 /// Whether the Service `name` in `namespace` leads to `app`: `Some(written)` if so, with the
@@ -704,115 +612,9 @@ fn route_of(app: &App, claims: &[Claim<'_>], plan: &mut Plan) -> Result<(RouteKe
     Ok((keys, namespace_note))
 }
 
-fn metadata_of(namespace: Option<&String>, name: &str) -> Value {
-    let mut metadata = Mapping::new();
-    metadata.insert("name".into(), name.into());
-    if let Some(ns) = namespace {
-        metadata.insert("namespace".into(), ns.clone().into());
-    }
-    Value::Mapping(metadata)
-}
-
-/// A ScaledObject for a SpinApp that an Ingress serves and nothing scales.
-fn new_scaled_object(app: &App, keys: &RouteKeys, options: &Options) -> Result<Added, ConvertError> {
-    let name = format!("{}-scaler", app.key.name);
-    let label = format!("new ScaledObject {name} (for SpinApp {})", app.key.name);
-    let doc = DocRef { label: label.clone() };
-    let mut notes = vec![format!(
-        "added by --activator: {} routes {} to SpinApp {}, which no ScaledObject in this input scales; this one \
-         scales its Deployment (apps/v1, same name: a SpinApp has no /scale subresource) from zero, woken by \
-         spinscale's activator",
-        keys.via,
-        keys.hosts.join(","),
-        app.key.name
-    )];
-    let max = app.replicas.map_or(MAX_REPLICAS, |r| r.max(MAX_REPLICAS));
-    notes.push(format!(
-        "minReplicaCount 0, maxReplicaCount {max}, cooldownPeriod {COOLDOWN}: convert's defaults{}; adjust them",
-        if max > MAX_REPLICAS { " (maxReplicaCount: the SpinApp's replicas)" } else { "" }
-    ));
-    let trigger = keda::route_trigger(keys, options, &doc, &mut notes)?;
-    notes.push(keys.note(&format!("spec.triggers[0] ({})", keda::PUSH_TYPE)));
-
-    let mut target = Mapping::new();
-    target.insert("apiVersion".into(), "apps/v1".into());
-    target.insert("kind".into(), "Deployment".into());
-    target.insert("name".into(), app.key.name.clone().into());
-    let mut spec = Mapping::new();
-    spec.insert("scaleTargetRef".into(), Value::Mapping(target));
-    spec.insert("minReplicaCount".into(), 0.into());
-    spec.insert("maxReplicaCount".into(), max.into());
-    spec.insert("cooldownPeriod".into(), COOLDOWN.into());
-    spec.insert("triggers".into(), Value::Sequence(vec![trigger]));
-    let mut object = Mapping::new();
-    object.insert("apiVersion".into(), "keda.sh/v1alpha1".into());
-    object.insert("kind".into(), "ScaledObject".into());
-    object.insert("metadata".into(), metadata_of(app.key.namespace.as_ref(), &name));
-    object.insert("spec".into(), Value::Mapping(spec));
-    Ok(Added { label, notes, value: Value::Mapping(object) })
-}
-
-/// Where the deploy kit's `spinscale-activator` Service is: next to the Service in `scalerAddress`
-/// when that is a cluster Service name, else in namespace `spinscale`.
-fn activator_host(scaler_address: &str) -> (String, bool) {
-    let host = scaler_address.rsplit_once(':').map_or(scaler_address, |(host, _)| host);
-    let labels: Vec<&str> = host.split('.').collect();
-    match labels.as_slice() {
-        [_, namespace, "svc", domain @ ..] => {
-            // An ExternalName is a DNS CNAME: it needs the full name, cluster domain included.
-            let domain = if domain.is_empty() { "cluster.local".to_string() } else { domain.join(".") };
-            (format!("{SERVICE_NAME}.{namespace}.svc.{domain}"), true)
-        }
-        _ => (format!("{SERVICE_NAME}.spinscale.svc.cluster.local"), false),
-    }
-}
-
-fn external_name_service(namespace: Option<String>, for_ingress: &str, options: &Options) -> Added {
-    let (external_name, derived) = activator_host(&options.scaler_address);
-    let mut notes = vec![format!(
-        "added by --activator for {for_ingress}: an Ingress can only name a Service of its own namespace, so this \
-         ExternalName Service stands for spinscale's activator ({external_name}, port {SERVICE_PORT}); the ingress \
-         controller must accept ExternalName backends (ingress-nginx does; Traefik needs allowExternalNameServices) \
-         and pass on the client's Host, which the activator routes by"
-    )];
-    if !derived {
-        notes.push(format!(
-            "--scaler-address {} is not a cluster Service name (NAME.NAMESPACE.svc...): assumed the deploy kit's \
-             namespace, spinscale",
-            options.scaler_address
-        ));
-    }
-    let mut port = Mapping::new();
-    port.insert("name".into(), "http".into());
-    port.insert("port".into(), SERVICE_PORT.into());
-    let mut spec = Mapping::new();
-    spec.insert("type".into(), "ExternalName".into());
-    spec.insert("externalName".into(), external_name.into());
-    spec.insert("ports".into(), Value::Sequence(vec![Value::Mapping(port)]));
-    let mut object = Mapping::new();
-    object.insert("apiVersion".into(), "v1".into());
-    object.insert("kind".into(), "Service".into());
-    object.insert("metadata".into(), metadata_of(namespace.as_ref(), SERVICE_NAME));
-    object.insert("spec".into(), Value::Mapping(spec));
-    Added { label: format!("new Service {SERVICE_NAME} (for {for_ingress})"), notes, value: Value::Mapping(object) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_activator_service_is_found_next_to_the_scaler_service() {
-        assert_eq!(
-            activator_host("spinscale.spinscale.svc.cluster.local:9500"),
-            ("spinscale-activator.spinscale.svc.cluster.local".to_string(), true)
-        );
-        assert_eq!(
-            activator_host("spinscale.keda.svc:9500"),
-            ("spinscale-activator.keda.svc.cluster.local".into(), true)
-        );
-        assert_eq!(activator_host("10.0.0.7:9500"), ("spinscale-activator.spinscale.svc.cluster.local".into(), false));
-    }
 
     #[test]
     fn route_keys_leave_out_path_prefixes_when_the_app_has_every_path() {

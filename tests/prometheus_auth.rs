@@ -1,0 +1,400 @@
+//! Prometheus connections: bearer tokens, basic auth, headers from files and TLS client
+//! certificates come from a connection of the config that a trigger names
+//! (`prometheusConnection`), are read again when their files change, and never show up in
+//! answers, logs, `/status` or `/metrics`. Also the per-trigger `queryInterval`.
+//!
+//! The endpoints that demand each scheme are local; the mTLS one is the real `prometheus` binary
+//! with `client_auth_type: RequireAndVerifyClientCert`. SigV4 is in `tests/prometheus_sigv4.rs`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::any;
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use spinscale::config::Config;
+use spinscale_testkit::{PrometheusProcess, WebTls};
+use support::{Client, components_required, connect, keda_poll, so_ref, start_server};
+use tonic::Code;
+
+const TOKEN: &str = "tok-5d1e8a7c03b9f246";
+const NEW_TOKEN: &str = "tok-rotated-9a04c7e1b2";
+const WRONG_TOKEN: &str = "tok-wrong-77c0ffee41";
+const USERNAME: &str = "reader-3f9e21";
+const PASSWORD: &str = "pw-0b8d6c4a2e1f";
+const ORG: &str = "org-8c2f4e6a";
+
+/// Everything the process logs, for the leak check.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> Logs {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("debug,h2=info,hyper=info,tower=info")
+        .with_writer(move || writer.clone())
+        .try_init();
+    logs
+}
+
+/// What the local endpoint demands, by path prefix, and what it saw.
+#[derive(Default)]
+struct Demands {
+    bearer: Mutex<String>,
+    /// Requests per path prefix, and those with the rotated token.
+    seen: Mutex<HashMap<String, usize>>,
+    rotated: AtomicUsize,
+}
+
+/// `base64` of `text` (the standard alphabet, padded).
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            let c = if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] } else { b'=' };
+            out.push(char::from(c));
+        }
+    }
+    out
+}
+
+/// `/{scheme}/api/v1/query` answers a vector of one series when the request carries what
+/// `scheme` demands (a different value each), else `401`:
+/// `bearer` the token, `basic` the pair, `tenant` the token and `X-Scope-OrgID`, `open` nothing.
+async fn demanding_endpoint(demands: Arc<Demands>) -> String {
+    async fn query(
+        State(demands): State<Arc<Demands>>,
+        UrlPath(scheme): UrlPath<String>,
+        headers: HeaderMap,
+    ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let bearer = format!("Bearer {}", demands.bearer.lock().unwrap());
+        if header("authorization") == format!("Bearer {NEW_TOKEN}") {
+            demands.rotated.fetch_add(1, Ordering::Relaxed);
+        }
+        *demands.seen.lock().unwrap().entry(scheme.clone()).or_default() += 1;
+        let (allowed, value) = match scheme.as_str() {
+            "bearer" => (header("authorization") == bearer, 11),
+            "basic" => (header("authorization") == format!("Basic {}", base64(&format!("{USERNAME}:{PASSWORD}"))), 22),
+            "tenant" => (header("authorization") == bearer && header("x-scope-orgid") == ORG, 33),
+            _ => (true, 44),
+        };
+        if !allowed {
+            return (StatusCode::UNAUTHORIZED, [("content-type", "text/plain")], "unauthorized".into());
+        }
+        let body = format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{value}"]}}]}}}}"#
+        );
+        (StatusCode::OK, [("content-type", "application/json")], body)
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    let app = Router::new().route("/{scheme}/api/v1/query", any(query)).with_state(demands);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+fn write(path: &Path, text: &str) {
+    // A new file swapped in, as the kubelet updates a mounted Secret.
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).expect("write");
+    std::fs::rename(&next, path).expect("rename");
+}
+
+/// Trigger metadata reading `query` at `address` in its own metric (`spinscale-rps`).
+fn meta<'a>(address: &'a str, query: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut meta = vec![
+        ("scalerAddress", "spinscale:9500"),
+        ("serverAddress", address),
+        ("query", query),
+        ("metrics", "separate"),
+    ];
+    meta.extend_from_slice(extra);
+    meta
+}
+
+/// Polls as KEDA does until the rate is `rps`, or panics with the last answer.
+async fn until_rps(client: &mut Client, name: &str, metadata: &[(&str, &str)], rps: f64) {
+    let r = so_ref(name, metadata);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = keda_poll(client, &r).await;
+        if answer.as_ref().is_ok_and(|p| p.values.get("spinscale-rps") == Some(&rps)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name}: no rate {rps}; last answer {answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls until the target fails for a reason other than waiting for its first reading.
+async fn until_unavailable(client: &mut Client, name: &str, metadata: &[(&str, &str)]) -> tonic::Status {
+    let r = so_ref(name, metadata);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client.is_active(r.clone()).await {
+            Err(status) if status.code() == Code::Unavailable && !status.message().contains("no reading yet") => {
+                return status;
+            }
+            other => {
+                assert!(Instant::now() < deadline, "{name}: still {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bearer_basic_and_header_connections_reach_what_demands_them_and_secrets_stay_in_their_files() {
+    let logs = capture_logs();
+    let demands = Arc::new(Demands { bearer: Mutex::new(TOKEN.into()), ..Demands::default() });
+    let endpoint = demanding_endpoint(demands.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str| dir.path().join(name);
+    for (name, text) in [
+        ("token", format!("{TOKEN}\n")),
+        ("wrong", WRONG_TOKEN.into()),
+        ("gone", TOKEN.into()),
+        ("username", USERNAME.into()),
+        ("password", format!("{PASSWORD}\n")),
+        ("org", ORG.into()),
+    ] {
+        std::fs::write(file(name), text).unwrap();
+    }
+    let config = Config::parse(&format!(
+        "collectors:\n  prometheusInterval: 200ms\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n\
+         prometheusConnections:\n\
+         \x20 bearer: {{bearerTokenFile: {d}/token}}\n\
+         \x20 basic: {{basicAuth: {{usernameFile: {d}/username, passwordFile: {d}/password}}}}\n\
+         \x20 tenant:\n    bearerTokenFile: {d}/token\n    headers: {{X-Scope-OrgID: {{valueFile: {d}/org}}}}\n\
+         \x20 wrong: {{bearerTokenFile: {d}/wrong}}\n\
+         \x20 gone: {{bearerTokenFile: {d}/gone}}\n",
+        d = dir.path().display()
+    ))
+    .expect("config");
+    std::fs::remove_file(file("gone")).unwrap();
+    let server = start_server(config).await;
+    let mut client = connect(&server).await;
+
+    let bearer = format!("{endpoint}/bearer");
+    let basic = format!("{endpoint}/basic");
+    let tenant = format!("{endpoint}/tenant");
+    let grouped = r#"sum(rate(http_requests_total{app="checkout"}[1m]))"#;
+    let cases = [
+        ("bearer", meta(&bearer, "vector(1)", &[("prometheusConnection", "bearer")]), 11.0),
+        ("basic", meta(&basic, "vector(1)", &[("prometheusConnection", "basic")]), 22.0),
+        // A groupable query goes through its query group, with the connection all the same.
+        ("tenant", meta(&tenant, grouped, &[("prometheusConnection", "tenant"), ("authModes", "bearer")]), 33.0),
+    ];
+    for (name, metadata, rps) in &cases {
+        until_rps(&mut client, name, metadata, *rps).await;
+    }
+    // Without the connection, the same address refuses the query: the credentials did it.
+    let status = until_unavailable(&mut client, "anonymous", &meta(&bearer, "vector(2)", &[])).await;
+    assert!(status.message().contains("HTTP 401"), "{status:?}");
+
+    // The token rotates: the new one is read on the next query, and the endpoint demands it now.
+    write(&file("token"), &format!("{NEW_TOKEN}\n"));
+    *demands.bearer.lock().unwrap() = NEW_TOKEN.into();
+    assert!(support::until(Duration::from_secs(5), || demands.rotated.load(Ordering::Relaxed) >= 4).await);
+    for (name, metadata, rps) in &cases {
+        if *name != "basic" {
+            until_rps(&mut client, name, metadata, *rps).await;
+        }
+    }
+
+    let mut messages = Vec::new();
+    let status =
+        until_unavailable(&mut client, "wrong", &meta(&bearer, "vector(1)", &[("prometheusConnection", "wrong")]))
+            .await;
+    assert!(
+        status.message().contains("via connection \"wrong\"") && status.message().contains("HTTP 401"),
+        "{status:?}"
+    );
+    messages.push(status.message().to_string());
+    let status =
+        until_unavailable(&mut client, "gone", &meta(&bearer, "vector(1)", &[("prometheusConnection", "gone")])).await;
+    let named = format!("prometheusConnections.gone.bearerTokenFile {}", file("gone").display());
+    assert!(status.message().contains(&named), "{status:?}");
+    messages.push(status.message().to_string());
+
+    let secrets = [TOKEN, NEW_TOKEN, WRONG_TOKEN, USERNAME, PASSWORD, ORG];
+    let base = format!("http://{}", server.http_addr);
+    for page in ["/status", "/status.json", "/metrics"] {
+        let body = reqwest::get(format!("{base}{page}")).await.expect("get").text().await.expect("body");
+        messages.push(body);
+    }
+    server.shutdown().await.expect("shutdown");
+    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(logged.contains("target registered"), "logs were captured");
+    messages.push(logged);
+    assert!(messages[2].contains("via connection"), "/status shows the connection");
+    for (text, secret) in messages.iter().flat_map(|m| secrets.map(|s| (m, s))) {
+        assert!(!text.contains(secret), "{secret} leaked into: {}", &text[..text.len().min(400)]);
+    }
+}
+
+#[tokio::test]
+async fn credentials_in_metadata_are_refused_and_unknown_connections_named() {
+    let config = Config::parse("prometheusConnections:\n  thanos: {}\n").expect("config");
+    let server = start_server(config).await;
+    let mut client = connect(&server).await;
+    let status = client
+        .get_metric_spec(so_ref("inline", &meta("http://127.0.0.1:9", "up", &[("authModes", "bearer")])))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("authModes: value \"bearer\" needs credentials"), "{status:?}");
+    assert!(status.message().contains("`prometheusConnection`"), "{status:?}");
+
+    let status = client
+        .get_metric_spec(so_ref("unknown", &meta("http://127.0.0.1:9", "up", &[("prometheusConnection", "amp")])))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains(
+            "prometheusConnection: \"amp\" is not a connection: the config's prometheusConnections defines thanos"
+        ),
+        "{status:?}"
+    );
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_query_interval_makes_an_expensive_query_run_less_often() {
+    let demands = Arc::new(Demands::default());
+    let endpoint = demanding_endpoint(demands.clone()).await;
+    let server = start_server(support::fast_config()).await;
+    let mut client = connect(&server).await;
+    let (slow, fast) = (format!("{endpoint}/slow"), format!("{endpoint}/fast"));
+    until_rps(&mut client, "slow", &meta(&slow, "vector(1)", &[("queryInterval", "1s")]), 44.0).await;
+    until_rps(&mut client, "fast", &meta(&fast, "vector(1)", &[]), 44.0).await;
+    let ran = |window: Duration| {
+        let demands = demands.clone();
+        async move {
+            let before = demands.seen.lock().unwrap().clone();
+            tokio::time::sleep(window).await;
+            let after = demands.seen.lock().unwrap().clone();
+            move |path: &str| after.get(path).copied().unwrap_or(0) - before.get(path).copied().unwrap_or(0)
+        }
+    };
+    // 1 s against the config's 200 ms: about 3 queries in 3 s against about 15.
+    let counts = ran(Duration::from_secs(3)).await;
+    assert!(counts("slow") <= 5, "slow ran {}", counts("slow"));
+    assert!(counts("fast") >= 8, "fast ran {}", counts("fast"));
+    // The same query at the same address at the default interval is a source of its own: it
+    // does not wait for the slow one's query.
+    until_rps(&mut client, "fast-too", &meta(&slow, "vector(1)", &[("queryInterval", "200ms")]), 44.0).await;
+    let counts = ran(Duration::from_secs(3)).await;
+    assert!(counts("slow") >= 10, "slow and fast-too ran {}", counts("slow"));
+    server.shutdown().await.expect("shutdown");
+}
+
+// === mTLS against the real Prometheus ===
+
+/// A CA in PEM, and what it signs.
+struct Pki {
+    ca: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let ca = params.self_signed(&key).expect("CA").pem();
+        Self { ca, issuer: Issuer::new(params, key) }
+    }
+
+    /// A certificate for `names` with its key, written to `dir/{stem}.crt` and `dir/{stem}.key`.
+    fn leaf(&self, dir: &Path, stem: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params =
+            CertificateParams::new(names.iter().map(ToString::to_string).collect::<Vec<_>>()).expect("params");
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf").pem();
+        let (cert_file, key_file) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+        write(&cert_file, &cert);
+        write(&key_file, &key.serialize_pem());
+        (cert_file, key_file)
+    }
+}
+
+#[tokio::test]
+async fn mtls_to_a_real_prometheus_with_the_server_name_checked_and_rotated_client_certificates() {
+    if PrometheusProcess::binary().is_none() {
+        assert!(!components_required(), "the `prometheus` binary is required (apt-get install prometheus)");
+        eprintln!("SKIPPED: no `prometheus` binary on PATH (apt-get install prometheus)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pki = Pki::new("monitoring CA");
+    std::fs::write(d.join("ca.crt"), &pki.ca).unwrap();
+    let (server_cert, server_key) = pki.leaf(d, "server", &["prometheus.test"], ExtendedKeyUsagePurpose::ServerAuth);
+    pki.leaf(d, "client", &["spinscale"], ExtendedKeyUsagePurpose::ClientAuth);
+    let tls = WebTls { cert_file: server_cert, key_file: server_key, client_ca_file: Some(d.join("ca.crt")) };
+    let prometheus =
+        PrometheusProcess::start_tls(&[], Duration::from_millis(200), &tls).await.expect("prometheus starts");
+    let config = Config::parse(&format!(
+        "collectors:\n  prometheusInterval: 200ms\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n\
+         prometheusConnections:\n\
+         \x20 mtls: {{tls: {{caFile: {d}/ca.crt, certFile: {d}/client.crt, keyFile: {d}/client.key, serverName: prometheus.test}}}}\n\
+         \x20 nocert: {{tls: {{caFile: {d}/ca.crt, serverName: prometheus.test}}}}\n\
+         \x20 wrongname: {{tls: {{caFile: {d}/ca.crt, certFile: {d}/client.crt, keyFile: {d}/client.key}}}}\n",
+        d = d.display()
+    ))
+    .expect("config");
+    let server = start_server(config).await;
+    let mut client = connect(&server).await;
+    let address = prometheus.address.as_str();
+    assert!(address.starts_with("https://127.0.0.1:"), "{address}");
+
+    let mtls = meta(address, "vector(7)", &[("prometheusConnection", "mtls"), ("authModes", "tls")]);
+    until_rps(&mut client, "mtls", &mtls, 7.0).await;
+    let status =
+        until_unavailable(&mut client, "nocert", &meta(address, "vector(7)", &[("prometheusConnection", "nocert")]))
+            .await;
+    println!("without a client certificate: {}", status.message());
+    assert!(status.message().contains("via connection \"nocert\""), "{status:?}");
+    let status = until_unavailable(
+        &mut client,
+        "wrongname",
+        &meta(address, "vector(7)", &[("prometheusConnection", "wrongname")]),
+    )
+    .await;
+    println!("checked against the address's host: {}", status.message());
+    assert!(status.message().contains("certificate") || status.message().contains("Certificate"), "{status:?}");
+
+    // A certificate from another CA replaces the client's: the client is rebuilt and refused.
+    Pki::new("rogue CA").leaf(d, "client", &["spinscale"], ExtendedKeyUsagePurpose::ClientAuth);
+    until_unavailable(&mut client, "mtls", &mtls).await;
+    // A renewed certificate of the right CA: queries work again, without a restart.
+    pki.leaf(d, "client", &["spinscale"], ExtendedKeyUsagePurpose::ClientAuth);
+    until_rps(&mut client, "mtls", &mtls, 7.0).await;
+    server.shutdown().await.expect("shutdown");
+}
