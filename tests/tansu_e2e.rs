@@ -250,3 +250,77 @@ async fn a_deleted_group_falls_back_to_kedas_rule_for_a_group_without_commits() 
     assert!(after.active);
     server.shutdown().await.expect("shutdown");
 }
+
+/// Commits `offset` on partition 0 of `topic` for `group`, as that group's consumer would.
+fn commit(bootstrap: &str, group: &str, topic: &str, offset: i64) {
+    let committer: StreamConsumer =
+        client_config(bootstrap, &[("group.id", group), ("enable.auto.commit", "false")]).create().expect("committer");
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset)).expect("offset");
+    committer.commit(&offsets, CommitMode::Sync).expect("commit");
+}
+
+/// Many groups on one real broker: their committed offsets come from one reader (OffsetFetch of
+/// many groups to their coordinator where the broker offers v8), each app reading its own lag;
+/// idle apps wake through the one tail consumer, and the push delays are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_groups_on_a_real_broker_each_read_their_own_lag_and_idle_ones_wake_through_one_tail() {
+    const APPS: usize = 30;
+    let Some(binary) = tansu() else { return };
+    let broker = Tansu::start(&binary).await;
+    let topic = |i: usize| format!("fleet-{i}");
+    for i in 0..APPS {
+        create_topic(&broker.bootstrap, &topic(i), 1).await;
+        produce(&broker.bootstrap, &topic(i), 1, 1 + (i % 3) as i32).await;
+        commit(&broker.bootstrap, &format!("group-{i}"), &topic(i), 1);
+    }
+    let server = start_server(
+        Config::parse("collectors:\n  kafkaInterval: 200ms\n  timeout: 2s\n  staleAfter: 5s\n").expect("config"),
+    )
+    .await;
+    let mut keda = connect(&server).await;
+    let refs: Vec<_> = (0..APPS)
+        .map(|i| {
+            let (t, g) = (topic(i), format!("group-{i}"));
+            let mut meta = kafka_meta(&broker.bootstrap, &g, &t);
+            meta.push(("metrics", "separate"));
+            so_ref(&t, &meta)
+        })
+        .collect();
+    for (i, r) in refs.iter().enumerate() {
+        let want = (i % 3) as f64;
+        let poll = poll_until(&mut keda, r, Duration::from_secs(20), |p| {
+            p.as_ref().is_ok_and(|p| p.values.get("spinscale-lag") == Some(&want))
+        })
+        .await
+        .expect("own lag");
+        assert_eq!(poll.active, want > 0.0, "app {i}: {poll:?}");
+    }
+
+    // Each idle app in turn: one record, and the time until its stream says `true`.
+    let producer: FutureProducer = client_config(&broker.bootstrap, &[("linger.ms", "0")]).create().expect("producer");
+    let mut delays = Vec::new();
+    for i in (0..APPS).filter(|i| i % 3 == 0) {
+        let mut stream = keda.stream_is_active(refs[i].clone()).await.expect("stream").into_inner();
+        // The tail consumer follows the idle partitions after each offsets cycle.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let produced = Instant::now();
+        let t = topic(i);
+        producer
+            .send(FutureRecord::to(&t).partition(0).key("k").payload("{}"), Duration::from_secs(5))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+        let pushed = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
+        assert!(matches!(pushed, Ok(Ok(Some(ref m))) if m.result), "app {i}: true pushed: {pushed:?}");
+        delays.push(produced.elapsed());
+    }
+    delays.sort();
+    println!(
+        "record → push on tansu, {APPS} apps, {} idle ones woken one by one: p50 {:?}, max {:?}",
+        delays.len(),
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+    server.shutdown().await.expect("shutdown");
+}

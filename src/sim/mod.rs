@@ -78,6 +78,10 @@ pub struct SimulateArgs {
     /// series' whole trace could keep the per-series cold-start p75 below this rate (e.g. 0.1).
     #[arg(long)]
     pub hindsight: Option<f64>,
+    /// With --hindsight, also bound it with at most this many cold starts over all series together
+    /// (e.g. a reference policy's total): what foresight could do under both of its constraints.
+    #[arg(long, requires = "hindsight")]
+    pub hindsight_cold: Option<u64>,
     /// Seed of `--thin`.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -311,7 +315,11 @@ pub fn run(args: &SimulateArgs) -> Result<(), SimError> {
         } else {
             simulate_sweep(&trace, &swept, &references, &settings, &axes, &rate, args.lead)?
         };
-        result.hindsight = args.hindsight.map(|r| hindsight::bounds(&trace, r, 0.75));
+        result.hindsight = args.hindsight.map(|r| {
+            let mut bounds = hindsight::bounds(&trace, r, 0.75);
+            bounds.capped = args.hindsight_cold.map(|cap| hindsight::capped(&trace, r, 0.75, cap));
+            bounds
+        });
         // The charts' title leaves the wall-clock time out: the same run draws the same chart.
         let chart_title = format!(
             "{}: {} series, {:.1} days, step {}s, lead {}s",

@@ -373,7 +373,20 @@ pub fn hindsight(b: &Bounds) -> String {
         gb(b.keep_warm),
         gb(b.one_window),
         gb(b.one_keep_alive)
-    )
+    ) + &b.capped.as_ref().map_or(String::new(), |c| {
+        format!(
+            "and with at most {} cold starts over all series (every series counted), wasted at least:\n  \
+             {} with every arrival known\n  \
+             {} staying warm through the gaps each series covers\n  \
+             {} with the best pre-warm window per series\n  \
+             {} with the best keep-alive per series\n",
+            thousands(c.cold_starts),
+            gb(c.floor),
+            gb(c.keep_warm),
+            gb(c.one_window),
+            gb(c.one_keep_alive)
+        )
+    })
 }
 
 /// One CSV per policy: a row per series.
