@@ -322,3 +322,57 @@ fn group_answer(
     }
     Ok(Ok(committed))
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::*;
+
+    fn commit(bootstrap: &str, group: &str, offset: i64) {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Offset(offset)).unwrap();
+        consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    }
+
+    /// Each group gets its own commits from one reader; a group that never committed has none; a
+    /// coordinator that moves is found again within the same fetch, and one that is down fails only
+    /// its groups, naming them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_groups_from_one_reader_as_coordinators_move_and_fail() {
+        let mock = MockCluster::new(3).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let bootstrap = mock.bootstrap_servers();
+        for (group, broker) in [("g1", 1), ("g2", 2), ("g3", 3)] {
+            mock.coordinator(MockCoordinator::Group(group.into()), broker).unwrap();
+        }
+        commit(&bootstrap, "g1", 4);
+        commit(&bootstrap, "g2", 7);
+        let wanted: BTreeMap<String, BTreeSet<Partition>> =
+            ["g1", "g2", "g3"].iter().map(|g| (g.to_string(), BTreeSet::from([(Arc::from("t"), 0)]))).collect();
+        let mut reader = CommittedReader::new(&bootstrap, None, Duration::from_secs(2));
+        let read = |answers: &HashMap<String, GroupCommits>, group: &str| {
+            answers[group].as_ref().map(|c| c.get(&(Arc::from("t"), 0)).copied().flatten()).map_err(ToString::to_string)
+        };
+        let answers = reader.fetch(&wanted).await;
+        assert_eq!(
+            (read(&answers, "g1"), read(&answers, "g2"), read(&answers, "g3")),
+            (Ok(Some(4)), Ok(Some(7)), Ok(None))
+        );
+
+        mock.coordinator(MockCoordinator::Group("g1".into()), 2).unwrap();
+        let answers = reader.fetch(&wanted).await;
+        assert_eq!(read(&answers, "g1"), Ok(Some(4)), "found on its new coordinator in the same fetch");
+
+        mock.broker_down(3).unwrap();
+        let answers = reader.fetch(&wanted).await;
+        assert_eq!((read(&answers, "g1"), read(&answers, "g2")), (Ok(Some(4)), Ok(Some(7))));
+        let down = read(&answers, "g3").unwrap_err();
+        assert!(down.contains("\"g3\""), "{down}");
+    }
+}

@@ -194,4 +194,42 @@ mod tests {
         let moved = advanced(&[part(0, Some(3), Some(3)), part(1, Some(7), Some(7))], &records);
         assert_eq!(moved.iter().map(|p| p.latest).collect::<Vec<_>>(), vec![Some(3), Some(10)]);
     }
+
+    /// Partitions join and leave the one consumer as sources go idle and wake; a partition it no
+    /// longer tails brings no record, one it was given brings the first record past its end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partitions_are_added_and_dropped_one_by_one() {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+        let mock = MockCluster::new(1).unwrap();
+        for topic in ["a", "b"] {
+            mock.create_topic(topic, 1, 1).unwrap();
+        }
+        let bootstrap = mock.bootstrap_servers();
+        let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+        let send = |topic: &str| {
+            producer.send(BaseRecord::<(), _>::to(topic).partition(0).payload("x")).map_err(|(e, _)| e).unwrap();
+            producer.flush(Duration::from_secs(10)).unwrap();
+        };
+        send("a");
+        let (tx, mut records) = mpsc::channel(16);
+        let mut tail = TailWatch::start(&bootstrap, None, Duration::from_millis(20), tx).unwrap();
+        let (a, b): (Partition, Partition) = (("a".into(), 0), ("b".into(), 0));
+        tail.follow(&BTreeMap::from([(a.clone(), 1), (b.clone(), 0)])).unwrap();
+        assert_eq!(tail.partitions(), 2);
+        tail.follow(&BTreeMap::from([(a.clone(), 1)])).unwrap();
+        assert_eq!(tail.partitions(), 1, "b's source woke: b is dropped, a keeps its position");
+        // Time for the fetcher to settle on its new assignment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send("b");
+        send("a");
+        let first = tokio::time::timeout(Duration::from_secs(10), records.recv()).await.unwrap().unwrap();
+        assert_eq!(first, TailRecord { topic: "a".into(), partition: 0, offset: 1 }, "only a is tailed");
+        tail.follow(&BTreeMap::from([(a, 1), (b, 1)])).unwrap();
+        send("b");
+        let second = tokio::time::timeout(Duration::from_secs(10), records.recv()).await.unwrap().unwrap();
+        assert_eq!(second, TailRecord { topic: "b".into(), partition: 0, offset: 1 }, "b again, from its new end");
+    }
 }
