@@ -7,40 +7,14 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spinscale::config::Config;
-use support::{Kafka, connect, kafka_meta, so_ref, start_server};
+use support::{Kafka, capture_logs, connect, kafka_meta, so_ref, start_server};
 use tonic::Code;
 
 const PASSWORD: &str = "pw-7f3a9c1e5b2d";
 const USERNAME: &str = "user-4e8b0d6a2c";
-
-/// Everything the process logs, for the leak check.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> Logs {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("debug,h2=info,hyper=info,tower=info")
-        .with_writer(move || writer.clone())
-        .try_init();
-    logs
-}
 
 #[tokio::test]
 async fn secrets_stay_in_their_files_whatever_fails() {
@@ -89,7 +63,7 @@ async fn secrets_stay_in_their_files_whatever_fails() {
         assert!(!body.contains(PASSWORD) && !body.contains(USERNAME), "{page} leaks a secret");
     }
     server.shutdown().await.expect("shutdown");
-    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    let logged = logs.text();
     assert!(logged.contains("target registered"), "logs were captured");
     assert!(!logged.contains(PASSWORD) && !logged.contains(USERNAME), "the logs leak a secret");
 }

@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +21,7 @@ use axum::routing::any;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use spinscale::config::Config;
 use spinscale_testkit::{PrometheusProcess, WebTls};
-use support::{Client, components_required, connect, keda_poll, so_ref, start_server};
+use support::{Client, capture_logs, components_required, connect, keda_poll, so_ref, start_server};
 use tonic::Code;
 
 const TOKEN: &str = "tok-5d1e8a7c03b9f246";
@@ -31,30 +30,6 @@ const WRONG_TOKEN: &str = "tok-wrong-77c0ffee41";
 const USERNAME: &str = "reader-3f9e21";
 const PASSWORD: &str = "pw-0b8d6c4a2e1f";
 const ORG: &str = "org-8c2f4e6a";
-
-/// Everything the process logs, for the leak check.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> Logs {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("debug,h2=info,hyper=info,tower=info")
-        .with_writer(move || writer.clone())
-        .try_init();
-    logs
-}
 
 /// What the local endpoint demands, by path prefix, and what it saw.
 #[derive(Default)]
@@ -246,7 +221,7 @@ async fn bearer_basic_and_header_connections_reach_what_demands_them_and_secrets
         messages.push(body);
     }
     server.shutdown().await.expect("shutdown");
-    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    let logged = logs.text();
     assert!(logged.contains("target registered"), "logs were captured");
     messages.push(logged);
     assert!(messages[2].contains("via connection"), "/status shows the connection");

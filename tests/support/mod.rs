@@ -192,3 +192,35 @@ pub fn kafka_meta<'a>(bootstrap: &'a str, group: &'a str, topic: &'a str) -> Vec
         ("topic", topic),
     ]
 }
+
+/// Everything the process logs (debug and up), for the checks that no secret is ever written.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).to_string()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends this test binary's logs to a buffer (once per binary: the first caller's subscriber wins).
+pub fn capture_logs() -> Logs {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("debug,h2=info,hyper=info,tower=info")
+        .with_writer(move || writer.clone())
+        .try_init();
+    logs
+}
