@@ -12,13 +12,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use spinscale_core::engine::PartitionOffsets;
 use spinscale_core::spec::KafkaSource;
 use spinscale_core::spec::kafka_connection::KafkaConnection;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{Instrument, info_span, warn};
 
 use super::committed::CommittedReader;
 use super::kafka::{ClusterReader, OffsetsError, Partition};
 use super::pool::{Membership, PoolShared, Pools, poll_ticker};
-use super::tail::{self, TailRecord, TailWatch};
+use super::tail::{self, TailRecord, TailSeen, TailWatch};
 use super::{Reading, SourceState, publish};
 use crate::config::CollectorSettings;
 
@@ -112,15 +112,15 @@ async fn run_cluster(
     let mut ticker = poll_ticker(settings.kafka_interval.0);
     let mut reader: Option<ClusterReader> = None;
     let mut committed = CommittedReader::new(&bootstrap_servers, security.as_ref(), timeout);
-    let (records_tx, mut records) = mpsc::channel(1024);
+    let seen_at_tail = Arc::new(TailSeen::default());
     let mut tail: Option<TailWatch> = None;
     let mut waiting = Waiting::default();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shared.wake.notified() => {}
-            Some(first) = records.recv() => {
-                waiting.wake(&drain(first, &mut records));
+            () = seen_at_tail.notify.notified() => {
+                waiting.wake(&seen_at_tail.take());
                 continue;
             }
         }
@@ -141,14 +141,14 @@ async fn run_cluster(
         tokio::pin!(offsets);
         // Records that arrive during the cycle wake their sources now, and move the cycle's
         // (older) log ends past them, so a reading never goes back.
-        let mut seen = Vec::new();
+        let mut seen: Vec<TailRecord> = Vec::new();
         let (kept, results) = loop {
             tokio::select! {
                 done = &mut offsets => break done,
-                Some(first) = records.recv() => {
-                    let batch = drain(first, &mut records);
+                () = seen_at_tail.notify.notified() => {
+                    let batch = seen_at_tail.take();
                     waiting.wake(&batch);
-                    seen.extend(batch);
+                    seen = merged(seen, batch);
                 }
             }
         };
@@ -166,18 +166,26 @@ async fn run_cluster(
             }
             publish(&state, result.map(Reading::Offsets));
         }
-        tail =
-            follow_tail(tail, &waiting, &bootstrap_servers, security.as_ref(), settings.tail_fetch_wait.0, &records_tx)
-                .await;
+        tail = follow_tail(
+            tail,
+            &waiting,
+            &bootstrap_servers,
+            security.as_ref(),
+            settings.tail_fetch_wait.0,
+            &seen_at_tail,
+        )
+        .await;
     }
 }
 
-fn drain(first: TailRecord, records: &mut mpsc::Receiver<TailRecord>) -> Vec<TailRecord> {
-    let mut seen = vec![first];
-    while let Ok(more) = records.try_recv() {
-        seen.push(more);
+/// `seen` and `more`, one record per partition: the highest offset.
+fn merged(seen: Vec<TailRecord>, more: Vec<TailRecord>) -> Vec<TailRecord> {
+    let mut latest: BTreeMap<Partition, i64> = BTreeMap::new();
+    for r in seen.into_iter().chain(more) {
+        let at = latest.entry((r.topic, r.partition)).or_insert(r.offset);
+        *at = (*at).max(r.offset);
     }
-    seen
+    latest.into_iter().map(|((topic, partition), offset)| TailRecord { topic, partition, offset }).collect()
 }
 
 /// One offsets cycle: the metadata, then the groups' committed offsets, then the log ends and
@@ -230,13 +238,13 @@ async fn follow_tail(
     bootstrap: &str,
     security: Option<&KafkaConnection>,
     fetch_wait: Duration,
-    records: &mpsc::Sender<TailRecord>,
+    seen: &Arc<TailSeen>,
 ) -> Option<TailWatch> {
     let wanted = waiting.partitions();
     let tail = match tail {
         Some(running) => running,
         None if wanted.is_empty() => return None,
-        None => match TailWatch::start(bootstrap, security, fetch_wait, records.clone()) {
+        None => match TailWatch::start(bootstrap, security, fetch_wait, seen.clone()) {
             Ok(started) => started,
             Err(e) => {
                 warn!(cause = %e, "tail watch not started; activation waits for the offsets poll");
@@ -254,7 +262,7 @@ async fn follow_tail(
     match followed {
         Ok((tail, Ok(()))) => Some(tail),
         Ok((_, Err(e))) => {
-            warn!(cause = %e, "tail watch restarted; activation waits for the offsets poll meanwhile");
+            warn!(cause = %e, "tail watch stopped; it starts again after the next offsets cycle");
             None
         }
         Err(e) => {

@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use spinscale_core::spec::kafka_connection::KafkaConnection;
 
 use super::kafka::{OffsetsError, Partition};
-use super::kafka_wire::{BrokerConnection, error_name};
+use super::kafka_wire::{BrokerConnection, error_name, shown};
 
 /// Groups asked in one batched OffsetFetch.
 const GROUPS_PER_REQUEST: usize = 500;
@@ -155,27 +155,35 @@ impl CommittedReader {
         results
     }
 
-    /// Each group's coordinator address, asked of the first bootstrap broker that answers.
+    /// Each group's coordinator address, asked of the first bootstrap broker that answers. A kept
+    /// connection that fails (the broker closed it while idle) is opened again once.
     async fn find_coordinators(&mut self, groups: &[String]) -> Vec<(String, Result<String, String>)> {
         let mut last_error = "no bootstrap server".to_string();
         for address in self.bootstrap.clone() {
-            let connection = match self.connections.remove(&address) {
-                Some(open) => open,
-                None => match BrokerConnection::open(&address, self.security.as_ref(), self.timeout).await {
+            let kept = self.connections.remove(&address);
+            for connection in [kept, None] {
+                let reused = connection.is_some();
+                let opened = match connection {
+                    Some(open) => Ok(open),
+                    None => BrokerConnection::open(&address, self.security.as_ref(), self.timeout).await,
+                };
+                let mut connection = match opened {
                     Ok(open) => open,
                     Err(e) => {
                         last_error = e;
-                        continue;
+                        break;
                     }
-                },
-            };
-            let mut connection = connection;
-            match find_on(&mut connection, groups).await {
-                Ok(found) => {
-                    self.connections.insert(address, connection);
-                    return found;
+                };
+                match find_on(&mut connection, groups).await {
+                    Ok(found) => {
+                        self.connections.insert(address, connection);
+                        return found;
+                    }
+                    Err(e) => last_error = format!("{address}: {e}"),
                 }
-                Err(e) => last_error = format!("{address}: {e}"),
+                if !reused {
+                    break;
+                }
             }
         }
         let cause = format!("finding the group coordinator failed: {last_error}");
@@ -190,7 +198,7 @@ async fn find_on(
     let version = connection.version::<FindCoordinatorRequest>(0..=4).ok_or("the broker has no FindCoordinator")?;
     let address = |host: &StrBytes, port: i32| format!("{}:{port}", host.as_str());
     let refused = |code: i16, message: Option<&StrBytes>| {
-        format!("no coordinator: {} {}", error_name(code), message.map(StrBytes::as_str).unwrap_or_default())
+        format!("no coordinator: {} {}", error_name(code), shown(message.map(StrBytes::as_str).unwrap_or_default()))
     };
     if version >= 4 {
         let mut found = Vec::with_capacity(groups.len());
@@ -250,7 +258,8 @@ async fn offset_fetch(
                     .collect(),
             );
             let answer = connection.call(request, version).await?;
-            for group in answer.groups {
+            let asked: BTreeSet<&str> = chunk.iter().map(|(g, _)| g.as_str()).collect();
+            for group in answer.groups.into_iter().filter(|g| asked.contains(g.group_id.0.as_str())) {
                 let name = group.group_id.0.to_string();
                 let partitions = group.topics.iter().flat_map(|t| {
                     let topic: Arc<str> = Arc::from(t.name.0.as_str());

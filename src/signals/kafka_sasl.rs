@@ -11,8 +11,9 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use spinscale_core::spec::kafka_connection::Mechanism;
 
-/// More PBKDF2 rounds than this from a server are refused: it would only burn CPU.
-const MAX_ITERATIONS: u32 = 1_000_000;
+/// More PBKDF2 rounds than this from a server are refused: it would only burn CPU. Kafka's own
+/// limit for SCRAM credentials.
+const MAX_ITERATIONS: u32 = 16_384;
 
 /// One SCRAM exchange in progress.
 pub struct Scram {
@@ -60,7 +61,7 @@ impl Scram {
                 .ok_or_else(|| format!("server-first has no {key}"))
         };
         let nonce = field("r=")?;
-        if !nonce.starts_with(&self.nonce) {
+        if nonce.len() <= self.nonce.len() || !nonce.starts_with(&self.nonce) {
             return Err("server-first does not extend the client's nonce".into());
         }
         let salt = STANDARD.decode(field("s=")?).map_err(|_| "server-first salt is not base64")?;
@@ -87,7 +88,7 @@ impl Scram {
     pub fn verify_server_final(server_final: &[u8], expected: &[u8]) -> Result<(), String> {
         let text = std::str::from_utf8(server_final).map_err(|_| "server-final is not UTF-8")?;
         if let Some(error) = text.strip_prefix("e=") {
-            return Err(format!("the server refused: {error}"));
+            return Err(format!("the server refused: {}", super::kafka_wire::shown(error)));
         }
         let signature = text.strip_prefix("v=").ok_or("server-final has no signature")?;
         let signature =
@@ -125,7 +126,7 @@ mod tests {
         let scram = Scram::with_nonce(Mechanism::ScramSha512, "a,b=c", "pw", "abc").unwrap();
         assert_eq!(&scram.client_first()[..], b"n,,n=a=2Cb=3Dc,r=abc");
         assert!(scram.client_final(b"r=xyz,s=AAAA,i=4096").unwrap_err().contains("nonce"));
-        assert!(scram.client_final(b"r=abcd,s=AAAA,i=4000000000").unwrap_err().contains("iterations"));
+        assert!(scram.client_final(b"r=abcd,s=AAAA,i=16385").unwrap_err().contains("iterations"));
         assert!(Scram::verify_server_final(b"e=invalid-proof", b"").unwrap_err().contains("invalid-proof"));
     }
 }

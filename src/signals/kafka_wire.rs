@@ -24,12 +24,19 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
+use rustls_platform_verifier::BuilderVerifierExt;
+
 use super::kafka_sasl::Scram;
 
 /// The largest answer read: a broker's frame that claims more is refused, not allocated.
 const MAX_FRAME: usize = 64 << 20;
 /// How many requests are written before their answers are read.
 pub const PIPELINE: usize = 256;
+/// How many bytes of requests are written before their answers are read: a broker answers one
+/// request at a time, so a writer that never reads would fill both sides' buffers and stall.
+const PIPELINE_BYTES: usize = 64 << 10;
+/// How much of a broker's own text (error messages) goes into an error.
+const SHOWN_TEXT: usize = 200;
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -98,24 +105,32 @@ impl BrokerConnection {
         while requests.peek().is_some() {
             let mut sent = Vec::new();
             let mut frames = BytesMut::new();
-            for request in requests.by_ref().take(PIPELINE) {
+            while sent.len() < PIPELINE && frames.len() < PIPELINE_BYTES {
+                let Some(request) = requests.next() else { break };
                 let correlation = self.next_correlation;
                 self.next_correlation = self.next_correlation.wrapping_add(1);
                 encode_frame(&mut frames, request, version, correlation)?;
                 sent.push(correlation);
             }
-            within(timeout, self.stream.write_all(&frames)).await?.map_err(|e| format!("write failed: {e}"))?;
-            for correlation in sent {
-                let mut frame = within(timeout, read_frame(&mut self.stream)).await??;
-                let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))
-                    .map_err(|e| format!("undecodable response header: {e}"))?;
-                if header.correlation_id != correlation {
-                    return Err(format!("answer {} arrived for request {correlation}", header.correlation_id));
+            // One deadline for the chunk: a broker that answers each request just in time
+            // cannot stretch it to one timeout per request.
+            let chunk = async {
+                self.stream.write_all(&frames).await.map_err(|e| format!("write failed: {e}"))?;
+                let mut answers = Vec::with_capacity(sent.len());
+                for correlation in &sent {
+                    let mut frame = read_frame(&mut self.stream).await?;
+                    let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))
+                        .map_err(|e| format!("undecodable response header: {e}"))?;
+                    if header.correlation_id != *correlation {
+                        return Err(format!("answer {} arrived for request {correlation}", header.correlation_id));
+                    }
+                    answers.push(
+                        R::Response::decode(&mut frame, version).map_err(|e| format!("undecodable answer: {e}"))?,
+                    );
                 }
-                let answer =
-                    R::Response::decode(&mut frame, version).map_err(|e| format!("undecodable answer: {e}"))?;
-                answers.push(answer);
-            }
+                Ok(answers)
+            };
+            answers.extend(within(timeout, chunk).await??);
         }
         Ok(answers)
     }
@@ -147,7 +162,10 @@ impl BrokerConnection {
             Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
                 let scram = Scram::new(mechanism, &username, &password)?;
                 let server_first = self.exchange(scram.client_first(), version).await?;
-                let (client_final, expected) = scram.client_final(&server_first)?;
+                // PBKDF2 takes milliseconds of CPU: not on the runtime's workers.
+                let (client_final, expected) = tokio::task::spawn_blocking(move || scram.client_final(&server_first))
+                    .await
+                    .map_err(|e| format!("SCRAM ended abnormally: {e}"))??;
                 let server_final = self.exchange(client_final, version).await?;
                 Scram::verify_server_final(&server_final, &expected)
             }
@@ -157,7 +175,7 @@ impl BrokerConnection {
     async fn exchange(&mut self, auth_bytes: Bytes, version: i16) -> Result<Bytes, String> {
         let answer = self.call(SaslAuthenticateRequest::default().with_auth_bytes(auth_bytes), version).await?;
         if answer.error_code != 0 {
-            let message = answer.error_message.as_deref().unwrap_or_default().to_string();
+            let message = shown(answer.error_message.as_deref().unwrap_or_default());
             return Err(format!("authentication failed: {} {message}", error_name(answer.error_code)));
         }
         Ok(answer.auth_bytes)
@@ -199,6 +217,14 @@ async fn within<T>(timeout: Duration, work: impl Future<Output = T>) -> Result<T
     tokio::time::timeout(timeout, work).await.map_err(|_| format!("no answer within {timeout:?}"))
 }
 
+/// A broker's own text, cut to [`SHOWN_TEXT`] characters: it goes into errors KEDA shows.
+pub fn shown(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_TEXT) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 /// A Kafka error code's name (`NOT_COORDINATOR`), or the number when it is unknown.
 pub fn error_name(code: i16) -> String {
     kafka_protocol::ResponseError::try_from_code(code).map_or_else(|| "NONE".to_string(), |e| e.to_string())
@@ -214,13 +240,24 @@ fn tls_config(security: &KafkaConnection) -> Result<ClientConfig, String> {
             }
         }
         None => {
+            // The system's roots, as librdkafka and the HTTP client use; the bundled ones where
+            // the system has none (a minimal image).
+            if let Ok(builder) = ClientConfig::builder().with_platform_verifier() {
+                return with_client_cert(builder, security);
+            }
             let (added, _) = roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
             if added == 0 {
                 return Err("no root certificates".into());
             }
         }
     }
-    let builder = ClientConfig::builder().with_root_certificates(roots);
+    with_client_cert(ClientConfig::builder().with_root_certificates(roots), security)
+}
+
+fn with_client_cert(
+    builder: tokio_rustls::rustls::ConfigBuilder<ClientConfig, tokio_rustls::rustls::client::WantsClientCert>,
+    security: &KafkaConnection,
+) -> Result<ClientConfig, String> {
     match (&security.cert_file, &security.key_file) {
         (Some(cert), Some(key)) => {
             let chain = CertificateDer::pem_file_iter(cert)

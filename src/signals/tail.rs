@@ -6,16 +6,16 @@
 //! `assign`) is never joined or committed to. Partitions are added and dropped one by one
 //! (incremental assignment) as sources go idle and wake, so the others keep their fetch position.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use spinscale_core::spec::kafka_connection::KafkaConnection;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::debug;
 
 use super::kafka::Partition;
@@ -34,16 +34,45 @@ pub struct TailRecord {
     pub offset: i64,
 }
 
+/// What the tail consumer has seen since the cluster task last looked: each partition's highest
+/// record offset. Nothing is lost however many records arrive, and it holds one entry per
+/// partition, not one per record.
+#[derive(Default)]
+pub struct TailSeen {
+    latest: Mutex<BTreeMap<Partition, i64>>,
+    /// Woken when a partition gets its first record since the last look.
+    pub notify: Notify,
+}
+
+impl TailSeen {
+    fn record(&self, partition: Partition, offset: i64) {
+        if let Ok(mut latest) = self.latest.lock() {
+            let at = latest.entry(partition).or_insert(offset);
+            *at = (*at).max(offset);
+        }
+        self.notify.notify_one();
+    }
+
+    /// The records seen since the last call, one per partition (its highest offset).
+    pub fn take(&self) -> Vec<TailRecord> {
+        let taken = self.latest.lock().map(|mut latest| std::mem::take(&mut *latest)).unwrap_or_default();
+        taken.into_iter().map(|((topic, partition), offset)| TailRecord { topic, partition, offset }).collect()
+    }
+}
+
 /// A cluster's running tail consumer. Dropping it stops the consumer within one fetch wait.
 pub struct TailWatch {
     consumer: Arc<BaseConsumer>,
     /// The partitions it tails.
     assigned: BTreeMap<Partition, i64>,
+    /// Partitions paused after their first record (their sources woke): they cost no fetches
+    /// until the next [`follow`](Self::follow) drops them or starts them again at their new end.
+    paused: Arc<Mutex<BTreeSet<Partition>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl TailWatch {
-    /// Starts a consumer on `bootstrap_servers` with nothing assigned yet; records go to `records`.
+    /// Starts a consumer on `bootstrap_servers` with nothing assigned yet; records go to `seen`.
     ///
     /// `fetch_wait` is how long one fetch waits at the broker. A broker that answers a waiting
     /// fetch as soon as a record arrives only asks again that often; one that holds every fetch for
@@ -53,7 +82,7 @@ impl TailWatch {
         bootstrap_servers: &str,
         security: Option<&KafkaConnection>,
         fetch_wait: Duration,
-        records: mpsc::Sender<TailRecord>,
+        seen: Arc<TailSeen>,
     ) -> Result<Self, String> {
         let consumer: BaseConsumer =
             super::kafka::read_only_config(bootstrap_servers, security, "spinscale-tail-watch")?
@@ -70,28 +99,41 @@ impl TailWatch {
                 .map_err(|e| format!("cannot create tail consumer: {e}"))?;
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
-        let (polling, stopping) = (consumer.clone(), stop.clone());
+        let paused = Arc::new(Mutex::new(BTreeSet::new()));
+        let watcher =
+            Watcher { consumer: consumer.clone(), wait: fetch_wait, seen, paused: paused.clone(), stop: stop.clone() };
         std::thread::Builder::new()
             .name("spinscale-tail".into())
-            .spawn(move || watch(&polling, fetch_wait, &records, &stopping))
+            .spawn(move || watcher.run())
             .map_err(|e| format!("cannot start tail thread: {e}"))?;
-        Ok(Self { consumer, assigned: BTreeMap::new(), stop })
+        Ok(Self { consumer, assigned: BTreeMap::new(), paused, stop })
     }
 
     /// Tails exactly `wanted` (each partition from its log end): new partitions are added at their
-    /// end, those no longer wanted dropped, the others keep their position. Blocks briefly.
+    /// end, those no longer wanted dropped, paused ones started again at their new end, the others
+    /// keep their position. Blocks briefly.
     pub fn follow(&mut self, wanted: &BTreeMap<Partition, i64>) -> Result<(), String> {
+        let paused = self.paused.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+        let kept = |p: &Partition| wanted.contains_key(p) && !paused.contains(p);
         let mut gone = TopicPartitionList::new();
-        for (topic, partition) in self.assigned.keys().filter(|p| !wanted.contains_key(*p)) {
+        for (topic, partition) in self.assigned.keys().filter(|p| !kept(p)) {
             gone.add_partition(topic, *partition);
+        }
+        if gone.count() > 0 {
+            self.consumer.incremental_unassign(&gone).map_err(|e| format!("cannot drop tail partitions: {e}"))?;
+            self.assigned.retain(|p, _| kept(p));
+        }
+        // librdkafka keeps a partition's pause across unassign and assign: lift it first.
+        let mut resumed = TopicPartitionList::new();
+        for (topic, partition) in &paused {
+            resumed.add_partition(topic, *partition);
+        }
+        if resumed.count() > 0 {
+            self.consumer.resume(&resumed).map_err(|e| format!("cannot resume tail partitions: {e}"))?;
         }
         let mut new = TopicPartitionList::new();
         for ((topic, partition), end) in wanted.iter().filter(|(p, _)| !self.assigned.contains_key(*p)) {
             new.add_partition_offset(topic, *partition, Offset::Offset(*end)).map_err(|e| e.to_string())?;
-        }
-        if gone.count() > 0 {
-            self.consumer.incremental_unassign(&gone).map_err(|e| format!("cannot drop tail partitions: {e}"))?;
-            self.assigned.retain(|p, _| wanted.contains_key(p));
         }
         if new.count() > 0 {
             self.consumer.incremental_assign(&new).map_err(|e| format!("cannot add tail partitions: {e}"))?;
@@ -108,20 +150,36 @@ impl TailWatch {
     }
 }
 
-fn watch(consumer: &BaseConsumer, wait: Duration, records: &mpsc::Sender<TailRecord>, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        match consumer.poll(wait) {
-            Some(Ok(message)) => {
-                let record = TailRecord {
-                    topic: message.topic().into(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                };
-                // A full channel means the cluster task already has records to act on.
-                let _ = records.try_send(record);
+/// The tail consumer's thread.
+struct Watcher {
+    consumer: Arc<BaseConsumer>,
+    wait: Duration,
+    seen: Arc<TailSeen>,
+    paused: Arc<Mutex<BTreeSet<Partition>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Watcher {
+    fn run(&self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.consumer.poll(self.wait) {
+                Some(Ok(message)) => {
+                    let partition: Partition = (message.topic().into(), message.partition());
+                    // One record is all its sources need: stop fetching the partition, so a busy
+                    // topic costs nothing until the next offsets cycle looks at it.
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(message.topic(), message.partition());
+                    if let Err(e) = self.consumer.pause(&tpl) {
+                        debug!(error = %e, "tail watch could not pause a partition");
+                    }
+                    if let Ok(mut paused) = self.paused.lock() {
+                        paused.insert(partition.clone());
+                    }
+                    self.seen.record(partition, message.offset());
+                }
+                Some(Err(e)) => debug!(error = %e, "tail watch fetch failed"),
+                None => {}
             }
-            Some(Err(e)) => debug!(error = %e, "tail watch fetch failed"),
-            None => {}
         }
     }
 }
@@ -143,7 +201,9 @@ pub fn idle_ends(partitions: &[spinscale_core::engine::PartitionOffsets]) -> Opt
     partitions
         .iter()
         .map(|p| match (p.committed, p.latest) {
-            (Some(committed), Some(end)) if committed >= end => Some((p.topic.clone(), p.partition, end)),
+            // A commit past the log end (read_committed consumers, transactions): records below it
+            // were already processed, so the tail starts at the commit.
+            (Some(committed), Some(end)) if committed >= end => Some((p.topic.clone(), p.partition, committed)),
             (None, Some(0)) => Some((p.topic.clone(), p.partition, 0)),
             _ => None,
         })
@@ -195,6 +255,25 @@ mod tests {
         assert_eq!(moved.iter().map(|p| p.latest).collect::<Vec<_>>(), vec![Some(3), Some(10)]);
     }
 
+    /// A flood on one partition never crowds out another's single record: one entry a partition.
+    #[test]
+    fn a_flood_on_one_partition_keeps_another_partitions_record() {
+        let seen = TailSeen::default();
+        for offset in 0..100_000 {
+            seen.record(("busy".into(), 0), offset);
+        }
+        seen.record(("quiet".into(), 3), 7);
+        let taken = seen.take();
+        assert_eq!(
+            taken,
+            [
+                TailRecord { topic: "busy".into(), partition: 0, offset: 99_999 },
+                TailRecord { topic: "quiet".into(), partition: 3, offset: 7 },
+            ]
+        );
+        assert!(seen.take().is_empty(), "taken once");
+    }
+
     /// Partitions join and leave the one consumer as sources go idle and wake; a partition it no
     /// longer tails brings no record, one it was given brings the first record past its end.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,8 +293,12 @@ mod tests {
             producer.flush(Duration::from_secs(10)).unwrap();
         };
         send("a");
-        let (tx, mut records) = mpsc::channel(16);
-        let mut tail = TailWatch::start(&bootstrap, None, Duration::from_millis(20), tx).unwrap();
+        let seen = Arc::new(TailSeen::default());
+        let mut tail = TailWatch::start(&bootstrap, None, Duration::from_millis(20), seen.clone()).unwrap();
+        let next = || async {
+            tokio::time::timeout(Duration::from_secs(10), seen.notify.notified()).await.unwrap();
+            seen.take()
+        };
         let (a, b): (Partition, Partition) = (("a".into(), 0), ("b".into(), 0));
         tail.follow(&BTreeMap::from([(a.clone(), 1), (b.clone(), 0)])).unwrap();
         assert_eq!(tail.partitions(), 2);
@@ -225,11 +308,12 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         send("b");
         send("a");
-        let first = tokio::time::timeout(Duration::from_secs(10), records.recv()).await.unwrap().unwrap();
-        assert_eq!(first, TailRecord { topic: "a".into(), partition: 0, offset: 1 }, "only a is tailed");
-        tail.follow(&BTreeMap::from([(a, 1), (b, 1)])).unwrap();
+        let first = next().await;
+        assert_eq!(first, [TailRecord { topic: "a".into(), partition: 0, offset: 1 }], "only a is tailed");
+        // a is paused after its record; the next cycle would find its end at 2.
+        tail.follow(&BTreeMap::from([(a, 2), (b, 1)])).unwrap();
         send("b");
-        let second = tokio::time::timeout(Duration::from_secs(10), records.recv()).await.unwrap().unwrap();
-        assert_eq!(second, TailRecord { topic: "b".into(), partition: 0, offset: 1 }, "b again, from its new end");
+        let second = next().await;
+        assert_eq!(second, [TailRecord { topic: "b".into(), partition: 0, offset: 1 }], "b again, from its new end");
     }
 }
