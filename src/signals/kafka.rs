@@ -14,7 +14,7 @@ use rdkafka::config::ClientConfig;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::metadata::Metadata;
+use rdkafka::metadata::{Metadata, MetadataTopic};
 use rdkafka::{Offset, TopicPartitionList};
 use spinscale_core::spec::kafka_connection::KafkaConnection;
 
@@ -120,7 +120,8 @@ impl ClusterReader {
         let fetch = || self.cluster.fetch_metadata(None, self.timeout);
         let metadata = fetch().or_else(|_| fetch()).map_err(|e| OffsetsError::Metadata(kafka_cause(&e)))?;
         // What each source counts; an empty `topic` first asks for every partition of the cluster.
-        let wanted = sources.iter().map(|s| partitions_of(&metadata, s)).collect();
+        let by_name: HashMap<&str, &MetadataTopic> = metadata.topics().iter().map(|t| (t.name(), t)).collect();
+        let wanted = sources.iter().map(|s| partitions_of(&metadata, &by_name, s)).collect();
         let leaders = metadata
             .topics()
             .iter()
@@ -264,7 +265,11 @@ impl ClusterReader {
 
 /// The partitions `source` counts: of its topics (after `partitionLimitation`), or of every
 /// non-internal topic when it names none (narrowed to the group's topics once commits are known).
-fn partitions_of(metadata: &Metadata, source: &KafkaSource) -> Result<Vec<Partition>, OffsetsError> {
+fn partitions_of(
+    metadata: &Metadata,
+    by_name: &HashMap<&str, &MetadataTopic>,
+    source: &KafkaSource,
+) -> Result<Vec<Partition>, OffsetsError> {
     if source.topics.is_empty() {
         return Ok(metadata
             .topics()
@@ -275,7 +280,7 @@ fn partitions_of(metadata: &Metadata, source: &KafkaSource) -> Result<Vec<Partit
     }
     let mut partitions = Vec::new();
     for name in &source.topics {
-        let topic = metadata.topics().iter().find(|t| t.name() == name);
+        let topic = by_name.get(name.as_str()).copied();
         let Some(topic) = topic.filter(|t| t.error().is_none() && !t.partitions().is_empty()) else {
             return Err(OffsetsError::TopicNotFound(name.clone()));
         };
