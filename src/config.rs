@@ -43,11 +43,13 @@ pub struct Config {
     /// `limits`: bounds on concurrent calls, streams, live targets and trigger metadata size.
     #[serde(default)]
     pub limits: LimitSettings,
-    /// Named Kafka connections (TLS, SASL; secrets in files), picked by `kafkaConnection: NAME`.
+    /// Named Kafka connections (TLS, SASL; secrets in files), picked by `kafkaConnection: NAME`,
+    /// each only for its `bootstrapServers` (and `namespaces`).
     #[serde(default)]
     pub kafka_connections: BTreeMap<String, KafkaConnection>,
     /// Named Prometheus connections (bearer token, basic auth, TLS, headers, SigV4; secrets in
-    /// files), picked by `prometheusConnection: NAME`.
+    /// files), picked by `prometheusConnection: NAME`, each only for its `addresses` (and
+    /// `namespaces`).
     #[serde(default)]
     pub prometheus_connections: BTreeMap<String, PrometheusConnection>,
     /// Activator routes that exist from the start, before KEDA's first call after a restart.
@@ -264,6 +266,50 @@ fn unknown_name<'a>(
     InvalidMetadata { problems: vec![Problem { key: key.into(), message }], hints: vec![] }
 }
 
+/// Whether the Prometheus connection `name` may be used by a trigger at `address` (its
+/// `serverAddress`) of a ScaledObject in `namespace`; else why not, naming the connection, the
+/// address and the addresses it allows (addresses are not secrets).
+fn prometheus_scope(
+    name: &str,
+    connection: &PrometheusConnection,
+    address: &str,
+    namespace: &str,
+) -> Result<(), String> {
+    if !connection.serves_namespace(namespace) {
+        return Err(format!(
+            "connection {name:?} is not for namespace {namespace:?} (prometheusConnections.{name}.namespaces)"
+        ));
+    }
+    if connection.addresses.iter().any(|allowed| is_under(address, allowed)) {
+        return Ok(());
+    }
+    Err(format!(
+        "connection {name:?} is not for {address}: prometheusConnections.{name}.addresses allows {} (the same scheme, \
+         host and port, and a path at or under one of theirs)",
+        connection.addresses.join(", ")
+    ))
+}
+
+/// Whether the URL `address` is `allowed` or under it: the same scheme, host and port, and a path
+/// equal to `allowed`'s or extending it at a `/`. Both are read by the URL parser requests are
+/// sent with (`..`, `%2e` and backslashes resolved as they will be), and an address with user
+/// info, a query or a fragment is never under anything.
+fn is_under(address: &str, allowed: &str) -> bool {
+    let (Ok(address), Ok(allowed)) = (reqwest::Url::parse(address), reqwest::Url::parse(allowed)) else {
+        return false;
+    };
+    let plain = |u: &reqwest::Url| u.username().is_empty() && u.password().is_none() && u.fragment().is_none();
+    if !plain(&address) || !plain(&allowed) || address.query().is_some() || address.cannot_be_a_base() {
+        return false;
+    }
+    let same_origin = address.scheme() == allowed.scheme()
+        && address.host().is_some()
+        && address.host() == allowed.host()
+        && address.port_or_known_default() == allowed.port_or_known_default();
+    let (path, prefix) = (address.path().trim_end_matches('/'), allowed.path().trim_end_matches('/'));
+    same_origin && (path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')))
+}
+
 /// `namespace/name`, both parts non-empty, as `(namespace, name)`.
 pub fn split_namespaced(text: &str) -> Option<(&str, &str)> {
     text.split_once('/').filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
@@ -364,14 +410,22 @@ impl Config {
         }
     }
 
-    /// Fills in the settings of the Kafka and Prometheus connections a trigger names, and bounds
-    /// its `queryInterval` by `collectors.prometheusInterval` (below) and `collectors.staleAfter`.
-    pub fn resolve_connection(&self, spec: &mut target::TargetSpec) -> Result<(), InvalidMetadata> {
+    /// Fills in the settings of the Kafka and Prometheus connections a trigger of a ScaledObject in
+    /// `namespace` names, and bounds its `queryInterval` by `collectors.prometheusInterval` (below)
+    /// and `collectors.staleAfter`.
+    ///
+    /// Every trigger is tenant input: a connection is given only to a trigger whose address it is
+    /// for (its `addresses`, `bootstrapServers`) in a namespace it serves (`namespaces`), so a
+    /// tenant cannot have the operator's credentials sent to an address of its choosing.
+    pub fn resolve_connection(&self, spec: &mut target::TargetSpec, namespace: &str) -> Result<(), InvalidMetadata> {
         let mut problems = Vec::new();
         if let Some(prometheus) = &mut spec.prometheus {
             if let Some(name) = &prometheus.connection {
                 match self.prometheus_connections.get(name) {
-                    Some(connection) => prometheus.auth = Some(connection.clone()),
+                    Some(connection) => match prometheus_scope(name, connection, &prometheus.address, namespace) {
+                        Ok(()) => prometheus.auth = Some(connection.for_requests()),
+                        Err(message) => problems.push(Problem { key: target::PROMETHEUS_CONNECTION.into(), message }),
+                    },
                     None => problems.extend(
                         unknown_name(
                             target::PROMETHEUS_CONNECTION,
@@ -410,7 +464,26 @@ impl Config {
             && let Some(name) = &kafka.connection
         {
             match self.kafka_connections.get(name) {
-                Some(connection) => kafka.security = Some(connection.clone()),
+                Some(connection) => {
+                    let foreign = connection.foreign_servers(&kafka.bootstrap_servers);
+                    let message = if !connection.serves_namespace(namespace) {
+                        Some(format!(
+                            "connection {name:?} is not for namespace {namespace:?} (kafkaConnections.{name}.namespaces)"
+                        ))
+                    } else if !foreign.is_empty() {
+                        Some(format!(
+                            "connection {name:?} is not for {}: kafkaConnections.{name}.bootstrapServers allows {}",
+                            foreign.join(","),
+                            connection.bootstrap_servers.join(", ")
+                        ))
+                    } else {
+                        None
+                    };
+                    match message {
+                        None => kafka.security = Some(connection.for_clients()),
+                        Some(message) => problems.push(Problem { key: target::KAFKA_CONNECTION.into(), message }),
+                    }
+                }
                 None => problems.extend(
                     unknown_name(
                         target::KAFKA_CONNECTION,
@@ -563,7 +636,8 @@ mod tests {
             ("profiles:\n  batch:\n    profile: web\n", "profiles.batch.profile: a profile cannot select"),
             ("limits:\n  maxTargets: 0\n", "limits.maxTargets: must be at least 1"),
             (
-                "prometheusConnections:\n  amp:\n    sigv4: {region: eu-west-1}\n    bearerTokenFile: /nonexistent/t\n",
+                "prometheusConnections:\n  amp:\n    sigv4: {region: eu-west-1}\n    bearerTokenFile: /nonexistent/t\n    \
+                 addresses: [https://p]\n",
                 "prometheusConnections.amp.bearerTokenFile: bearerTokenFile and sigv4 each set the Authorization",
             ),
             ("prometheusConnections:\n  amp:\n    sigv4: {regio: x}\n", "unknown field `regio`"),
@@ -578,35 +652,40 @@ mod tests {
         }
     }
 
+    /// A trigger's spec from the query `up` at `address` plus `pairs`.
+    fn prometheus_spec(config: &Config, address: &str, pairs: &[(&str, &str)]) -> target::TargetSpec {
+        let mut meta: HashMap<String, String> =
+            [("query", "up"), ("serverAddress", address)].map(|(k, v)| (k.into(), v.into())).into();
+        meta.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        target::TargetSpec::parse(&meta, &config.defaults).unwrap()
+    }
+
     #[test]
     fn a_trigger_gets_its_prometheus_connection_and_a_bounded_query_interval() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), "t").unwrap();
         let config = Config::parse(&format!(
             "collectors:\n  prometheusInterval: 2s\n  staleAfter: 90s\n\
-             prometheusConnections:\n  thanos:\n    bearerTokenFile: {}/token\n",
+             prometheusConnections:\n  thanos:\n    bearerTokenFile: {}/token\n    addresses: [\"https://p:9090\"]\n",
             dir.path().display()
         ))
         .unwrap();
-        let spec = |pairs: &[(&str, &str)]| {
-            let mut meta: HashMap<String, String> =
-                [("query", "up"), ("serverAddress", "http://p:9090")].map(|(k, v)| (k.into(), v.into())).into();
-            meta.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-            target::TargetSpec::parse(&meta, &config.defaults).unwrap()
-        };
+        let spec = |pairs: &[(&str, &str)]| prometheus_spec(&config, "https://p:9090", pairs);
         let mut slow = spec(&[("prometheusConnection", "thanos"), ("queryInterval", "60s")]);
-        config.resolve_connection(&mut slow).unwrap();
+        config.resolve_connection(&mut slow, "default").unwrap();
         let prometheus = slow.prometheus.unwrap();
-        assert_eq!(prometheus.auth, Some(config.prometheus_connections["thanos"].clone()));
+        let thanos = &config.prometheus_connections["thanos"];
+        assert_eq!(prometheus.auth, Some(thanos.for_requests()));
+        assert_eq!(prometheus.auth.unwrap().bearer_token_file, thanos.bearer_token_file);
         assert_eq!(prometheus.query_interval, Some(Duration::from_secs(60)));
 
         let mut fast = spec(&[("queryInterval", "500ms")]);
-        config.resolve_connection(&mut fast).unwrap();
+        config.resolve_connection(&mut fast, "default").unwrap();
         assert_eq!(fast.prometheus.unwrap().query_interval, None, "raised to the default: shares its query");
         assert!(fast.warnings.iter().any(|w| w.contains("queryInterval: 500ms is below")), "{:?}", fast.warnings);
 
         let mut bad = spec(&[("prometheusConnection", "amp"), ("queryInterval", "2m")]);
-        let err = config.resolve_connection(&mut bad).unwrap_err().to_string();
+        let err = config.resolve_connection(&mut bad, "default").unwrap_err().to_string();
         assert!(
             err.contains(
                 "prometheusConnection: \"amp\" is not a connection: the config's prometheusConnections defines thanos"
@@ -617,6 +696,103 @@ mod tests {
             err.contains("queryInterval: 120s must be shorter than the config's collectors.staleAfter (90s)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_prometheus_connection_goes_only_to_its_addresses_and_namespaces() {
+        let config = Config::parse(
+            "prometheusConnections:\n  thanos:\n    sigv4: {region: eu-west-1}\n    \
+             addresses: [\"https://thanos.example:9091/tenant-a/\", \"https://mimir.example\"]\n  \
+             shop:\n    sigv4: {region: eu-west-1}\n    addresses: [\"https://mimir.example\"]\n    namespaces: [shop]\n",
+        )
+        .unwrap();
+        let resolve = |address: &str, connection: &str, namespace: &str| {
+            let mut spec = prometheus_spec(&config, address, &[("prometheusConnection", connection)]);
+            config.resolve_connection(&mut spec, namespace).map(|()| spec.prometheus.unwrap().auth.is_some())
+        };
+        for allowed in [
+            "https://thanos.example:9091/tenant-a",
+            "https://thanos.example:9091/tenant-a/",
+            "https://THANOS.example:9091/tenant-a/prometheus",
+            "https://mimir.example",
+            "https://mimir.example:443/prometheus",
+        ] {
+            assert_eq!(resolve(allowed, "thanos", "default"), Ok(true), "{allowed}");
+        }
+        for refused in [
+            "https://evil.example",
+            "http://thanos.example:9091/tenant-a",
+            "https://thanos.example:9092/tenant-a",
+            "https://thanos.example:9091",
+            "https://thanos.example:9091/tenant-ab",
+            "https://thanos.example:9091/tenant-b",
+            "https://thanos.example:9091/tenant-a/../tenant-b",
+            "https://thanos.example:9091/tenant-a/%2e%2e/tenant-b",
+            "https://thanos.example:9091/tenant-a?x=1",
+            "https://mimir.example@evil.example",
+            "https://mimir.example.evil.example",
+            "https://mimir.example:8443",
+        ] {
+            let err = resolve(refused, "thanos", "default").unwrap_err().to_string();
+            assert!(err.contains(": prometheusConnection: connection \"thanos\" is not for "), "{refused}: {err}");
+            assert!(
+                err.contains(
+                    "prometheusConnections.thanos.addresses allows https://thanos.example:9091/tenant-a/, \
+                     https://mimir.example"
+                ),
+                "{refused}: {err}"
+            );
+        }
+        let err = resolve("https://evil.example/x", "thanos", "default").unwrap_err().to_string();
+        assert!(err.contains("is not for https://evil.example/x:"), "the trigger's address is named: {err}");
+        assert_eq!(resolve("https://mimir.example", "shop", "shop"), Ok(true));
+        let err = resolve("https://mimir.example", "shop", "default").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid scaler metadata: prometheusConnection: connection \"shop\" is not for namespace \"default\" \
+             (prometheusConnections.shop.namespaces)"
+        );
+    }
+
+    #[test]
+    fn a_kafka_connection_goes_only_to_its_brokers_and_namespaces() {
+        let config = Config::parse(
+            "kafkaConnections:\n  prod:\n    bootstrapServers: [\"kafka-0.kafka:9092\", \"kafka-1.kafka:9092\"]\n  \
+             shop:\n    bootstrapServers: [\"kafka-0.kafka:9092\"]\n    namespaces: [shop]\n",
+        )
+        .unwrap();
+        let resolve = |servers: &str, connection: &str, namespace: &str| {
+            let meta: HashMap<String, String> =
+                [("bootstrapServers", servers), ("consumerGroup", "g"), ("kafkaConnection", connection)]
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .into();
+            let mut spec = target::TargetSpec::parse(&meta, &config.defaults).unwrap();
+            config.resolve_connection(&mut spec, namespace).map(|()| spec.kafka.unwrap().security)
+        };
+        let security = resolve("kafka-1.kafka:9092, kafka-0.kafka:9092", "prod", "default").unwrap();
+        assert_eq!(security, Some(config.kafka_connections["prod"].for_clients()));
+        let err = resolve("kafka-0.kafka:9092,evil.example:9092", "prod", "default").unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "kafkaConnection: connection \"prod\" is not for evil.example:9092: \
+                 kafkaConnections.prod.bootstrapServers allows kafka-0.kafka:9092, kafka-1.kafka:9092"
+            ),
+            "{err}"
+        );
+        assert!(resolve("kafka-0.kafka:9092", "shop", "shop").is_ok());
+        let err = resolve("kafka-0.kafka:9092", "shop", "default").unwrap_err().to_string();
+        assert!(err.contains("connection \"shop\" is not for namespace \"default\""), "{err}");
+    }
+
+    #[test]
+    fn a_connection_without_its_addresses_is_a_config_error() {
+        let err = Config::parse(
+            "prometheusConnections:\n  thanos: {sigv4: {region: eu-west-1}}\nkafkaConnections:\n  prod: {}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("prometheusConnections.thanos.addresses: is required"), "{err}");
+        assert!(err.contains("kafkaConnections.prod.bootstrapServers: is required"), "{err}");
     }
 
     #[test]

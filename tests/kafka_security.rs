@@ -3,10 +3,13 @@
 //!
 //! librdkafka's mock cluster speaks neither TLS nor SASL, so these tests drive the failure paths
 //! for real (a TLS handshake and a SASL handshake a plaintext broker refuses) and check what
-//! spinscale says about them.
+//! spinscale says about them. A connection goes only to its `bootstrapServers`: a trigger naming it
+//! with a broker of its own is refused, and that broker hears nothing.
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use spinscale::config::Config;
@@ -23,16 +26,18 @@ async fn secrets_stay_in_their_files_whatever_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("username"), format!("{USERNAME}\n")).unwrap();
     std::fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).unwrap();
+    let bootstrap = kafka.bootstrap();
     let config = Config::parse(&format!(
         "collectors:\n  kafkaInterval: 200ms\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n\
          kafkaConnections:\n  prod:\n    securityProtocol: SASL_PLAINTEXT\n    saslMechanism: SCRAM-SHA-512\n    \
-         usernameFile: {dir}/username\n    passwordFile: {dir}/password\n  tls:\n    securityProtocol: SSL\n",
-        dir = dir.path().display()
+         usernameFile: {dir}/username\n    passwordFile: {dir}/password\n    bootstrapServers: {brokers}\n  \
+         tls:\n    securityProtocol: SSL\n    bootstrapServers: {brokers}\n",
+        dir = dir.path().display(),
+        brokers = yaml_list(&bootstrap),
     ))
     .expect("config");
     let server = start_server(config).await;
     let mut client = connect(&server).await;
-    let bootstrap = kafka.bootstrap();
 
     for (name, connection) in [("sasl", "prod"), ("tls", "tls")] {
         let mut meta = kafka_meta(&bootstrap, "billing", "orders");
@@ -68,13 +73,88 @@ async fn secrets_stay_in_their_files_whatever_fails() {
     assert!(!logged.contains(PASSWORD) && !logged.contains(USERNAME), "the logs leak a secret");
 }
 
+/// A comma list of brokers as a YAML flow list.
+fn yaml_list(servers: &str) -> String {
+    let quoted: Vec<String> = servers.split(',').map(|s| format!("\"{}\"", s.trim())).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+#[tokio::test]
+async fn a_trigger_naming_a_connection_for_another_broker_is_refused_and_nothing_is_sent_there() {
+    let kafka = Kafka::new(&[("orders", 1)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("username"), format!("{USERNAME}\n")).unwrap();
+    std::fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).unwrap();
+    // The tenant's "broker": it counts whoever connects.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let tenant_broker = listener.local_addr().expect("address").to_string();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let counted = connected.clone();
+    tokio::spawn(async move {
+        while let Ok((_stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let bootstrap = kafka.bootstrap();
+    let config = Config::parse(&format!(
+        "collectors:\n  kafkaInterval: 200ms\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n\
+         kafkaConnections:\n  prod:\n    securityProtocol: SASL_PLAINTEXT\n    saslMechanism: PLAIN\n    \
+         usernameFile: {dir}/username\n    passwordFile: {dir}/password\n    bootstrapServers: {brokers}\n  \
+         billing:\n    bootstrapServers: {brokers}\n    namespaces: [billing]\n",
+        dir = dir.path().display(),
+        brokers = yaml_list(&bootstrap),
+    ))
+    .expect("config");
+    let server = start_server(config).await;
+    let mut client = connect(&server).await;
+
+    let mixed = format!("{bootstrap},{tenant_broker}");
+    for (name, servers) in [("stolen", tenant_broker.as_str()), ("mixed", mixed.as_str())] {
+        let mut meta = kafka_meta(servers, "billing", "orders");
+        meta.push(("kafkaConnection", "prod"));
+        let r = so_ref(name, &meta);
+        for status in [
+            client.get_metric_spec(r.clone()).await.expect_err("refused"),
+            client.is_active(r.clone()).await.expect_err("refused"),
+        ] {
+            assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+            let wanted = format!(
+                "kafkaConnection: connection \"prod\" is not for {tenant_broker}: kafkaConnections.prod.bootstrapServers \
+                 allows {}",
+                bootstrap.split(',').map(str::trim).collect::<Vec<_>>().join(", ")
+            );
+            assert!(status.message().contains(&wanted), "{name}: {status:?}");
+        }
+    }
+    // A connection limited to a namespace, named from another one.
+    let mut meta = kafka_meta(&bootstrap, "billing", "orders");
+    meta.push(("kafkaConnection", "billing"));
+    let status = client.get_metric_spec(so_ref("elsewhere", &meta)).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("kafkaConnection: connection \"billing\" is not for namespace \"default\""),
+        "{status:?}"
+    );
+    let r = spinscale::grpc::scaled_object_ref("billing", "billing-app", &meta);
+    client.get_metric_spec(r).await.expect("its own namespace may use it");
+
+    // Five offset intervals later, nobody connected to the tenant's broker.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(connected.load(Ordering::SeqCst), 0);
+    server.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn credentials_in_metadata_are_refused_and_unknown_connections_named() {
     let kafka = Kafka::new(&[("orders", 1)]);
-    let config = Config::parse("kafkaConnections:\n  prod:\n    securityProtocol: SSL\n").expect("config");
+    let bootstrap = kafka.bootstrap();
+    let config = Config::parse(&format!(
+        "kafkaConnections:\n  prod:\n    securityProtocol: SSL\n    bootstrapServers: {}\n",
+        yaml_list(&bootstrap)
+    ))
+    .expect("config");
     let server = start_server(config).await;
     let mut client = connect(&server).await;
-    let bootstrap = kafka.bootstrap();
 
     let mut meta = kafka_meta(&bootstrap, "billing", "orders");
     meta.extend([("sasl", "scram_sha512"), ("tls", "enable")]);
@@ -100,7 +180,7 @@ async fn credentials_in_metadata_are_refused_and_unknown_connections_named() {
 fn a_connection_naming_missing_files_is_a_config_error() {
     let err = Config::parse(
         "kafkaConnections:\n  prod:\n    securityProtocol: SASL_SSL\n    saslMechanism: PLAIN\n    \
-         usernameFile: /nonexistent/user\n",
+         usernameFile: /nonexistent/user\n    bootstrapServers: [\"kafka:9092\"]\n",
     )
     .expect_err("invalid");
     let text = err.to_string();

@@ -1,10 +1,13 @@
 //! Prometheus connections: bearer tokens, basic auth, headers from files and TLS client
 //! certificates come from a connection of the config that a trigger names
 //! (`prometheusConnection`), are read again when their files change, and never show up in
-//! answers, logs, `/status` or `/metrics`. Also the per-trigger `queryInterval`.
+//! answers, logs, `/status` or `/metrics`. A connection goes only to its `addresses` (and
+//! `namespaces`): a trigger naming it for another address is refused and nothing is sent there,
+//! and a redirect is not followed. Also the per-trigger `queryInterval`.
 //!
-//! The endpoints that demand each scheme are local; the mTLS one is the real `prometheus` binary
-//! with `client_auth_type: RequireAndVerifyClientCert`. SigV4 is in `tests/prometheus_sigv4.rs`.
+//! The endpoints that demand each scheme are local, over TLS (a connection sends a secret only
+//! over TLS); the mTLS one is the real `prometheus` binary with `client_auth_type:
+//! RequireAndVerifyClientCert`. SigV4 is in `tests/prometheus_sigv4.rs`.
 
 mod support;
 
@@ -17,11 +20,15 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use spinscale::config::Config;
+use spinscale::proto::ScaledObjectRef;
 use spinscale_testkit::{PrometheusProcess, WebTls};
 use support::{Client, capture_logs, components_required, connect, keda_poll, so_ref, start_server};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::{self, pki_types::CertificateDer, pki_types::PrivateKeyDer, pki_types::pem::PemObject};
 use tonic::Code;
 
 const TOKEN: &str = "tok-5d1e8a7c03b9f246";
@@ -38,6 +45,8 @@ struct Demands {
     /// Requests per path prefix, and those with the rotated token.
     seen: Mutex<HashMap<String, usize>>,
     rotated: AtomicUsize,
+    /// Where `/redirect/...` sends its requests.
+    redirect_to: Mutex<String>,
 }
 
 /// `base64` of `text` (the standard alphabet, padded).
@@ -56,13 +65,14 @@ fn base64(text: &str) -> String {
 
 /// `/{scheme}/api/v1/query` answers a vector of one series when the request carries what
 /// `scheme` demands (a different value each), else `401`:
-/// `bearer` the token, `basic` the pair, `tenant` the token and `X-Scope-OrgID`, `open` nothing.
-async fn demanding_endpoint(demands: Arc<Demands>) -> String {
+/// `bearer` the token, `basic` the pair, `tenant` the token and `X-Scope-OrgID`, `open` nothing;
+/// `redirect` answers `307` to `Demands::redirect_to`.
+fn demanding_app(demands: Arc<Demands>) -> Router {
     async fn query(
         State(demands): State<Arc<Demands>>,
         UrlPath(scheme): UrlPath<String>,
         headers: HeaderMap,
-    ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    ) -> Response {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let bearer = format!("Bearer {}", demands.bearer.lock().unwrap());
         if header("authorization") == format!("Bearer {NEW_TOKEN}") {
@@ -73,21 +83,97 @@ async fn demanding_endpoint(demands: Arc<Demands>) -> String {
             "bearer" => (header("authorization") == bearer, 11),
             "basic" => (header("authorization") == format!("Basic {}", base64(&format!("{USERNAME}:{PASSWORD}"))), 22),
             "tenant" => (header("authorization") == bearer && header("x-scope-orgid") == ORG, 33),
+            "redirect" => {
+                let to = format!("{}/api/v1/query", demands.redirect_to.lock().unwrap());
+                return (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response();
+            }
             _ => (true, 44),
         };
         if !allowed {
-            return (StatusCode::UNAUTHORIZED, [("content-type", "text/plain")], "unauthorized".into());
+            return (StatusCode::UNAUTHORIZED, [("content-type", "text/plain")], "unauthorized").into_response();
         }
         let body = format!(
             r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{value}"]}}]}}}}"#
         );
-        (StatusCode::OK, [("content-type", "application/json")], body)
+        (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+    }
+    Router::new().route("/{scheme}/api/v1/query", any(query)).with_state(demands)
+}
+
+/// The demanding endpoint over plain HTTP: its base URL.
+async fn demanding_endpoint(demands: Arc<Demands>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, demanding_app(demands)).await });
+    address
+}
+
+/// An endpoint that answers every request `404` and counts them (and the secrets they carried):
+/// where a tenant would like the operator's credentials to go.
+#[derive(Default)]
+struct Recorder {
+    requests: AtomicUsize,
+    headers: Mutex<Vec<String>>,
+}
+
+async fn recording_endpoint(recorder: Arc<Recorder>) -> String {
+    async fn record(State(recorder): State<Arc<Recorder>>, headers: HeaderMap) -> StatusCode {
+        recorder.requests.fetch_add(1, Ordering::SeqCst);
+        recorder.headers.lock().unwrap().extend(headers.iter().map(|(k, v)| format!("{k}: {v:?}")));
+        StatusCode::NOT_FOUND
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("address"));
-    let app = Router::new().route("/{scheme}/api/v1/query", any(query)).with_state(demands);
+    let app = Router::new().fallback(any(record)).with_state(recorder);
     tokio::spawn(async move { axum::serve(listener, app).await });
     address
+}
+
+/// A TCP listener that completes a TLS handshake before handing a connection to axum.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else { continue };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The demanding endpoint over TLS, with a certificate for `prometheus.test` from a CA written to
+/// `dir/ca.crt`: its base URL (`https://127.0.0.1:PORT`) and the connection's `tls` setting.
+async fn demanding_tls_endpoint(demands: Arc<Demands>, dir: &Path) -> (String, String) {
+    let pki = Pki::new("test CA");
+    write(&dir.join("ca.crt"), &pki.ca);
+    let (cert, key) = pki.leaf(dir, "endpoint", &["prometheus.test"], ExtendedKeyUsagePurpose::ServerAuth);
+    let chain = CertificateDer::pem_file_iter(&cert).and_then(Iterator::collect::<Result<Vec<_>, _>>).expect("chain");
+    let key = PrivateKeyDer::from_pem_file(&key).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("https://{}", tcp.local_addr().expect("address"));
+    let listener = TlsListener { tcp, acceptor: TlsAcceptor::from(Arc::new(config)) };
+    tokio::spawn(async move { axum::serve(listener, demanding_app(demands)).await });
+    let tls = format!("{{caFile: {}/ca.crt, serverName: prometheus.test}}", dir.display());
+    (address, tls)
 }
 
 fn write(path: &Path, text: &str) {
@@ -111,10 +197,15 @@ fn meta<'a>(address: &'a str, query: &'a str, extra: &[(&'a str, &'a str)]) -> V
 
 /// Polls as KEDA does until the rate is `rps`, or panics with the last answer.
 async fn until_rps(client: &mut Client, name: &str, metadata: &[(&str, &str)], rps: f64) {
-    let r = so_ref(name, metadata);
+    until_rps_of(client, &so_ref(name, metadata), rps).await;
+}
+
+/// [`until_rps`] for a ScaledObject given whole (another namespace).
+async fn until_rps_of(client: &mut Client, r: &ScaledObjectRef, rps: f64) {
+    let name = &r.name;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let answer = keda_poll(client, &r).await;
+        let answer = keda_poll(client, r).await;
         if answer.as_ref().is_ok_and(|p| p.values.get("spinscale-rps") == Some(&rps)) {
             return;
         }
@@ -144,8 +235,8 @@ async fn until_unavailable(client: &mut Client, name: &str, metadata: &[(&str, &
 async fn bearer_basic_and_header_connections_reach_what_demands_them_and_secrets_stay_in_their_files() {
     let logs = capture_logs();
     let demands = Arc::new(Demands { bearer: Mutex::new(TOKEN.into()), ..Demands::default() });
-    let endpoint = demanding_endpoint(demands.clone()).await;
     let dir = tempfile::tempdir().expect("tempdir");
+    let (endpoint, tls) = demanding_tls_endpoint(demands.clone(), dir.path()).await;
     let file = |name: &str| dir.path().join(name);
     for (name, text) in [
         ("token", format!("{TOKEN}\n")),
@@ -160,12 +251,16 @@ async fn bearer_basic_and_header_connections_reach_what_demands_them_and_secrets
     let config = Config::parse(&format!(
         "collectors:\n  prometheusInterval: 200ms\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n\
          prometheusConnections:\n\
-         \x20 bearer: {{bearerTokenFile: {d}/token}}\n\
-         \x20 basic: {{basicAuth: {{usernameFile: {d}/username, passwordFile: {d}/password}}}}\n\
-         \x20 tenant:\n    bearerTokenFile: {d}/token\n    headers: {{X-Scope-OrgID: {{valueFile: {d}/org}}}}\n\
-         \x20 wrong: {{bearerTokenFile: {d}/wrong}}\n\
-         \x20 gone: {{bearerTokenFile: {d}/gone}}\n",
-        d = dir.path().display()
+         \x20 bearer: {{bearerTokenFile: {d}/token, tls: {tls}, addresses: [\"{e}/bearer\"]}}\n\
+         \x20 basic:\n    basicAuth: {{usernameFile: {d}/username, passwordFile: {d}/password}}\n    \
+         tls: {tls}\n    addresses: [\"{e}/basic\"]\n\
+         \x20 tenant:\n    bearerTokenFile: {d}/token\n    headers: {{X-Scope-OrgID: {{valueFile: {d}/org}}}}\n    \
+         tls: {tls}\n    addresses: [\"{e}/tenant\"]\n\
+         \x20 wrong: {{bearerTokenFile: {d}/wrong, tls: {tls}, addresses: [\"{e}\"]}}\n\
+         \x20 gone: {{bearerTokenFile: {d}/gone, tls: {tls}, addresses: [\"{e}\"]}}\n\
+         \x20 anonymous: {{tls: {tls}, addresses: [\"{e}\"]}}\n",
+        d = dir.path().display(),
+        e = endpoint,
     ))
     .expect("config");
     std::fs::remove_file(file("gone")).unwrap();
@@ -185,8 +280,9 @@ async fn bearer_basic_and_header_connections_reach_what_demands_them_and_secrets
     for (name, metadata, rps) in &cases {
         until_rps(&mut client, name, metadata, *rps).await;
     }
-    // Without the connection, the same address refuses the query: the credentials did it.
-    let status = until_unavailable(&mut client, "anonymous", &meta(&bearer, "vector(2)", &[])).await;
+    // With the same TLS but no credentials, the same address refuses the query: the credentials did it.
+    let anonymous = meta(&bearer, "vector(2)", &[("prometheusConnection", "anonymous")]);
+    let status = until_unavailable(&mut client, "anonymous", &anonymous).await;
     assert!(status.message().contains("HTTP 401"), "{status:?}");
 
     // The token rotates: the new one is read on the next query, and the endpoint demands it now.
@@ -232,7 +328,8 @@ async fn bearer_basic_and_header_connections_reach_what_demands_them_and_secrets
 
 #[tokio::test]
 async fn credentials_in_metadata_are_refused_and_unknown_connections_named() {
-    let config = Config::parse("prometheusConnections:\n  thanos: {}\n").expect("config");
+    let config =
+        Config::parse("prometheusConnections:\n  thanos: {addresses: [\"http://127.0.0.1:9\"]}\n").expect("config");
     let server = start_server(config).await;
     let mut client = connect(&server).await;
     let status = client
@@ -287,6 +384,96 @@ async fn a_query_interval_makes_an_expensive_query_run_less_often() {
     server.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test]
+async fn a_trigger_naming_a_connection_for_another_address_is_refused_and_nothing_is_sent_there() {
+    let demands = Arc::new(Demands { bearer: Mutex::new(TOKEN.into()), ..Demands::default() });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (endpoint, tls) = demanding_tls_endpoint(demands.clone(), dir.path()).await;
+    let recorder = Arc::new(Recorder::default());
+    let tenant_address = recording_endpoint(recorder.clone()).await;
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    std::fs::write(dir.path().join("org"), ORG).unwrap();
+    let config = Config::parse(&format!(
+        "collectors:\n  prometheusInterval: 200ms\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n\
+         prometheusConnections:\n\
+         \x20 thanos:\n    bearerTokenFile: {d}/token\n    headers: {{X-Scope-OrgID: {{valueFile: {d}/org}}}}\n    \
+         tls: {tls}\n    addresses: [\"{endpoint}/tenant\"]\n\
+         \x20 shop:\n    bearerTokenFile: {d}/token\n    headers: {{X-Scope-OrgID: {{valueFile: {d}/org}}}}\n    \
+         tls: {tls}\n    addresses: [\"{endpoint}/tenant\"]\n    namespaces: [shop]\n",
+        d = dir.path().display()
+    ))
+    .expect("config");
+    let server = start_server(config).await;
+    let mut client = connect(&server).await;
+
+    // The operator's address works, from any namespace (thanos) or from its own (shop).
+    let own = format!("{endpoint}/tenant");
+    until_rps(&mut client, "own", &meta(&own, "vector(1)", &[("prometheusConnection", "thanos")]), 33.0).await;
+    let shop = meta(&own, "vector(1)", &[("prometheusConnection", "shop")]);
+    until_rps_of(&mut client, &spinscale::grpc::scaled_object_ref("shop", "shop-app", &shop), 33.0).await;
+
+    // A tenant's own address, one beside the allowed path, one out of it through `..`.
+    let beside = format!("{endpoint}/tenantx");
+    let escaped = format!("{endpoint}/tenant/../open");
+    for (name, address) in [("stolen", tenant_address.as_str()), ("beside", &beside), ("escaped", &escaped)] {
+        let r = so_ref(name, &meta(address, "vector(1)", &[("prometheusConnection", "thanos")]));
+        for status in [
+            client.get_metric_spec(r.clone()).await.expect_err("refused"),
+            client.is_active(r.clone()).await.expect_err("refused"),
+        ] {
+            assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+            let wanted = format!(
+                "prometheusConnection: connection \"thanos\" is not for {address}: prometheusConnections.thanos.addresses \
+                 allows {endpoint}/tenant"
+            );
+            assert!(status.message().contains(&wanted), "{name}: {status:?}");
+            assert!(!status.message().contains(TOKEN) && !status.message().contains(ORG), "{status:?}");
+        }
+    }
+    // A connection limited to a namespace, named from another one.
+    let status = client.get_metric_spec(so_ref("elsewhere", &shop)).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("prometheusConnection: connection \"shop\" is not for namespace \"default\""),
+        "{status:?}"
+    );
+
+    // Five query intervals later, nothing reached the tenant's endpoint or the other paths.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(recorder.requests.load(Ordering::SeqCst), 0, "{:?}", recorder.headers.lock().unwrap());
+    let seen = demands.seen.lock().unwrap().clone();
+    assert!(seen.keys().all(|path| path == "tenant"), "{seen:?}");
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_so_no_secret_reaches_another_host() {
+    let demands = Arc::new(Demands::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (endpoint, tls) = demanding_tls_endpoint(demands.clone(), dir.path()).await;
+    let recorder = Arc::new(Recorder::default());
+    *demands.redirect_to.lock().unwrap() = recording_endpoint(recorder.clone()).await;
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    std::fs::write(dir.path().join("org"), ORG).unwrap();
+    let config = Config::parse(&format!(
+        "collectors:\n  prometheusInterval: 200ms\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n\
+         prometheusConnections:\n  moved:\n    bearerTokenFile: {d}/token\n    \
+         headers: {{X-Scope-OrgID: {{valueFile: {d}/org}}}}\n    tls: {tls}\n    addresses: [\"{endpoint}\"]\n",
+        d = dir.path().display()
+    ))
+    .expect("config");
+    let server = start_server(config).await;
+    let mut client = connect(&server).await;
+    let redirected = format!("{endpoint}/redirect");
+    let metadata = meta(&redirected, "vector(1)", &[("prometheusConnection", "moved")]);
+    let status = until_unavailable(&mut client, "moved", &metadata).await;
+    assert!(status.message().contains("HTTP 307"), "the redirect is the answer: {status:?}");
+    assert!(demands.seen.lock().unwrap().get("redirect").copied().unwrap_or(0) >= 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(recorder.requests.load(Ordering::SeqCst), 0, "{:?}", recorder.headers.lock().unwrap());
+    server.shutdown().await.expect("shutdown");
+}
+
 // === mTLS against the real Prometheus ===
 
 /// A CA in PEM, and what it signs.
@@ -338,10 +525,11 @@ async fn mtls_to_a_real_prometheus_with_the_server_name_checked_and_rotated_clie
     let config = Config::parse(&format!(
         "collectors:\n  prometheusInterval: 200ms\n  timeout: 1s\n  staleAfter: 3s\ntargets:\n  tick: 100ms\n\
          prometheusConnections:\n\
-         \x20 mtls: {{tls: {{caFile: {d}/ca.crt, certFile: {d}/client.crt, keyFile: {d}/client.key, serverName: prometheus.test}}}}\n\
-         \x20 nocert: {{tls: {{caFile: {d}/ca.crt, serverName: prometheus.test}}}}\n\
-         \x20 wrongname: {{tls: {{caFile: {d}/ca.crt, certFile: {d}/client.crt, keyFile: {d}/client.key}}}}\n",
-        d = d.display()
+         \x20 mtls: {{addresses: [\"{a}\"], tls: {{caFile: {d}/ca.crt, certFile: {d}/client.crt, keyFile: {d}/client.key, serverName: prometheus.test}}}}\n\
+         \x20 nocert: {{addresses: [\"{a}\"], tls: {{caFile: {d}/ca.crt, serverName: prometheus.test}}}}\n\
+         \x20 wrongname: {{addresses: [\"{a}\"], tls: {{caFile: {d}/ca.crt, certFile: {d}/client.crt, keyFile: {d}/client.key}}}}\n",
+        d = d.display(),
+        a = prometheus.address,
     ))
     .expect("config");
     let server = start_server(config).await;

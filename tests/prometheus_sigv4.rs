@@ -171,7 +171,9 @@ async fn sigv4_signatures_pass_an_independent_check_with_environment_and_web_ide
     let workspace = format!("{base}/workspaces/ws-0a1b2c3d");
 
     // 1. Keys from the environment; a single query (GET) and a query group long enough to POST.
-    let config = format!("{COLLECTORS}prometheusConnections:\n  amp:\n    sigv4: {{region: {REGION}}}\n");
+    let config = format!(
+        "{COLLECTORS}prometheusConnections:\n  amp:\n    sigv4: {{region: {REGION}}}\n    addresses: [\"{workspace}\"]\n"
+    );
     let env = [("AWS_ACCESS_KEY_ID", ENV_KEY.0), ("AWS_SECRET_ACCESS_KEY", ENV_KEY.1)];
     let (process, mut client, http) = spinscale(dir.path(), "environment", &config, &env).await;
     until_rps(&mut client, "single", &meta(&workspace, "vector(1)", "amp"), 1.0).await;
@@ -197,9 +199,9 @@ async fn sigv4_signatures_pass_an_independent_check_with_environment_and_web_ide
     std::fs::write(dir.path().join("token"), format!("{WEB_TOKEN}\n")).unwrap();
     let token_file = dir.path().join("token").display().to_string();
     let config = format!(
-        "{COLLECTORS}prometheusConnections:\n  irsa:\n    sigv4: {{region: {REGION}}}\n  \
-         reader:\n    sigv4: {{region: {REGION}, roleArn: \"{READER_ROLE}\"}}\n  \
-         misnamed:\n    sigv4: {{region: {REGION}, service: execute-api}}\n"
+        "{COLLECTORS}prometheusConnections:\n  irsa:\n    sigv4: {{region: {REGION}}}\n    addresses: [\"{base}\"]\n  \
+         reader:\n    sigv4: {{region: {REGION}, roleArn: \"{READER_ROLE}\"}}\n    addresses: [\"{base}\"]\n  \
+         misnamed:\n    sigv4: {{region: {REGION}, service: execute-api}}\n    addresses: [\"{base}\"]\n"
     );
     let env = [
         ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.as_str()),
@@ -230,7 +232,9 @@ async fn sigv4_signatures_pass_an_independent_check_with_environment_and_web_ide
     drop(process);
 
     // 3. The right key with the wrong secret: botocore's signature differs, the query is refused.
-    let config = format!("{COLLECTORS}prometheusConnections:\n  amp:\n    sigv4: {{region: {REGION}}}\n");
+    let config = format!(
+        "{COLLECTORS}prometheusConnections:\n  amp:\n    sigv4: {{region: {REGION}}}\n    addresses: [\"{workspace}\"]\n"
+    );
     let env = [("AWS_ACCESS_KEY_ID", ENV_KEY.0), ("AWS_SECRET_ACCESS_KEY", WRONG_SECRET)];
     let refused_before = calls(&base).await["query_refused"].as_u64().unwrap_or(0);
     let (_process, mut client, http) = spinscale(dir.path(), "wrong-secret", &config, &env).await;

@@ -305,7 +305,7 @@ impl Registry {
         metadata: &HashMap<String, String>,
     ) -> Result<TargetSpec, InvalidMetadata> {
         let mut spec = TargetSpec::parse(metadata, &*config.defaults_for(metadata)?)?;
-        config.resolve_connection(&mut spec)?;
+        config.resolve_connection(&mut spec, namespace)?;
         let allowed_hosts = &config.activator.allowed_hosts;
         let hosts: Option<&dyn HostOwnership> = match self.host_owners.get() {
             Some(owners) => Some(owners.as_ref()),

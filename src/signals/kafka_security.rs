@@ -60,6 +60,7 @@ mod tests {
             sasl_mechanism: Some(Mechanism::ScramSha512),
             username_file: Some(dir.path().join("user")),
             password_file: Some(dir.path().join("pass")),
+            bootstrap_servers: vec!["kafka:9093".into()],
             ..KafkaConnection::default()
         };
         assert!(connection.problems("prod").is_empty());

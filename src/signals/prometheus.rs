@@ -149,7 +149,7 @@ async fn send(
     let connection =
         source.auth.as_ref().map(|auth| prometheus_auth::connection(source.connection.as_deref().unwrap_or(""), auth));
     let client = match &connection {
-        Some(connection) => connection.client(http).map_err(QueryError::Connection)?,
+        Some(connection) => connection.client().map_err(QueryError::Connection)?,
         None => http.clone(),
     };
     let mut params: Vec<(&str, &str)> = Vec::new();
@@ -177,7 +177,7 @@ async fn send(
         request = request.header(k, v);
     }
     if let Some(connection) = &connection {
-        request = connection.authorize(&client, request, http).await.map_err(QueryError::Connection)?;
+        request = connection.authorize(&client, request).await.map_err(QueryError::Connection)?;
     }
     let answer = fetch(request, max_body).await.map_err(|e| match e {
         // The URL (with the whole encoded query) would drown the cause; the source is named anyway.

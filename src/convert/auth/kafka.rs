@@ -6,6 +6,7 @@
 //! | `sasl: plaintext`, `scram_sha256`, `scram_sha512` | `saslMechanism: PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` |
 //! | `username`, `password` | `usernameFile`, `passwordFile` |
 //! | `ca`, `cert`, `key` | `caFile`, `certFile`, `keyFile` |
+//! | the trigger's `bootstrapServers`, the TriggerAuthentication's namespace | `bootstrapServers`, `namespaces` (`Entry`) |
 //!
 //! `gssapi`, `oauthbearer`, MSK IAM and an encrypted key (`keyPassword`) are refused: spinscale's
 //! Kafka client does not speak them.

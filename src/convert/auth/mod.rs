@@ -7,9 +7,10 @@
 //! into spinscale's pod. [`Index`] holds what the input says about credentials (the
 //! (Cluster)TriggerAuthentications, Secrets and ConfigMaps), [`resolve`] maps one trigger
 //! (`prometheus`, `kafka`) and [`Connections`] collects the result for the config skeleton
-//! (`skeleton`). A trigger whose credentials convert cannot carry over (a TriggerAuthentication
-//! not in the input, Vault, a pod identity it cannot map) is refused: the converted trigger must
-//! never quietly lose them.
+//! (`skeleton`), each with where it may be used (the triggers' addresses, the
+//! TriggerAuthentication's namespace). A trigger whose credentials convert cannot carry over (a
+//! TriggerAuthentication not in the input, Vault, a pod identity it cannot map, a secret for an
+//! `http://` address) is refused: the converted trigger must never quietly lose them.
 
 mod kafka;
 mod prometheus;
@@ -143,6 +144,17 @@ pub(crate) enum Connection {
 }
 
 impl Connection {
+    /// Whether its requests carry a secret an eavesdropper could use (a token, a password, a
+    /// header value): spinscale then sends them only over TLS. Kafka's SASL is the brokers' matter.
+    fn sends_secrets(&self) -> bool {
+        match self {
+            Connection::Prometheus(c) => {
+                c.bearer_token.is_some() || c.platform.is_some() || c.username.is_some() || !c.headers.is_empty()
+            }
+            Connection::Kafka(_) => false,
+        }
+    }
+
     /// The trigger key that names it.
     pub fn key(&self) -> &'static str {
         match self {
@@ -168,6 +180,13 @@ pub(crate) struct Entry {
     pub origin: String,
     /// The triggers that name it, e.g. `ScaledObject shop/orders spec.triggers[0]`.
     pub users: Vec<String>,
+    /// Where those triggers point: their `serverAddress` (Prometheus) or the brokers of their
+    /// `bootstrapServers` (Kafka), each once, in order; the connection's `addresses` or
+    /// `bootstrapServers`.
+    pub addresses: Vec<String>,
+    /// The TriggerAuthentication's namespace, which alone could use it in KEDA; `None` for a
+    /// ClusterTriggerAuthentication (any namespace).
+    pub namespace: Option<String>,
 }
 
 /// The connections the converted triggers name, in the order they were first needed.
@@ -177,20 +196,39 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    /// The name for `connection`: `base` unless another connection has it (then `base-2`, ...);
-    /// the same connection again gets the same name.
-    fn add(&mut self, base: &str, connection: Connection, origin: String, user: String) -> String {
+    /// The name for `connection` from `auth`: `base` unless another connection has it (then
+    /// `base-2`, ...); the same connection again gets the same name, and `addresses` join its own.
+    fn add(
+        &mut self,
+        base: &str,
+        connection: Connection,
+        auth: &TriggerAuth,
+        user: String,
+        addresses: Vec<String>,
+    ) -> String {
         let mut n = 1;
         loop {
             let name = if n == 1 { base.to_string() } else { format!("{base}-{n}") };
             match self.entries.iter_mut().find(|e| e.name == name) {
-                Some(entry) if entry.connection == connection && entry.origin == origin => {
+                Some(entry) if entry.connection == connection && entry.origin == auth.label => {
                     entry.users.push(user);
+                    for address in addresses {
+                        if !entry.addresses.contains(&address) {
+                            entry.addresses.push(address);
+                        }
+                    }
                     return name;
                 }
                 Some(_) => n += 1,
                 None => {
-                    self.entries.push(Entry { name: name.clone(), connection, origin, users: vec![user] });
+                    self.entries.push(Entry {
+                        name: name.clone(),
+                        connection,
+                        origin: auth.label.clone(),
+                        users: vec![user],
+                        addresses,
+                        namespace: auth.namespace.clone(),
+                    });
                     return name;
                 }
             }
@@ -438,6 +476,24 @@ impl TriggerView<'_> {
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
+
+    /// Where the trigger points: its `serverAddress` (without a trailing `/`, as spinscale reads
+    /// it), or each broker of its `bootstrapServers`.
+    fn addresses(&self) -> Vec<String> {
+        match self.source {
+            Source::Prometheus => {
+                self.meta("serverAddress").map(|a| a.trim().trim_end_matches('/').to_string()).into_iter().collect()
+            }
+            Source::Kafka => self
+                .meta(spinscale_core::spec::BOOTSTRAP_SERVERS)
+                .into_iter()
+                .flat_map(|list| list.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        }
+    }
 }
 
 /// What becomes of a trigger's credentials.
@@ -510,8 +566,21 @@ pub(crate) fn resolve(
         );
         return Ok(Some(Resolved { connection: None, consumed: mapped.consumed, notes }));
     };
+    let addresses = view.addresses();
+    if connection.sends_secrets()
+        && let Some(plain) = addresses.iter().find(|a| a.starts_with("http://"))
+    {
+        return Err(doc.error(
+            format!("{}.metadata.serverAddress", view.field),
+            format!(
+                "{plain} is plain http, and {} gives credentials that spinscale sends only over TLS (anyone on the \
+                 path could read them; KEDA sent them in the clear): use the server's https:// address",
+                auth.label
+            ),
+        ));
+    }
     let key = connection.key();
-    let name = connections.add(&dns_label(&auth.name), connection, auth.label.clone(), view.user.clone());
+    let name = connections.add(&dns_label(&auth.name), connection, auth, view.user.clone(), addresses);
     let list = match view.source {
         Source::Prometheus => "prometheusConnections",
         Source::Kafka => "kafkaConnections",

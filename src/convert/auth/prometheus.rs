@@ -8,6 +8,7 @@
 //! | `custom`: `customAuthHeader`, `customAuthValue` | `headers: {HEADER: {valueFile}}` |
 //! | `podIdentity: aws` (or `aws-eks`), `awsRegion` | `sigv4: {region, service: aps, roleArn}` |
 //! | `podIdentity: azure-workload` or `gcp` | `bearerTokenFile` kept fresh by a token sidecar |
+//! | the trigger's `serverAddress`, the TriggerAuthentication's namespace | `addresses`, `namespaces` (`Entry`) |
 
 use super::{FileRef, Index, Mapped, TriggerAuth, TriggerView};
 

@@ -43,6 +43,7 @@ pub(crate) fn render(connections: &Connections, namespace: &str) -> Option<Strin
                 Connection::Kafka(c) => &c.summary,
             };
             out.push_str(&format!("    # from {} ({summary}), for {}\n", entry.origin, entry.users.join(", ")));
+            scope(out, entry);
             match &entry.connection {
                 Connection::Prometheus(c) => prometheus(out, &entry.name, c),
                 Connection::Kafka(c) => kafka(out, &entry.name, c),
@@ -56,6 +57,31 @@ pub(crate) fn render(connections: &Connections, namespace: &str) -> Option<Strin
         out.push_str(&patch);
     }
     Some(out)
+}
+
+/// Where the connection may be used: the triggers' addresses, and the namespace their
+/// TriggerAuthentication served (a ClusterTriggerAuthentication served any).
+fn scope(out: &mut String, entry: &Entry) {
+    let (field, what) = match entry.connection {
+        Connection::Prometheus(_) => ("addresses", "the triggers' serverAddress"),
+        Connection::Kafka(_) => ("bootstrapServers", "the triggers' brokers"),
+    };
+    let from = match &entry.namespace {
+        Some(namespace) => format!("from namespace {namespace}, as its TriggerAuthentication in KEDA"),
+        None => "from any namespace, as a ClusterTriggerAuthentication (`namespaces:` narrows it)".to_string(),
+    };
+    out.push_str(&format!("    # where it may be used: {what}, {from}\n"));
+    if entry.addresses.is_empty() {
+        out.push_str(&format!("    {field}: []   # the trigger gave none: list where it may be used\n"));
+    } else {
+        out.push_str(&format!("    {field}:\n"));
+        for address in &entry.addresses {
+            out.push_str(&format!("    - {}\n", scalar(address)));
+        }
+    }
+    if let Some(namespace) = &entry.namespace {
+        out.push_str(&format!("    namespaces:\n    - {}\n", scalar(namespace)));
+    }
 }
 
 fn prometheus(out: &mut String, name: &str, c: &PrometheusConnection) {

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use super::super::assemble;
 use super::*;
 
@@ -87,8 +89,77 @@ fn the_same_trigger_authentication_twice_is_one_connection_and_another_gets_its_
         key: None,
         summary: String::new(),
     });
-    let name = connections.add("thanos", other, "TriggerAuthentication kafka/thanos".into(), "x".into());
+    let auth = TriggerAuth {
+        label: "TriggerAuthentication kafka/thanos".into(),
+        name: "thanos".into(),
+        namespace: Some("kafka".into()),
+        params: BTreeMap::new(),
+        pod_identity: None,
+    };
+    let name = connections.add("thanos", other, &auth, "x".into(), vec!["kafka:9092".into()]);
     assert_eq!(name, "thanos-2");
+}
+
+#[test]
+fn a_connection_is_for_its_triggers_addresses_and_its_trigger_authentications_namespace() {
+    let index = index(BEARER);
+    let reference = named("thanos");
+    let mut connections = Connections::default();
+    for (i, address) in
+        ["https://thanos.shop:9091/", "https://thanos.shop:9091", "https://thanos-2.shop"].iter().enumerate()
+    {
+        let metadata = pairs(&[("authModes", "bearer"), ("serverAddress", address)]);
+        let view = TriggerView {
+            source: Source::Prometheus,
+            field: format!("spec.triggers[{i}]"),
+            metadata: &metadata,
+            auth_ref: reference.as_ref(),
+            namespace: Some("shop"),
+            user: format!("ScaledObject shop/so spec.triggers[{i}]"),
+        };
+        resolve(&view, &index, &mut connections, &doc()).expect("resolves");
+    }
+    assert_eq!(connections.entries.len(), 1);
+    let entry = &connections.entries[0];
+    assert_eq!(entry.addresses, ["https://thanos.shop:9091", "https://thanos-2.shop"]);
+    assert_eq!(entry.namespace.as_deref(), Some("shop"));
+    let (_, kafka) =
+        resolve_with(METHOD_1, Source::Kafka, &[("bootstrapServers", "b-0.cc:9092, b-1.cc:9092")], named("confluent"));
+    assert_eq!(kafka.entries[0].addresses, ["b-0.cc:9092", "b-1.cc:9092"]);
+
+    let skeleton = render(&connections, "spinscale").expect("a skeleton");
+    assert!(
+        skeleton.contains(
+            "    # where it may be used: the triggers' serverAddress, from namespace shop, as its TriggerAuthentication in \
+             KEDA\n    \
+             addresses:\n    - https://thanos.shop:9091\n    - https://thanos-2.shop\n    namespaces:\n    - shop\n"
+        ),
+        "{skeleton}"
+    );
+    let skeleton = render(&kafka, "spinscale").expect("a skeleton");
+    assert!(skeleton.contains("    bootstrapServers:\n    - b-0.cc:9092\n    - b-1.cc:9092\n"), "{skeleton}");
+}
+
+#[test]
+fn credentials_over_plain_http_are_refused_and_a_ca_alone_is_not_a_secret() {
+    let plain = [("authModes", "bearer"), ("serverAddress", "http://thanos.monitoring:9090")];
+    let (resolved, _) = resolve_with(BEARER, Source::Prometheus, &plain, named("thanos"));
+    let err = resolved.err().expect("refused");
+    assert_eq!(err.field, "spec.triggers[0].metadata.serverAddress");
+    assert!(
+        err.message.starts_with(
+            "http://thanos.monitoring:9090 is plain http, and TriggerAuthentication shop/thanos gives credentials"
+        ),
+        "{err}"
+    );
+    let (resolved, connections) = resolve_with(
+        BEARER,
+        Source::Prometheus,
+        &[("serverAddress", "http://thanos.monitoring:9090")],
+        named("thanos"),
+    );
+    assert!(resolved.expect("resolves").is_some_and(|r| r.connection.is_some()), "the CA alone carries over");
+    assert_eq!(connections.entries[0].addresses, ["http://thanos.monitoring:9090"]);
 }
 
 const METHOD_1: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: cc, namespace: shop}\n\

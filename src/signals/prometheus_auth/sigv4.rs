@@ -10,6 +10,11 @@
 //! `https://sts.REGION.amazonaws.com` (`AWS_REGION`, else the connection's region) unless
 //! `AWS_ENDPOINT_URL_STS` or `AWS_ENDPOINT_URL` names another. Temporary credentials are kept
 //! until five minutes before they expire.
+//!
+//! One exchange of each kind runs at a time, on a task of its own: queries wait for it (each only
+//! as long as its own timeout allows) instead of asking STS themselves, and a query that gives up
+//! does not cancel it. A failed exchange is remembered for [`RETRY_AFTER`] and handed to every
+//! query in that time, so an unreachable STS costs one call per interval, not one per source.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +24,7 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use spinscale_core::spec::prometheus_connection::SigV4;
+use tokio::time::Instant;
 use tracing::info;
 
 use super::form_encode;
@@ -38,6 +44,8 @@ const RENEW_BEFORE: Duration = Duration::from_secs(300);
 const MAX_STS_ANSWER: usize = 64 * 1024;
 /// How long one STS call may take.
 const STS_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed exchange, queries get its error without asking STS again for this long.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Signs requests for one connection, keeping its temporary credentials.
 pub struct Signer {
@@ -47,6 +55,10 @@ pub struct Signer {
     env: Env,
     /// Temporary credentials, by where they came from.
     kept: Mutex<[Option<Credentials>; 2]>,
+    /// The last failed exchange of each kind: when, and its error.
+    failed: Mutex<[Option<(Instant, String)>; 2]>,
+    /// How long a failure is handed out before STS is asked again ([`RETRY_AFTER`]).
+    retry_after: Duration,
     /// One STS exchange of each kind at a time: concurrent queries wait for its credentials
     /// instead of asking STS themselves. The role's is taken before web identity's, never after.
     renewing: [tokio::sync::Mutex<()>; 2],
@@ -69,16 +81,80 @@ impl Signer {
             settings: settings.clone(),
             env,
             kept: Mutex::default(),
+            failed: Mutex::default(),
+            retry_after: RETRY_AFTER,
             renewing: Default::default(),
         }
     }
 
     /// Adds `x-amz-date`, `x-amz-security-token` (temporary credentials) and `authorization` to
     /// `request`, signing its method, URL, headers and body; `http` reaches STS when needed.
-    pub async fn sign(&self, request: &mut reqwest::Request, http: &reqwest::Client) -> Result<(), String> {
-        let credentials = self.credentials(http).await?;
+    pub async fn sign(self: &Arc<Self>, request: &mut reqwest::Request, http: &reqwest::Client) -> Result<(), String> {
+        let credentials = match self.ready()? {
+            Some(credentials) => credentials,
+            None => {
+                // On a task of its own: a caller that stops waiting (its timeout) does not cancel
+                // the exchange, whose result the next callers then find.
+                let (signer, http) = (self.clone(), http.clone());
+                tokio::spawn(async move { signer.credentials(&http).await })
+                    .await
+                    .map_err(|e| format!("{}: {e}", self.field))??
+            }
+        };
         let (region, service) = (&self.settings.region, &self.settings.service);
         sign_request(request, &credentials, region, service).map_err(|e| format!("{}: {e}", self.field))
+    }
+
+    /// Credentials at hand without STS (the environment's keys, kept ones), or the error of an
+    /// exchange that failed less than `retry_after` ago; `None` when an exchange is needed.
+    fn ready(&self) -> Result<Option<Credentials>, String> {
+        if self.settings.role_arn.is_some() {
+            if let Some(kept) = self.kept(Kept::Role) {
+                return Ok(Some(kept));
+            }
+            self.recent_failure(Kept::Role)?;
+            if self.environment().is_none() {
+                self.recent_failure(Kept::WebIdentity)?;
+            }
+            return Ok(None);
+        }
+        if let Some(credentials) = self.environment() {
+            return Ok(Some(credentials));
+        }
+        if let Some(kept) = self.kept(Kept::WebIdentity) {
+            return Ok(Some(kept));
+        }
+        self.recent_failure(Kept::WebIdentity)?;
+        Ok(None)
+    }
+
+    /// The environment's keys, if set.
+    fn environment(&self) -> Option<Credentials> {
+        let env = &self.env;
+        let (id, secret) = (env("AWS_ACCESS_KEY_ID")?, env("AWS_SECRET_ACCESS_KEY")?);
+        Some(Credentials::new(id, secret, env("AWS_SESSION_TOKEN"), None, "environment"))
+    }
+
+    /// The error of the last exchange of `which`, if it failed less than `retry_after` ago.
+    fn recent_failure(&self, which: Kept) -> Result<(), String> {
+        let failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &failed[which as usize] {
+            Some((at, error)) if at.elapsed() < self.retry_after => Err(error.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Keeps the credentials of an exchange of `which`, or remembers its failure.
+    fn settle(&self, which: Kept, result: Result<Credentials, String>) -> Result<Credentials, String> {
+        let mut failed = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &result {
+            Ok(credentials) => {
+                failed[which as usize] = None;
+                self.keep(which, credentials);
+            }
+            Err(error) => failed[which as usize] = Some((Instant::now(), error.clone())),
+        }
+        result
     }
 
     /// The credentials to sign with: the role's under `roleArn`, else the chain's.
@@ -91,22 +167,22 @@ impl Signer {
         if let Some(kept) = self.kept(Kept::Role) {
             return Ok(kept);
         }
+        self.recent_failure(Kept::Role)?;
         let base = self.base(http).await?;
         let session = self.session_name();
         let form =
             [("Action", "AssumeRole"), ("Version", "2011-06-15"), ("RoleArn", role), ("RoleSessionName", &session)];
-        let assumed = self.sts(http, &form, Some(&base), None).await?;
+        let assumed = self.settle(Kept::Role, self.sts(http, &form, Some(&base), None).await)?;
         info!(role = %role, "assumed the connection's role for SigV4");
-        self.keep(Kept::Role, &assumed);
         Ok(assumed)
     }
 
     /// The chain: the environment's keys, else web identity.
     async fn base(&self, http: &reqwest::Client) -> Result<Credentials, String> {
-        let env = &self.env;
-        if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-            return Ok(Credentials::new(id, secret, env("AWS_SESSION_TOKEN"), None, "environment"));
+        if let Some(credentials) = self.environment() {
+            return Ok(credentials);
         }
+        let env = &self.env;
         let (Some(token_file), Some(role)) = (env("AWS_WEB_IDENTITY_TOKEN_FILE"), env("AWS_ROLE_ARN")) else {
             return Err(format!(
                 "{}: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
@@ -121,22 +197,27 @@ impl Signer {
         if let Some(kept) = self.kept(Kept::WebIdentity) {
             return Ok(kept);
         }
+        self.recent_failure(Kept::WebIdentity)?;
+        let credentials = self.settle(Kept::WebIdentity, self.web_identity(http, &token_file, &role).await)?;
+        info!(role = %role, "exchanged the web identity token for AWS credentials");
+        Ok(credentials)
+    }
+
+    /// One `AssumeRoleWithWebIdentity` with the token in `token_file`, for `role`.
+    async fn web_identity(&self, http: &reqwest::Client, token_file: &str, role: &str) -> Result<Credentials, String> {
         // Read each time: the kubelet rotates the projected token.
-        let token = std::fs::read_to_string(&token_file)
+        let token = std::fs::read_to_string(token_file)
             .map_err(|e| format!("{}: AWS_WEB_IDENTITY_TOKEN_FILE {token_file}: {e}", self.field))?;
         let token = token.trim();
         let session = self.session_name();
         let form = [
             ("Action", "AssumeRoleWithWebIdentity"),
             ("Version", "2011-06-15"),
-            ("RoleArn", role.as_str()),
+            ("RoleArn", role),
             ("RoleSessionName", &session),
             ("WebIdentityToken", token),
         ];
-        let credentials = self.sts(http, &form, None, Some(token)).await?;
-        info!(role = %role, "exchanged the web identity token for AWS credentials");
-        self.keep(Kept::WebIdentity, &credentials);
-        Ok(credentials)
+        self.sts(http, &form, None, Some(token)).await
     }
 
     /// Kept credentials that are not about to expire.
@@ -314,11 +395,11 @@ mod tests {
     #[tokio::test]
     async fn the_environment_comes_first_and_nothing_found_is_named() {
         let http = reqwest::Client::new();
-        let signer = Signer::new(
+        let signer = Arc::new(Signer::new(
             "amp",
             &settings(None),
             env(&[("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"), ("AWS_SECRET_ACCESS_KEY", "secret"), ("AWS_ROLE_ARN", "x")]),
-        );
+        ));
         let credentials = signer.credentials(&http).await.unwrap();
         assert_eq!((credentials.access_key_id(), credentials.session_token()), ("AKIDEXAMPLE", None));
         let mut request = http
@@ -337,6 +418,53 @@ mod tests {
         let none = Signer::new("amp", &settings(None), env(&[("AWS_WEB_IDENTITY_TOKEN_FILE", "/t")]));
         let err = none.credentials(&http).await.unwrap_err();
         assert!(err.starts_with("prometheusConnections.amp.sigv4: no AWS credentials"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_exchange_is_handed_to_every_waiting_query_and_retried_after_the_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "web-token").unwrap();
+        // An STS endpoint that is no URL fails at once, without I/O; each exchange reads it once.
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let base = env(&[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+            ("AWS_ROLE_ARN", "arn:aws:iam::111122223333:role/r"),
+            ("AWS_ENDPOINT_URL_STS", "http://[not-a-host"),
+        ]);
+        let counted = asked.clone();
+        let env: Env = Arc::new(move |name| {
+            if name == "AWS_ENDPOINT_URL_STS" {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            base(name)
+        });
+        let mut signer = Signer::new("amp", &settings(None), env);
+        signer.retry_after = Duration::from_secs(1);
+        let signer = Arc::new(signer);
+        let http = reqwest::Client::new();
+        let sign = || {
+            let signer = signer.clone();
+            let http = http.clone();
+            async move {
+                let mut request = http.get("https://aps-workspaces.eu-west-1.amazonaws.com/q").build().unwrap();
+                signer.sign(&mut request, &http).await
+            }
+        };
+        // 30 sources on one connection ask at once: one exchange, its error for all.
+        let results = futures_util::future::join_all((0..30).map(|_| sign())).await;
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1, "one STS call for 30 queries");
+        for result in &results {
+            let err = result.as_ref().unwrap_err();
+            assert!(err.starts_with("prometheusConnections.amp.sigv4: STS AssumeRoleWithWebIdentity: "), "{err}");
+        }
+        // Within the back-off the failure is handed out again at once.
+        assert_eq!(sign().await.unwrap_err(), *results[0].as_ref().unwrap_err());
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // After it, STS is asked again.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(sign().await.is_err());
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -56,8 +56,12 @@ pub(super) fn client(files: &TlsFiles) -> Result<reqwest::Client, String> {
         }
         _ => builder.with_no_client_auth(),
     };
-    // Pooled like the shared client (`outbound`), with this connection's TLS.
-    let client = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90)).use_preconfigured_tls(config);
+    // Pooled like the shared client (`outbound`), with this connection's TLS; a redirect is an
+    // answer, never followed with the connection's secrets.
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
+        .use_preconfigured_tls(config);
     client.build().map_err(|e| e.to_string())
 }
 

@@ -6,7 +6,9 @@
 //! This holds the settings only: paths, a region, a server name. Reading the files (again when
 //! they change), signing and building TLS clients is the server's (`signals::prometheus_auth`).
 //! The secrets go nowhere but into requests: not into `Debug`, errors, logs, `/status` or
-//! `/metrics`.
+//! `/metrics`. Every trigger is tenant input, so a connection also says where it may be used:
+//! `addresses` (required) and `namespaces`. The config matches a trigger's address against them
+//! (`Config::resolve_connection`, with the URL parser requests use); this checks their form.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +19,14 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrometheusConnection {
+    /// `addresses`: the Prometheus URLs this connection is for (required). A trigger's
+    /// `serverAddress` must be one of them or lie under one: same scheme, host and port, the path
+    /// extended at a `/`. `http://` is refused when the connection sends a secret.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// `namespaces`: the namespaces whose ScaledObjects may use this connection. Empty: any.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
     /// `bearerTokenFile`: sent as `Authorization: Bearer <content>`. Also the way to Azure Monitor
     /// and Google Managed Prometheus: a file their workload-identity sidecar keeps fresh.
     pub bearer_token_file: Option<PathBuf>,
@@ -96,6 +106,25 @@ const RESERVED_HEADERS: [&str; 6] =
     ["authorization", "host", "content-length", "content-type", "x-amz-date", "x-amz-security-token"];
 
 impl PrometheusConnection {
+    /// What requests need of this connection: it without `addresses` and `namespaces`, which only
+    /// decide who may use it. A trigger's source carries this, so widening where a connection may
+    /// be used restarts no collector and drops no cached credential.
+    pub fn for_requests(&self) -> Self {
+        Self { addresses: Vec::new(), namespaces: Vec::new(), ..self.clone() }
+    }
+
+    /// Whether requests carry a secret an eavesdropper could use: a bearer token, a basic-auth pair
+    /// or header values. (SigV4 sends a signature of one request, never its secret key; a client
+    /// certificate's key never leaves spinscale.)
+    pub fn sends_secrets(&self) -> bool {
+        self.bearer_token_file.is_some() || self.basic_auth.is_some() || !self.headers.is_empty()
+    }
+
+    /// Whether a ScaledObject of `namespace` may use this connection.
+    pub fn serves_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace)
+    }
+
     /// Every file this connection reads, with its field (`basicAuth.passwordFile`).
     pub fn files(&self) -> Vec<(String, &PathBuf)> {
         let mut files = Vec::new();
@@ -123,6 +152,19 @@ impl PrometheusConnection {
     pub fn problems(&self, name: &str) -> Vec<String> {
         let field = |f: &str| format!("prometheusConnections.{name}.{f}");
         let mut problems = Vec::new();
+        if self.addresses.is_empty() {
+            problems.push(format!(
+                "{}: is required: the Prometheus URLs this connection is for (a trigger's serverAddress must be \
+                 one of them or under one; every trigger is tenant input)",
+                field("addresses")
+            ));
+        }
+        for (i, address) in self.addresses.iter().enumerate() {
+            if let Err(e) = check_address(address, self.sends_secrets()) {
+                problems.push(format!("{}: {address:?} {e}", field(&format!("addresses[{i}]"))));
+            }
+        }
+        problems.extend(namespace_problems(&self.namespaces, &field("namespaces")));
         let authorizations: Vec<&str> = [
             (self.bearer_token_file.is_some(), "bearerTokenFile"),
             (self.basic_auth.is_some(), "basicAuth"),
@@ -193,6 +235,48 @@ impl PrometheusConnection {
     }
 }
 
+/// An entry of `addresses`: an `http://` or `https://` URL with a host, without user info, query
+/// or fragment; `https://` when `secrets` travel with it.
+fn check_address(address: &str, secrets: bool) -> Result<(), String> {
+    let (scheme, rest) = address.split_once("://").ok_or("is not an http:// or https:// URL")?;
+    if scheme != "http" && scheme != "https" {
+        return Err("is not an http:// or https:// URL".into());
+    }
+    if rest.split(['/', '?', '#']).next().unwrap_or_default().contains('@') {
+        return Err("has user info: put credentials in the connection's files".into());
+    }
+    if rest.contains(['?', '#']) {
+        return Err("has a query or fragment: give the base URL the API paths go under".into());
+    }
+    let uri: http::Uri = address.parse().map_err(|e| format!("is not a URL: {e}"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    if scheme == "http" && secrets {
+        return Err("is plain http: the connection sends a secret (bearerTokenFile, basicAuth or headers), which \
+                    anyone on the path could read; use the server's https:// address (TLS)"
+            .into());
+    }
+    Ok(())
+}
+
+/// Problems of a `namespaces` list (`field`): each a Kubernetes namespace name.
+pub(super) fn namespace_problems(namespaces: &[String], field: &str) -> Vec<String> {
+    let is_name = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 63
+            && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !n.starts_with('-')
+            && !n.ends_with('-')
+    };
+    namespaces
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !is_name(n))
+        .map(|(i, n)| format!("{field}[{i}]: {n:?} is not a namespace name"))
+        .collect()
+}
+
 /// A DNS name (letters, digits, `-`, dot-separated labels) or an IP address.
 fn is_server_name(name: &str) -> bool {
     let label = |l: &str| {
@@ -240,7 +324,8 @@ mod tests {
                 .problems("h");
         assert!(problems.iter().any(|p| p.contains("h.headers.Authorization: spinscale sets")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("h.headers.a b: not a valid HTTP header name")), "{problems:?}");
-        let problems = parse("sigv4: {region: EU, service: \"\", roleArn: admin}\n").problems("s");
+        let problems =
+            parse("addresses: [https://p]\nsigv4: {region: EU, service: \"\", roleArn: admin}\n").problems("s");
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(serde_yaml_ng::from_str::<PrometheusConnection>("bearerToken: abc\n").is_err(), "unknown fields");
     }
@@ -251,14 +336,56 @@ mod tests {
         let file = dir.path().join("token");
         std::fs::write(&file, "t").unwrap();
         let yaml = format!(
-            "basicAuth: {{usernameFile: {f}, passwordFile: {f}}}\ntls: {{caFile: {f}, serverName: prometheus.svc}}\n\
+            "addresses: [https://mimir.example/prometheus]\nnamespaces: [shop]\n\
+             basicAuth: {{usernameFile: {f}, passwordFile: {f}}}\ntls: {{caFile: {f}, serverName: prometheus.svc}}\n\
              headers:\n  X-Scope-OrgID: {{valueFile: {f}}}\n",
             f = file.display()
         );
         let connection = parse(&yaml);
         assert_eq!(connection.problems("ok"), Vec::<String>::new());
         assert_eq!(connection.files().len(), 4);
-        assert_eq!(parse("sigv4: {region: us-east-1}\n").sigv4.unwrap().service, "aps");
-        assert!(parse("sigv4: {region: us-east-1}\n").problems("amp").is_empty());
+        let amp = "addresses: [\"https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-1\"]\n\
+                   sigv4: {region: us-east-1}\n";
+        assert_eq!(parse(amp).sigv4.unwrap().service, "aps");
+        assert!(parse(amp).problems("amp").is_empty());
+    }
+
+    #[test]
+    fn addresses_are_required_and_plain_http_is_refused_where_a_secret_travels() {
+        let problems = parse("tls: {serverName: p.svc}\n").problems("bare");
+        assert!(problems.iter().any(|p| p.starts_with("prometheusConnections.bare.addresses: is required")));
+        let problems = parse(
+            "bearerTokenFile: /etc/hostname\naddresses: [\"http://prometheus:9090\", \"ftp://p\", \
+             \"https://u:p@p\", \"https://p/x?tenant=a\", \"https:///x\"]\nnamespaces: [Shop]\n",
+        )
+        .problems("thanos");
+        let wanted = [
+            "thanos.addresses[0]: \"http://prometheus:9090\" is plain http: the connection sends a secret",
+            "thanos.addresses[1]: \"ftp://p\" is not an http:// or https:// URL",
+            "thanos.addresses[2]: \"https://u:p@p\" has user info",
+            "thanos.addresses[3]: \"https://p/x?tenant=a\" has a query or fragment",
+            "thanos.addresses[4]: \"https:///x\"",
+            "thanos.namespaces[0]: \"Shop\" is not a namespace name",
+        ];
+        for wanted in wanted {
+            assert!(problems.iter().any(|p| p.contains(wanted)), "{wanted}: {problems:?}");
+        }
+        assert_eq!(problems.len(), wanted.len(), "{problems:?}");
+        // Without a secret (a CA only, or SigV4's signatures), an in-cluster http:// address is fine.
+        assert!(
+            parse("addresses: [\"http://prometheus.monitoring:9090\"]\nsigv4: {region: eu-west-1}\n")
+                .problems("amp")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn requests_carry_a_connection_without_where_it_may_be_used() {
+        let connection = parse("addresses: [https://p]\nnamespaces: [shop]\nsigv4: {region: eu-west-1}\n");
+        let settings = connection.for_requests();
+        assert!(settings.addresses.is_empty() && settings.namespaces.is_empty());
+        assert_eq!(settings.sigv4, connection.sigv4);
+        assert!(connection.serves_namespace("shop") && !connection.serves_namespace("other"));
+        assert!(settings.serves_namespace("other"), "no namespaces: any");
     }
 }
