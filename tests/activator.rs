@@ -130,6 +130,8 @@ struct Seen {
     order: Mutex<Vec<String>>,
     /// When each request arrived.
     at: Mutex<Vec<Instant>>,
+    /// The connection tasks, so that `stop` returns only once every connection is closed.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 struct Backend {
@@ -153,17 +155,20 @@ impl Backend {
                         accepted = listener.accept() => accepted.unwrap().0,
                     };
                     seen.connections.fetch_add(1, Ordering::SeqCst);
-                    let (seen, stop) = (seen.clone(), stop.clone());
-                    tokio::spawn(async move {
+                    let (tasks, seen, stop) = (seen.clone(), seen.clone(), stop.clone());
+                    let task = tokio::spawn(async move {
                         let service = service_fn(move |request| backend_answer(request, name, seen.clone()));
                         let connection = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
                             .with_upgrades();
+                        // Stopped wins over a request that arrives at the same moment.
                         tokio::select! {
+                            biased;
+                            () = stop.cancelled() => {}
                             _ = connection => {}
-                            _ = stop.cancelled() => {}
                         }
                     });
+                    tasks.tasks.lock().unwrap().push(task);
                 }
             }
         });
@@ -174,6 +179,10 @@ impl Backend {
     async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap();
+        let connections = std::mem::take(&mut *self.seen.tasks.lock().unwrap());
+        for connection in connections {
+            connection.await.unwrap();
+        }
     }
 
     fn requests(&self) -> usize {
