@@ -138,20 +138,10 @@ async fn run_cluster(
         let started = Instant::now();
         let offsets =
             offsets_cycle(&mut committed, reader.take(), &bootstrap_servers, security.as_ref(), timeout, sources);
-        tokio::pin!(offsets);
         // Records that arrive during the cycle wake their sources now, and move the cycle's
         // (older) log ends past them, so a reading never goes back.
         let mut seen: Vec<TailRecord> = Vec::new();
-        let (kept, results) = loop {
-            tokio::select! {
-                done = &mut offsets => break done,
-                () = seen_at_tail.notify.notified() => {
-                    let batch = seen_at_tail.take();
-                    waiting.wake(&batch);
-                    seen = merged(seen, batch);
-                }
-            }
-        };
+        let (kept, results) = serving_tail(offsets, &seen_at_tail, &mut waiting, &mut seen).await;
         cycle.observe(started.elapsed().as_secs_f64());
         reader = kept;
         waiting.members.clear();
@@ -166,15 +156,31 @@ async fn run_cluster(
             }
             publish(&state, result.map(Reading::Offsets));
         }
-        tail = follow_tail(
-            tail,
-            &waiting,
-            &bootstrap_servers,
-            security.as_ref(),
-            settings.tail_fetch_wait.0,
-            &seen_at_tail,
-        )
-        .await;
+        let wanted = waiting.partitions();
+        let follow =
+            follow_tail(tail, wanted, &bootstrap_servers, security.as_ref(), settings.tail_fetch_wait.0, &seen_at_tail);
+        tail = serving_tail(follow, &seen_at_tail, &mut waiting, &mut Vec::new()).await;
+    }
+}
+
+/// Runs `work` while waking the sources records arrive for (and keeping those records in `seen`):
+/// an offsets cycle or a change of the tail's partitions never delays a wake.
+async fn serving_tail<T>(
+    work: impl Future<Output = T>,
+    seen_at_tail: &TailSeen,
+    waiting: &mut Waiting,
+    seen: &mut Vec<TailRecord>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            () = seen_at_tail.notify.notified() => {
+                let batch = seen_at_tail.take();
+                waiting.wake(&batch);
+                *seen = merged(std::mem::take(seen), batch);
+            }
+        }
     }
 }
 
@@ -234,13 +240,12 @@ pub async fn offsets_cycle(
 /// first time one does.
 async fn follow_tail(
     tail: Option<TailWatch>,
-    waiting: &Waiting,
+    wanted: BTreeMap<Partition, i64>,
     bootstrap: &str,
     security: Option<&KafkaConnection>,
     fetch_wait: Duration,
     seen: &Arc<TailSeen>,
 ) -> Option<TailWatch> {
-    let wanted = waiting.partitions();
     let tail = match tail {
         Some(running) => running,
         None if wanted.is_empty() => return None,

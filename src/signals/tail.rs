@@ -6,7 +6,7 @@
 //! `assign`) is never joined or committed to. Partitions are added and dropped one by one
 //! (incremental assignment) as sources go idle and wake, so the others keep their fetch position.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,9 +65,6 @@ pub struct TailWatch {
     consumer: Arc<BaseConsumer>,
     /// The partitions it tails.
     assigned: BTreeMap<Partition, i64>,
-    /// Partitions paused after their first record (their sources woke): they cost no fetches
-    /// until the next [`follow`](Self::follow) drops them or starts them again at their new end.
-    paused: Arc<Mutex<BTreeSet<Partition>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -99,22 +96,19 @@ impl TailWatch {
                 .map_err(|e| format!("cannot create tail consumer: {e}"))?;
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
-        let paused = Arc::new(Mutex::new(BTreeSet::new()));
-        let watcher =
-            Watcher { consumer: consumer.clone(), wait: fetch_wait, seen, paused: paused.clone(), stop: stop.clone() };
+        let watcher = Watcher { consumer: consumer.clone(), wait: fetch_wait, seen, stop: stop.clone() };
         std::thread::Builder::new()
             .name("spinscale-tail".into())
             .spawn(move || watcher.run())
             .map_err(|e| format!("cannot start tail thread: {e}"))?;
-        Ok(Self { consumer, assigned: BTreeMap::new(), paused, stop })
+        Ok(Self { consumer, assigned: BTreeMap::new(), stop })
     }
 
     /// Tails exactly `wanted` (each partition from its log end): new partitions are added at their
-    /// end, those no longer wanted dropped, paused ones started again at their new end, the others
-    /// keep their position. Blocks briefly.
+    /// end, those no longer wanted dropped, the others keep their position (the assignment
+    /// changes as little as it can: every change restarts the consumer's fetches). Blocks briefly.
     pub fn follow(&mut self, wanted: &BTreeMap<Partition, i64>) -> Result<(), String> {
-        let paused = self.paused.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
-        let kept = |p: &Partition| wanted.contains_key(p) && !paused.contains(p);
+        let kept = |p: &Partition| wanted.contains_key(p);
         let mut gone = TopicPartitionList::new();
         for (topic, partition) in self.assigned.keys().filter(|p| !kept(p)) {
             gone.add_partition(topic, *partition);
@@ -122,14 +116,6 @@ impl TailWatch {
         if gone.count() > 0 {
             self.consumer.incremental_unassign(&gone).map_err(|e| format!("cannot drop tail partitions: {e}"))?;
             self.assigned.retain(|p, _| kept(p));
-        }
-        // librdkafka keeps a partition's pause across unassign and assign: lift it first.
-        let mut resumed = TopicPartitionList::new();
-        for (topic, partition) in &paused {
-            resumed.add_partition(topic, *partition);
-        }
-        if resumed.count() > 0 {
-            self.consumer.resume(&resumed).map_err(|e| format!("cannot resume tail partitions: {e}"))?;
         }
         let mut new = TopicPartitionList::new();
         for ((topic, partition), end) in wanted.iter().filter(|(p, _)| !self.assigned.contains_key(*p)) {
@@ -155,7 +141,6 @@ struct Watcher {
     consumer: Arc<BaseConsumer>,
     wait: Duration,
     seen: Arc<TailSeen>,
-    paused: Arc<Mutex<BTreeSet<Partition>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -164,18 +149,9 @@ impl Watcher {
         while !self.stop.load(Ordering::Relaxed) {
             match self.consumer.poll(self.wait) {
                 Some(Ok(message)) => {
-                    let partition: Partition = (message.topic().into(), message.partition());
-                    // One record is all its sources need: stop fetching the partition, so a busy
-                    // topic costs nothing until the next offsets cycle looks at it.
-                    let mut tpl = TopicPartitionList::new();
-                    tpl.add_partition(message.topic(), message.partition());
-                    if let Err(e) = self.consumer.pause(&tpl) {
-                        debug!(error = %e, "tail watch could not pause a partition");
-                    }
-                    if let Ok(mut paused) = self.paused.lock() {
-                        paused.insert(partition.clone());
-                    }
-                    self.seen.record(partition, message.offset());
+                    // A busy partition keeps one entry, its highest offset, until the next
+                    // offsets cycle drops it from the assignment (its sources have lag by then).
+                    self.seen.record((message.topic().into(), message.partition()), message.offset());
                 }
                 Some(Err(e)) => debug!(error = %e, "tail watch fetch failed"),
                 None => {}
@@ -310,7 +286,6 @@ mod tests {
         send("a");
         let first = next().await;
         assert_eq!(first, [TailRecord { topic: "a".into(), partition: 0, offset: 1 }], "only a is tailed");
-        // a is paused after its record; the next cycle would find its end at 2.
         tail.follow(&BTreeMap::from([(a, 2), (b, 1)])).unwrap();
         send("b");
         let second = next().await;
