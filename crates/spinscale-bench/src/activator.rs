@@ -160,7 +160,7 @@ fn cpu_time(pids: &[u32]) -> Duration {
 
 /// `utime + stime` of a `/proc/PID/stat` line: fields 14 and 15, counted after the command name
 /// (which may contain spaces and parentheses, so from its last `)`).
-fn cpu_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn cpu_ticks(stat: &str) -> Option<u64> {
     let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;

@@ -6,6 +6,7 @@
 //! endpoints. Every figure is reported next to its baseline, as a ratio, since machines are noisy.
 
 mod activator;
+mod fleet;
 mod kafka_cycle;
 mod load;
 mod overload;
@@ -36,15 +37,25 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
     /// Only the overload figures: a 10× flood of unary calls with and without load shedding,
     /// and server memory across stream open/cancel cycles.
-    #[arg(long, conflicts_with = "activator")]
+    #[arg(long, conflicts_with_all = ["activator", "fleet"])]
     pub overload: bool,
     /// Only the HTTP activator figures: request → stream true and backend ready → held response
     /// (against a 500 ms poller and a 200 ms prober), proxying against nginx and direct,
     /// memory with 1,000 routes and 10,000 held requests, a flood of 3× `maxHeldRequests`
     /// (memory, refusals, gRPC latency at the limit against at rest), and SIGTERM under steady
     /// load (drain). Needs nginx (`apt-get install nginx`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fleet")]
     pub activator: bool,
+    /// Only the fleet figures: 10,000 apps of four kinds on one server (Prometheus queries that
+    /// group and that cannot, scraped endpoints, Kafka apps on the real tansu broker), each
+    /// upstream's requests/s against KEDA's one read per app per `--poll`, the server's threads,
+    /// memory and CPU; then 10,000 Kafka apps alone, and record → push on tansu with
+    /// 500 idle apps. `--quick` runs a tenth of it. Needs `prometheus` and `tansu`.
+    #[arg(long)]
+    pub fleet: bool,
+    /// With `--fleet`: the server's `collectors.tailFetchWait` (default: the server's own default).
+    #[arg(long, requires = "fleet", value_parser = spinscale_core::duration::parse)]
+    pub tail_fetch_wait: Option<Duration>,
 }
 
 /// The sizes of one run.
@@ -111,6 +122,10 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.activator {
         activator::run(&activator::ActivatorPlan::of(args.quick), &mut report).await?;
+        return finish(&report, &args);
+    }
+    if args.fleet {
+        fleet::run(&fleet::FleetPlan::of(args.quick, args.poll, args.tail_fetch_wait), &mut report).await?;
         return finish(&report, &args);
     }
     eprintln!("bench: wake-ups ({} Kafka, {} scrape; about {:?})", plan.wakeups, plan.wakeups, plan.spread + args.poll);

@@ -24,7 +24,10 @@ impl Report {
 
     /// One table row: what, spinscale's figure, the baseline's, and how many times better.
     pub fn row(&mut self, what: &str, ours: String, baseline: String, ratio: Option<f64>) {
-        let ratio = ratio.map_or_else(|| "-".into(), |r| format!("{r:.1}×"));
+        // Below 0.1 (spinscale asks more than the baseline), two significant digits.
+        let ratio = ratio.map_or_else(|| "-".into(), |r| if r < 0.1 { format!("{r:.2}×") } else { format!("{r:.1}×") });
+        // On stderr at once too: a long run that fails later keeps what it measured.
+        eprintln!("bench: {what}: {ours} | {baseline} | {ratio}");
         self.rows.push([what.into(), ours, baseline, ratio]);
     }
 

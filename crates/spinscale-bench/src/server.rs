@@ -22,6 +22,8 @@ pub struct ServerProcess {
     pub activator: Option<SocketAddr>,
     /// `/readyz` on the HTTP port: `503` from SIGTERM on.
     pub readyz: String,
+    /// `/metrics` on the HTTP port: the server's own counters.
+    pub metrics: String,
     _dir: tempfile::TempDir,
 }
 
@@ -73,7 +75,8 @@ impl ServerProcess {
             .spawn()
             .context("cannot start `spinscale serve`")?;
         let readyz = format!("http://127.0.0.1:{http}/readyz");
-        let server = Self { child, grpc: format!("http://127.0.0.1:{grpc}"), activator, readyz, _dir: dir };
+        let metrics = format!("http://127.0.0.1:{http}/metrics");
+        let server = Self { child, grpc: format!("http://127.0.0.1:{grpc}"), activator, readyz, metrics, _dir: dir };
         let started = Instant::now();
         while !reqwest::get(&server.readyz).await.is_ok_and(|r| r.status().is_success()) {
             if started.elapsed() > Duration::from_secs(10) {

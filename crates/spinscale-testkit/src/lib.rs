@@ -212,6 +212,11 @@ impl PrometheusProcess {
         bail!("prometheus at {} not ready after {limit:?}", self.address)
     }
 
+    /// The process id of the running server (for its CPU and memory in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server (as an outage would).
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -343,7 +343,15 @@ mod tests {
         config.activator.drain_period = spinscale_core::duration::Dur(Duration::ZERO);
         let server = Server::start_with(config, grpc, http, options).await.expect("server");
         let under = Under { grpc: format!("http://{}", server.grpc_addr), activator: activator_addr, pid: None };
-        let args = BenchArgs { quick: true, poll: ADDON_POLL, json: None, overload: false, activator: true };
+        let args = BenchArgs {
+            quick: true,
+            poll: ADDON_POLL,
+            json: None,
+            overload: false,
+            activator: true,
+            fleet: false,
+            tail_fetch_wait: None,
+        };
         let mut report = Report::new(&args);
         let plan = WakePlan { wakeups: 5, spread: Duration::from_millis(200) };
         run(&under, &plan, &mut report).await.expect("bench");
