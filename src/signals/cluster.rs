@@ -22,6 +22,9 @@ use super::tail::{self, TailRecord, TailSeen, TailWatch};
 use super::{Reading, SourceState, publish};
 use crate::config::CollectorSettings;
 
+/// How long the tail keeps a partition no source waits on any more (see [`TailWatch::follow`]).
+const TAIL_LINGER: Duration = Duration::from_secs(60);
+
 /// A cluster is its bootstrap servers and how spinscale connects to them.
 pub type ClusterAddress = (String, Option<KafkaConnection>);
 
@@ -260,7 +263,7 @@ async fn follow_tail(
     // incremental (un)assign waits for librdkafka's main thread.
     let followed = tokio::task::spawn_blocking(move || {
         let mut tail = tail;
-        let result = tail.follow(&wanted);
+        let result = tail.follow(&wanted, TAIL_LINGER);
         (tail, result)
     })
     .await;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -63,8 +63,8 @@ impl TailSeen {
 /// A cluster's running tail consumer. Dropping it stops the consumer within one fetch wait.
 pub struct TailWatch {
     consumer: Arc<BaseConsumer>,
-    /// The partitions it tails.
-    assigned: BTreeMap<Partition, i64>,
+    /// The partitions it tails, each with when a source last waited on it.
+    assigned: BTreeMap<Partition, Instant>,
     stop: Arc<AtomicBool>,
 }
 
@@ -104,18 +104,27 @@ impl TailWatch {
         Ok(Self { consumer, assigned: BTreeMap::new(), stop })
     }
 
-    /// Tails exactly `wanted` (each partition from its log end): new partitions are added at their
-    /// end, those no longer wanted dropped, the others keep their position (the assignment
-    /// changes as little as it can: every change restarts the consumer's fetches). Blocks briefly.
-    pub fn follow(&mut self, wanted: &BTreeMap<Partition, i64>) -> Result<(), String> {
-        let kept = |p: &Partition| wanted.contains_key(p);
+    /// Tails `wanted` (each partition from its log end): new partitions are added at their end,
+    /// the others keep their position, and those no source has waited on for `linger` are dropped.
+    /// Every change of the assignment restarts the consumer's fetches, which delays the records of
+    /// every partition: a partition whose app woke is kept a while, since it is usually waited on
+    /// again once the app has caught up. Blocks briefly.
+    pub fn follow(&mut self, wanted: &BTreeMap<Partition, i64>, linger: Duration) -> Result<(), String> {
+        let now = Instant::now();
+        for (p, last) in &mut self.assigned {
+            if wanted.contains_key(p) {
+                *last = now;
+            }
+        }
+        let kept =
+            |p: &Partition, last: &Instant| now.saturating_duration_since(*last) < linger || wanted.contains_key(p);
         let mut gone = TopicPartitionList::new();
-        for (topic, partition) in self.assigned.keys().filter(|p| !kept(p)) {
+        for ((topic, partition), _) in self.assigned.iter().filter(|(p, last)| !kept(p, last)) {
             gone.add_partition(topic, *partition);
         }
         if gone.count() > 0 {
             self.consumer.incremental_unassign(&gone).map_err(|e| format!("cannot drop tail partitions: {e}"))?;
-            self.assigned.retain(|p, _| kept(p));
+            self.assigned.retain(|p, last| kept(p, last));
         }
         let mut new = TopicPartitionList::new();
         for ((topic, partition), end) in wanted.iter().filter(|(p, _)| !self.assigned.contains_key(*p)) {
@@ -123,8 +132,8 @@ impl TailWatch {
         }
         if new.count() > 0 {
             self.consumer.incremental_assign(&new).map_err(|e| format!("cannot add tail partitions: {e}"))?;
-            for (p, end) in wanted {
-                self.assigned.entry(p.clone()).or_insert(*end);
+            for p in wanted.keys() {
+                self.assigned.entry(p.clone()).or_insert(now);
             }
         }
         Ok(())
@@ -276,9 +285,9 @@ mod tests {
             seen.take()
         };
         let (a, b): (Partition, Partition) = (("a".into(), 0), ("b".into(), 0));
-        tail.follow(&BTreeMap::from([(a.clone(), 1), (b.clone(), 0)])).unwrap();
+        tail.follow(&BTreeMap::from([(a.clone(), 1), (b.clone(), 0)]), Duration::ZERO).unwrap();
         assert_eq!(tail.partitions(), 2);
-        tail.follow(&BTreeMap::from([(a.clone(), 1)])).unwrap();
+        tail.follow(&BTreeMap::from([(a.clone(), 1)]), Duration::ZERO).unwrap();
         assert_eq!(tail.partitions(), 1, "b's source woke: b is dropped, a keeps its position");
         // Time for the fetcher to settle on its new assignment.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -286,7 +295,7 @@ mod tests {
         send("a");
         let first = next().await;
         assert_eq!(first, [TailRecord { topic: "a".into(), partition: 0, offset: 1 }], "only a is tailed");
-        tail.follow(&BTreeMap::from([(a, 2), (b, 1)])).unwrap();
+        tail.follow(&BTreeMap::from([(a, 2), (b, 1)]), Duration::ZERO).unwrap();
         send("b");
         let second = next().await;
         assert_eq!(second, [TailRecord { topic: "b".into(), partition: 0, offset: 1 }], "b again, from its new end");
