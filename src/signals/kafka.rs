@@ -210,7 +210,8 @@ impl ClusterReader {
     fn latest_of(&self, partitions: &[&Partition]) -> Vec<(Partition, Result<i64, String>)> {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition) in partitions {
-            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::End) {
+            // `add_partition_offset` searches the list again for each partition it adds.
+            if let Err(e) = tpl.add_partition(topic, *partition).set_offset(Offset::End) {
                 return failed(partitions, &kafka_cause(&e));
             }
         }

@@ -87,9 +87,11 @@ impl TailWatch {
                 .set("fetch.wait.max.ms", fetch_wait.as_millis().max(1).to_string())
                 .set("fetch.min.bytes", "1")
                 .set("fetch.error.backoff.ms", "100")
-                // Only the first record of a partition matters: keep the prefetch queue small.
+                // Only the first record of a partition matters: keep the prefetch queue small, and
+                // when a partition's queue is over it, back off that partition for a millisecond,
+                // not librdkafka's second (that second was the push delay of idle partitions).
                 .set("queued.max.messages.kbytes", "1024")
-                .set("queued.min.messages", "1")
+                .set("fetch.queue.backoff.ms", "1")
                 .set("fetch.message.max.bytes", "65536")
                 .set("socket.nagle.disable", "true")
                 .create()
@@ -128,7 +130,8 @@ impl TailWatch {
         }
         let mut new = TopicPartitionList::new();
         for ((topic, partition), end) in wanted.iter().filter(|(p, _)| !self.assigned.contains_key(*p)) {
-            new.add_partition_offset(topic, *partition, Offset::Offset(*end)).map_err(|e| e.to_string())?;
+            // `add_partition_offset` searches the list again for each partition it adds.
+            new.add_partition(topic, *partition).set_offset(Offset::Offset(*end)).map_err(|e| e.to_string())?;
         }
         if new.count() > 0 {
             self.consumer.incremental_assign(&new).map_err(|e| format!("cannot add tail partitions: {e}"))?;
