@@ -39,14 +39,7 @@ pub async fn run(plan: &FleetPlan, report: &mut Report) -> anyhow::Result<()> {
     let pollers = Pollers::start(&client, &refs, plan.poll, 0xa10e);
     tokio::time::sleep(SETTLE).await;
     let http = reqwest::Client::new();
-    let probes = Probes {
-        pid: server.pid(),
-        http: &http,
-        prometheus: None,
-        upstreams: None,
-        kafka: Some(&kafka),
-        upstream_pids: kafka.pid().map(|p| ("tansu", p)).into_iter().collect(),
-    };
+    let probes = Probes::kafka_only(server.pid(), &http, &kafka);
     let w = probes.window(plan.window).await?;
     let what = format!("{n} Kafka apps alone, one cluster ({}), {n} streams", kafka.name());
     report.row(

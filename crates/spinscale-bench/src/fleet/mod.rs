@@ -263,7 +263,12 @@ struct Probes<'a> {
     upstream_pids: Vec<(&'static str, u32)>,
 }
 
-impl Probes<'_> {
+impl<'a> Probes<'a> {
+    /// Probes of a server whose only upstream is the Kafka cluster `kafka`.
+    fn kafka_only(pid: u32, http: &'a reqwest::Client, kafka: &'a Kafka) -> Self {
+        let upstream_pids = kafka.pid().map(|p| ("tansu", p)).into_iter().collect();
+        Probes { pid, http, prometheus: None, upstreams: None, kafka: Some(kafka), upstream_pids }
+    }
     async fn window(&self, length: Duration) -> anyhow::Result<Window> {
         let (q0, s0, k0, u0) = (self.queries().await?, self.scrapes(), self.kafka_counts(), self.upstream_cpu()?);
         let (before, started) = (probe::usage(self.pid)?, Instant::now());

@@ -39,14 +39,7 @@ pub async fn run(plan: &FleetPlan, report: &mut Report) -> anyhow::Result<()> {
     // Every source reads its group idle again, so the tail consumer follows its partition.
     tokio::time::sleep(SETTLE).await;
     let http = reqwest::Client::new();
-    let probes = Probes {
-        pid: server.pid(),
-        http: &http,
-        prometheus: None,
-        upstreams: None,
-        kafka: Some(&kafka),
-        upstream_pids: kafka.pid().map(|p| ("tansu", p)).into_iter().collect(),
-    };
+    let probes = Probes::kafka_only(server.pid(), &http, &kafka);
     let idle = probes.window(plan.window).await?;
     kafka_rows(report, &idle, n, &kafka, plan.poll, &format!("{n} idle Kafka apps"));
     let early = (0..n).filter(|i| streams.first_true[*i].get().is_some()).count();
