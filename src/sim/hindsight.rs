@@ -207,16 +207,33 @@ fn priced_bound(curves: &[Curves], pick: fn(&Curves) -> &[u64], needed: usize, c
     [value(lo), value(hi)].into_iter().flatten().reduce(f64::max).map(|v| v.max(0.0))
 }
 
-/// A series' curves; `None` without invocations.
-fn series_curves(series: &Series, rate: f64, step_minutes: f64) -> Option<Curves> {
+/// A series' idle time, as both bounds read it.
+struct Idle {
+    /// Gaps of two steps or more between activities, shortest first.
+    gaps: Vec<u64>,
+    /// Steps after the last activity: a gap that never closes.
+    tail: u64,
+    /// Cold starts allowed strictly below the rate, the first activity not counted.
+    allowed: u64,
+}
+
+/// `None` for a series without invocations.
+fn idle(series: &Series, rate: f64) -> Option<Idle> {
     let active: Vec<usize> = (0..series.counts.len()).filter(|&t| series.counts[t] > 0).collect();
     let &last = active.last()?;
     let invocations: u64 = series.counts.iter().map(|&c| u64::from(c)).sum();
     let mut gaps: Vec<u64> = active.windows(2).map(|w| (w[1] - w[0]) as u64).filter(|&g| g >= 2).collect();
     gaps.sort_unstable();
     let tail = (series.counts.len() - 1 - last) as u64;
-    let allowed = (rate * invocations as f64 - 1e-9).ceil().max(0.0) as u64;
-    let allowed = allowed.saturating_sub(1);
+    // The first activity is one of the cold starts; the epsilon keeps 0.1 × 30 =
+    // 3.0000000000000004 from allowing 3.
+    let allowed = ((rate * invocations as f64 - 1e-9).ceil().max(0.0) as u64).saturating_sub(1);
+    Some(Idle { gaps, tail, allowed })
+}
+
+/// A series' curves; `None` without invocations.
+fn series_curves(series: &Series, rate: f64, step_minutes: f64) -> Option<Curves> {
+    let Idle { gaps, tail, allowed } = idle(series, rate)?;
     let reactive = gaps.len() as u64 + u64::from(tail > 0);
     let n = gaps.len();
     // Index = cold starts (1 + gaps left uncovered); index 0 unused.
@@ -272,16 +289,7 @@ fn series_curves(series: &Series, rate: f64, step_minutes: f64) -> Option<Curves
 
 /// A series' best covers below `rate`; `None` for a series without invocations.
 fn series_cost(series: &Series, rate: f64) -> Option<SeriesCost> {
-    let active: Vec<usize> = (0..series.counts.len()).filter(|&t| series.counts[t] > 0).collect();
-    let &last = active.last()?;
-    let invocations: u64 = series.counts.iter().map(|&c| u64::from(c)).sum();
-    let mut gaps: Vec<u64> = active.windows(2).map(|w| (w[1] - w[0]) as u64).filter(|&g| g >= 2).collect();
-    gaps.sort_unstable();
-    // Steps after the last activity behave as a gap that never closes.
-    let tail = (series.counts.len() - 1 - last) as u64;
-    // Cold starts allowed strictly below the rate (the first activity is one of them); the epsilon
-    // keeps 0.1 × 30 = 3.0000000000000004 from allowing 3.
-    let allowed = ((rate * invocations as f64 - 1e-9).ceil().max(0.0) as u64).saturating_sub(1);
+    let Idle { gaps, tail, allowed } = idle(series, rate)?;
     let uncovered = 1 + gaps.len() as u64;
     let must_cover = uncovered.saturating_sub(allowed) as usize;
     if allowed == 0 {
