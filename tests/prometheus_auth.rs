@@ -22,10 +22,11 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rcgen::ExtendedKeyUsagePurpose;
 use spinscale::config::Config;
 use spinscale::proto::ScaledObjectRef;
 use spinscale_testkit::{PrometheusProcess, WebTls};
+use support::pki::Pki;
 use support::{Client, capture_logs, components_required, connect, keda_poll, so_ref, start_server};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types::CertificateDer, pki_types::PrivateKeyDer, pki_types::pem::PemObject};
@@ -158,7 +159,7 @@ impl axum::serve::Listener for TlsListener {
 async fn demanding_tls_endpoint(demands: Arc<Demands>, dir: &Path) -> (String, String) {
     let pki = Pki::new("test CA");
     write(&dir.join("ca.crt"), &pki.ca);
-    let (cert, key) = pki.leaf(dir, "endpoint", &["prometheus.test"], ExtendedKeyUsagePurpose::ServerAuth);
+    let (cert, key) = leaf_files(&pki, dir, "endpoint", &["prometheus.test"], ExtendedKeyUsagePurpose::ServerAuth);
     let chain = CertificateDer::pem_file_iter(&cert).and_then(Iterator::collect::<Result<Vec<_>, _>>).expect("chain");
     let key = PrivateKeyDer::from_pem_file(&key).expect("key");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -476,34 +477,14 @@ async fn a_redirect_is_not_followed_so_no_secret_reaches_another_host() {
 
 // === mTLS against the real Prometheus ===
 
-/// A CA in PEM, and what it signs.
-struct Pki {
-    ca: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let ca = params.self_signed(&key).expect("CA").pem();
-        Self { ca, issuer: Issuer::new(params, key) }
-    }
-
-    /// A certificate for `names` with its key, written to `dir/{stem}.crt` and `dir/{stem}.key`.
-    fn leaf(&self, dir: &Path, stem: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().expect("leaf key");
-        let mut params =
-            CertificateParams::new(names.iter().map(ToString::to_string).collect::<Vec<_>>()).expect("params");
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf").pem();
-        let (cert_file, key_file) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
-        write(&cert_file, &cert);
-        write(&key_file, &key.serialize_pem());
-        (cert_file, key_file)
-    }
+/// A certificate for `names` signed by `pki`, with its key, written to `dir/{stem}.crt` and
+/// `dir/{stem}.key`.
+fn leaf_files(pki: &Pki, dir: &Path, stem: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
+    let leaf = pki.leaf(names, usage);
+    let (cert_file, key_file) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+    write(&cert_file, &leaf.cert);
+    write(&key_file, &leaf.key);
+    (cert_file, key_file)
 }
 
 #[tokio::test]
@@ -517,8 +498,9 @@ async fn mtls_to_a_real_prometheus_with_the_server_name_checked_and_rotated_clie
     let d = dir.path();
     let pki = Pki::new("monitoring CA");
     std::fs::write(d.join("ca.crt"), &pki.ca).unwrap();
-    let (server_cert, server_key) = pki.leaf(d, "server", &["prometheus.test"], ExtendedKeyUsagePurpose::ServerAuth);
-    pki.leaf(d, "client", &["spinscale"], ExtendedKeyUsagePurpose::ClientAuth);
+    let (server_cert, server_key) =
+        leaf_files(&pki, d, "server", &["prometheus.test"], ExtendedKeyUsagePurpose::ServerAuth);
+    leaf_files(&pki, d, "client", &["spinscale"], ExtendedKeyUsagePurpose::ClientAuth);
     let tls = WebTls { cert_file: server_cert, key_file: server_key, client_ca_file: Some(d.join("ca.crt")) };
     let prometheus =
         PrometheusProcess::start_tls(&[], Duration::from_millis(200), &tls).await.expect("prometheus starts");
@@ -554,10 +536,10 @@ async fn mtls_to_a_real_prometheus_with_the_server_name_checked_and_rotated_clie
     assert!(status.message().contains("certificate") || status.message().contains("Certificate"), "{status:?}");
 
     // A certificate from another CA replaces the client's: the client is rebuilt and refused.
-    Pki::new("rogue CA").leaf(d, "client", &["spinscale"], ExtendedKeyUsagePurpose::ClientAuth);
+    leaf_files(&Pki::new("rogue CA"), d, "client", &["spinscale"], ExtendedKeyUsagePurpose::ClientAuth);
     until_unavailable(&mut client, "mtls", &mtls).await;
     // A renewed certificate of the right CA: queries work again, without a restart.
-    pki.leaf(d, "client", &["spinscale"], ExtendedKeyUsagePurpose::ClientAuth);
+    leaf_files(&pki, d, "client", &["spinscale"], ExtendedKeyUsagePurpose::ClientAuth);
     until_rps(&mut client, "mtls", &mtls, 7.0).await;
     server.shutdown().await.expect("shutdown");
 }

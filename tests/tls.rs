@@ -1,47 +1,19 @@
 //! gRPC over TLS and mTLS, as KEDA connects with `caCert`, `tlsClientCert` and `tlsClientKey`,
 //! with certificates replaced on disk while serving.
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rcgen::ExtendedKeyUsagePurpose;
 use spinscale::config::Config;
 use spinscale::proto::external_scaler_client::ExternalScalerClient;
 use spinscale::server::{Options, Server};
 use spinscale::tls::TlsFiles;
+use support::pki::{Leaf, Pki};
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-/// A CA and a certificate it signed, in PEM.
-struct Pki {
-    ca: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let ca = params.self_signed(&key).expect("CA").pem();
-        Self { ca, issuer: Issuer::new(params, key) }
-    }
-
-    fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
-        let key = KeyPair::generate().expect("leaf key");
-        let mut params = CertificateParams::new(names.iter().map(std::string::ToString::to_string).collect::<Vec<_>>())
-            .expect("params");
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf").pem();
-        Leaf { cert, key: key.serialize_pem() }
-    }
-}
 
 fn write_server(dir: &Path, leaf: &Leaf) {
     std::fs::write(dir.join("tls.crt"), &leaf.cert).expect("cert");

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kube;
+pub mod pki;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
