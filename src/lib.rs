@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod admission;
+pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod grpc;

@@ -1,8 +1,8 @@
 //! A Kafka cluster's shared work, one task for every source on it: each interval one offsets
 //! cycle (committed offsets of all groups from their coordinators, [`CommittedReader`]; log ends
-//! per leader, [`ClusterReader`]), each source's share published to its collector; and one tail
-//! consumer ([`TailWatch`]) on every partition an idle source waits on, whose first record wakes
-//! the sources waiting on it at once. Threads and connections grow with brokers, not with sources.
+//! per leader, [`ClusterReader`]), each source's share published to its collector; and the tail
+//! ([`TailWatch`]) of every partition an idle source waits on, whose first record wakes the
+//! sources waiting on it at once. Threads and connections grow with brokers, not with sources.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use spinscale_core::engine::PartitionOffsets;
 use spinscale_core::spec::KafkaSource;
 use spinscale_core::spec::kafka_connection::KafkaConnection;
 use tokio::sync::watch;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info_span};
 
 use super::committed::CommittedReader;
 use super::kafka::{ClusterReader, OffsetsError, Partition};
@@ -116,7 +116,7 @@ async fn run_cluster(
     let mut reader: Option<ClusterReader> = None;
     let mut committed = CommittedReader::new(&bootstrap_servers, security.as_ref(), timeout);
     let seen_at_tail = Arc::new(TailSeen::default());
-    let mut tail: Option<TailWatch> = None;
+    let mut tail = TailWatch::new(security.as_ref(), settings.tail_fetch_wait.0, timeout, seen_at_tail.clone());
     let mut waiting = Waiting::default();
     loop {
         tokio::select! {
@@ -159,15 +159,14 @@ async fn run_cluster(
             }
             publish(&state, result.map(Reading::Offsets));
         }
-        let wanted = waiting.partitions();
-        let follow =
-            follow_tail(tail, wanted, &bootstrap_servers, security.as_ref(), settings.tail_fetch_wait.0, &seen_at_tail);
-        tail = serving_tail(follow, &seen_at_tail, &mut waiting, &mut Vec::new()).await;
+        if let Some(reader) = &reader {
+            tail.follow(&waiting.partitions(), |p| reader.leaders().address(p), TAIL_LINGER);
+        }
     }
 }
 
 /// Runs `work` while waking the sources records arrive for (and keeping those records in `seen`):
-/// an offsets cycle or a change of the tail's partitions never delays a wake.
+/// an offsets cycle never delays a wake.
 async fn serving_tail<T>(
     work: impl Future<Output = T>,
     seen_at_tail: &TailSeen,
@@ -237,45 +236,4 @@ pub async fn offsets_cycle(
     })
     .await;
     finished.unwrap_or_else(|e| (None, fail_all(count, format!("offsets cycle ended abnormally: {e}"))))
-}
-
-/// Keeps the cluster's tail consumer on exactly the partitions sources wait on, starting it the
-/// first time one does.
-async fn follow_tail(
-    tail: Option<TailWatch>,
-    wanted: BTreeMap<Partition, i64>,
-    bootstrap: &str,
-    security: Option<&KafkaConnection>,
-    fetch_wait: Duration,
-    seen: &Arc<TailSeen>,
-) -> Option<TailWatch> {
-    let tail = match tail {
-        Some(running) => running,
-        None if wanted.is_empty() => return None,
-        None => match TailWatch::start(bootstrap, security, fetch_wait, seen.clone()) {
-            Ok(started) => started,
-            Err(e) => {
-                warn!(cause = %e, "tail watch not started; activation waits for the offsets poll");
-                return None;
-            }
-        },
-    };
-    // incremental (un)assign waits for librdkafka's main thread.
-    let followed = tokio::task::spawn_blocking(move || {
-        let mut tail = tail;
-        let result = tail.follow(&wanted, TAIL_LINGER);
-        (tail, result)
-    })
-    .await;
-    match followed {
-        Ok((tail, Ok(()))) => Some(tail),
-        Ok((_, Err(e))) => {
-            warn!(cause = %e, "tail watch stopped; it starts again after the next offsets cycle");
-            None
-        }
-        Err(e) => {
-            warn!(cause = %e, "tail watch lost");
-            None
-        }
-    }
 }

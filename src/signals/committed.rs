@@ -20,6 +20,8 @@ use spinscale_core::spec::kafka_connection::KafkaConnection;
 use super::kafka::{OffsetsError, Partition};
 use super::kafka_wire::{BrokerConnection, error_name, shown};
 
+/// How the offsets reader calls itself to brokers.
+const CLIENT_ID: &str = "spinscale-offsets";
 /// Groups asked in one batched OffsetFetch.
 const GROUPS_PER_REQUEST: usize = 500;
 /// Kafka's "the coordinator moved or is not ready" codes: the group's coordinator is looked up again.
@@ -112,7 +114,7 @@ impl CommittedReader {
             async move {
                 let connection = match connection {
                     Some(open) => Ok(open),
-                    None => BrokerConnection::open(&address, security.as_ref(), timeout).await,
+                    None => BrokerConnection::open(&address, CLIENT_ID, security.as_ref(), timeout).await,
                 };
                 match connection {
                     Ok(mut connection) => {
@@ -165,7 +167,7 @@ impl CommittedReader {
                 let reused = connection.is_some();
                 let opened = match connection {
                     Some(open) => Ok(open),
-                    None => BrokerConnection::open(&address, self.security.as_ref(), self.timeout).await,
+                    None => BrokerConnection::open(&address, CLIENT_ID, self.security.as_ref(), self.timeout).await,
                 };
                 let mut connection = match opened {
                     Ok(open) => open,

@@ -77,7 +77,40 @@ pub type Partition = (Arc<str>, i32);
 /// none) and each partition's leader.
 pub struct Plan {
     wanted: Vec<Result<Vec<Partition>, OffsetsError>>,
-    leaders: HashMap<Partition, i32>,
+    leaders: Leaders,
+}
+
+/// Each partition's leader and where it listens, from one Metadata answer.
+#[derive(Default)]
+pub struct Leaders {
+    of: HashMap<Partition, i32>,
+    addresses: HashMap<i32, Arc<str>>,
+}
+
+impl Leaders {
+    fn read(metadata: &Metadata) -> Self {
+        let of = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(move |p| ((Arc::from(t.name()), p.id()), p.leader())))
+            .collect();
+        let addresses = metadata
+            .brokers()
+            .iter()
+            .map(|b| {
+                let host = b.host();
+                let address =
+                    if host.contains(':') { format!("[{host}]:{}", b.port()) } else { format!("{host}:{}", b.port()) };
+                (b.id(), Arc::from(address))
+            })
+            .collect();
+        Self { of, addresses }
+    }
+
+    /// Where the leader of `partition` listens (`host:port`, as the broker advertises it).
+    pub fn address(&self, partition: &Partition) -> Option<Arc<str>> {
+        self.addresses.get(self.of.get(partition)?).cloned()
+    }
 }
 
 impl Plan {
@@ -100,6 +133,8 @@ pub struct ClusterReader {
     commits_seen: HashMap<(String, Partition), (Option<i64>, Instant)>,
     /// Each partition's log end at the last cycle: it never moves back unless the topic was deleted.
     ends_seen: HashMap<Partition, i64>,
+    /// The leaders of the last cycle's metadata.
+    leaders: Leaders,
 }
 
 impl ClusterReader {
@@ -110,7 +145,13 @@ impl ClusterReader {
         timeout: Duration,
     ) -> Result<Self, OffsetsError> {
         let cluster = client(bootstrap_servers, security, "spinscale-offsets", timeout)?;
-        Ok(Self { timeout, cluster, commits_seen: HashMap::new(), ends_seen: HashMap::new() })
+        Ok(Self {
+            timeout,
+            cluster,
+            commits_seen: HashMap::new(),
+            ends_seen: HashMap::new(),
+            leaders: Leaders::default(),
+        })
     }
 
     /// A cycle's first step: the cluster's metadata, read into what each source counts.
@@ -122,12 +163,7 @@ impl ClusterReader {
         // What each source counts; an empty `topic` first asks for every partition of the cluster.
         let by_name: HashMap<&str, &MetadataTopic> = metadata.topics().iter().map(|t| (t.name(), t)).collect();
         let wanted = sources.iter().map(|s| partitions_of(&metadata, &by_name, s)).collect();
-        let leaders = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(move |p| ((Arc::from(t.name()), p.id()), p.leader())))
-            .collect();
-        Ok(Plan { wanted, leaders })
+        Ok(Plan { wanted, leaders: Leaders::read(&metadata) })
     }
 
     /// A cycle's last step: each source's partitions with their committed (read by
@@ -142,7 +178,7 @@ impl ClusterReader {
         let now = Instant::now();
         let Plan { wanted, leaders } = plan;
         let all: BTreeSet<&Partition> = wanted.iter().flatten().flatten().collect();
-        let mut latest = self.fetch_latest(&leaders, &all);
+        let mut latest = self.fetch_latest(&leaders.of, &all);
         refuse_ends_gone_back(&mut self.ends_seen, &mut latest);
         let results = sources
             .iter()
@@ -175,7 +211,13 @@ impl ClusterReader {
             })
             .collect();
         self.commits_seen.retain(|_, (_, seen)| now.saturating_duration_since(*seen) < Duration::from_secs(3600));
+        self.leaders = leaders;
         results
+    }
+
+    /// The leaders of the last finished cycle.
+    pub fn leaders(&self) -> &Leaders {
+        &self.leaders
     }
 
     /// The log end of every partition, or why it is unknown; partitions missing from the answers

@@ -4,7 +4,8 @@
 //! connection's requests in order).
 //!
 //! librdkafka does the rest of spinscale's Kafka work. This exists for what it cannot do cheaply:
-//! committed offsets of many groups, which it reads only through a client per group.
+//! committed offsets of many groups, which it reads only through a client per group, and the tail
+//! of thousands of partitions, whose fetch answers it matches to topics one linear search each.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// An open, authenticated connection to one broker.
 pub struct BrokerConnection {
     stream: Box<dyn Stream>,
+    client_id: &'static str,
     next_correlation: i32,
     /// Each API key's highest version the broker accepts.
     versions: HashMap<i16, (i16, i16)>,
@@ -51,9 +53,14 @@ pub struct BrokerConnection {
 }
 
 impl BrokerConnection {
-    /// Connects to `address` (`host:port`), then TLS and SASL as `security` says, each step
-    /// bounded by `timeout`. Errors never carry a secret.
-    pub async fn open(address: &str, security: Option<&KafkaConnection>, timeout: Duration) -> Result<Self, String> {
+    /// Connects to `address` (`host:port`) as `client_id`, then TLS and SASL as `security` says,
+    /// each step (and each request later) bounded by `timeout`. Errors never carry a secret.
+    pub async fn open(
+        address: &str,
+        client_id: &'static str,
+        security: Option<&KafkaConnection>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let tcp = within(timeout, TcpStream::connect(address))
             .await?
             .map_err(|e| format!("cannot connect to {address}: {e}"))?;
@@ -72,7 +79,7 @@ impl BrokerConnection {
             }
             _ => Box::new(tcp),
         };
-        let mut connection = Self { stream, next_correlation: 0, versions: HashMap::new(), timeout };
+        let mut connection = Self { stream, client_id, next_correlation: 0, versions: HashMap::new(), timeout };
         let offered: ApiVersionsResponse = connection.call(ApiVersionsRequest::default(), 0).await?;
         if offered.error_code != 0 {
             return Err(format!("{address} refused ApiVersions: {}", error_name(offered.error_code)));
@@ -109,7 +116,7 @@ impl BrokerConnection {
                 let Some(request) = requests.next() else { break };
                 let correlation = self.next_correlation;
                 self.next_correlation = self.next_correlation.wrapping_add(1);
-                encode_frame(&mut frames, request, version, correlation)?;
+                encode_frame(&mut frames, request, version, correlation, self.client_id)?;
                 sent.push(correlation);
             }
             // One deadline for the chunk: a broker that answers each request just in time
@@ -182,12 +189,18 @@ impl BrokerConnection {
     }
 }
 
-fn encode_frame<R: Request>(out: &mut BytesMut, request: R, version: i16, correlation: i32) -> Result<(), String> {
+fn encode_frame<R: Request>(
+    out: &mut BytesMut,
+    request: R,
+    version: i16,
+    correlation: i32,
+    client_id: &'static str,
+) -> Result<(), String> {
     let header = RequestHeader::default()
         .with_request_api_key(R::KEY)
         .with_request_api_version(version)
         .with_correlation_id(correlation)
-        .with_client_id(Some(StrBytes::from_static_str("spinscale-offsets")));
+        .with_client_id(Some(StrBytes::from_static_str(client_id)));
     let mut body = BytesMut::new();
     header.encode(&mut body, R::header_version(version)).map_err(|e| format!("cannot encode header: {e}"))?;
     request

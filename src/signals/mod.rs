@@ -22,6 +22,7 @@ pub mod prometheus;
 pub mod prometheus_auth;
 pub mod scrape;
 pub mod tail;
+pub mod tail_fetch;
 
 use std::fmt;
 use std::sync::Arc;

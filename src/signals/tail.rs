@@ -1,24 +1,20 @@
-//! Kafka tail watch: one consumer per cluster, outside any group, assigned to the log end of
-//! every partition some idle source waits on, long-polls for the next record. The first one
+//! Kafka tail watch: for every partition some idle source waits on, a long-polling fetch from the
+//! log end at the partition's leader, one fetch loop per broker ([`BrokerTail`]). The first record
 //! becomes a reading at once, instead of one offsets poll later.
 //!
-//! It never joins or commits for the users' groups: its own `group.id` (which librdkafka needs for
-//! `assign`) is never joined or committed to. Partitions are added and dropped one by one
-//! (incremental assignment) as sources go idle and wake, so the others keep their fetch position.
+//! It reads no records and is in no group: it never joins or commits for the users' groups.
+//! Partitions are added and dropped one by one as sources go idle and wake, so the others keep
+//! their fetch position.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use spinscale_core::spec::kafka_connection::KafkaConnection;
 use tokio::sync::Notify;
-use tracing::debug;
 
 use super::kafka::Partition;
+use super::tail_fetch::BrokerTail;
 
 /// Partitions with the log end to tail each from.
 pub type Ends = Vec<(Arc<str>, i32, i64)>;
@@ -45,7 +41,8 @@ pub struct TailSeen {
 }
 
 impl TailSeen {
-    fn record(&self, partition: Partition, offset: i64) {
+    /// Keeps `offset` as `partition`'s record if it is the highest seen since the last look.
+    pub(super) fn record(&self, partition: Partition, offset: i64) {
         if let Ok(mut latest) = self.latest.lock() {
             let at = latest.entry(partition).or_insert(offset);
             *at = (*at).max(offset);
@@ -60,122 +57,87 @@ impl TailSeen {
     }
 }
 
-/// A cluster's running tail consumer. Dropping it stops the consumer within one fetch wait.
+/// A cluster's tail: one fetch loop ([`BrokerTail`]) per broker that leads a followed partition.
+/// Dropping it stops them.
 pub struct TailWatch {
-    consumer: Arc<BaseConsumer>,
-    /// The partitions it tails, each with when a source last waited on it.
-    assigned: BTreeMap<Partition, Instant>,
-    stop: Arc<AtomicBool>,
+    security: Option<KafkaConnection>,
+    wait: Duration,
+    timeout: Duration,
+    seen: Arc<TailSeen>,
+    brokers: HashMap<Arc<str>, BrokerTail>,
+    /// The partitions it tails, each with its leader and when a source last waited on it.
+    followed: BTreeMap<Partition, (Arc<str>, Instant)>,
 }
 
 impl TailWatch {
-    /// Starts a consumer on `bootstrap_servers` with nothing assigned yet; records go to `seen`.
+    /// A tail on nothing yet, whose records go to `seen`.
     ///
     /// `fetch_wait` is how long one fetch waits at the broker. A broker that answers a waiting
     /// fetch as soon as a record arrives only asks again that often; one that holds every fetch for
-    /// the whole wait (librdkafka's mock cluster, tansu) delays the record by up to that long. One
-    /// consumer serves the whole cluster, so a short wait costs requests per broker, not per app.
-    pub fn start(
-        bootstrap_servers: &str,
+    /// the whole wait (librdkafka's mock cluster, tansu) delays the record by up to twice that. One
+    /// loop serves each broker, so a short wait costs requests per broker, not per app.
+    pub fn new(
         security: Option<&KafkaConnection>,
         fetch_wait: Duration,
+        timeout: Duration,
         seen: Arc<TailSeen>,
-    ) -> Result<Self, String> {
-        let consumer: BaseConsumer =
-            super::kafka::read_only_config(bootstrap_servers, security, "spinscale-tail-watch")?
-                .set("client.id", "spinscale-tail")
-                .set("fetch.wait.max.ms", fetch_wait.as_millis().max(1).to_string())
-                .set("fetch.min.bytes", "1")
-                .set("fetch.error.backoff.ms", "100")
-                // Only the first record of a partition matters: keep the prefetch queue small, and
-                // when a partition's queue is over it, back off that partition for a millisecond,
-                // not librdkafka's second (that second was the push delay of idle partitions).
-                .set("queued.max.messages.kbytes", "1024")
-                .set("fetch.queue.backoff.ms", "1")
-                .set("fetch.message.max.bytes", "65536")
-                .set("socket.nagle.disable", "true")
-                .create()
-                .map_err(|e| format!("cannot create tail consumer: {e}"))?;
-        let consumer = Arc::new(consumer);
-        let stop = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher { consumer: consumer.clone(), wait: fetch_wait, seen, stop: stop.clone() };
-        std::thread::Builder::new()
-            .name("spinscale-tail".into())
-            .spawn(move || watcher.run())
-            .map_err(|e| format!("cannot start tail thread: {e}"))?;
-        Ok(Self { consumer, assigned: BTreeMap::new(), stop })
+    ) -> Self {
+        Self {
+            security: security.cloned(),
+            wait: fetch_wait,
+            timeout,
+            seen,
+            brokers: HashMap::new(),
+            followed: BTreeMap::new(),
+        }
     }
 
-    /// Tails `wanted` (each partition from its log end): new partitions are added at their end,
-    /// the others keep their position, and those no source has waited on for `linger` are dropped.
-    /// Every change of the assignment restarts the consumer's fetches, which delays the records of
-    /// every partition: a partition whose app woke is kept a while, since it is usually waited on
-    /// again once the app has caught up. Blocks briefly.
-    pub fn follow(&mut self, wanted: &BTreeMap<Partition, i64>, linger: Duration) -> Result<(), String> {
+    /// Tails `wanted` (each partition from the log end it maps to) at its leader, `leader_of`:
+    /// new partitions are added at their end, the others keep their position, and those no
+    /// source has waited on for `linger` are dropped. A partition whose app woke is kept a while,
+    /// since it is usually waited on again once the app has caught up. One without a known leader
+    /// is left to the offsets poll.
+    pub fn follow(
+        &mut self,
+        wanted: &BTreeMap<Partition, i64>,
+        leader_of: impl Fn(&Partition) -> Option<Arc<str>>,
+        linger: Duration,
+    ) {
         let now = Instant::now();
-        for (p, last) in &mut self.assigned {
+        self.followed.retain(|p, (leader, last)| {
             if wanted.contains_key(p) {
                 *last = now;
             }
-        }
-        let kept =
-            |p: &Partition, last: &Instant| now.saturating_duration_since(*last) < linger || wanted.contains_key(p);
-        let mut gone = TopicPartitionList::new();
-        for ((topic, partition), _) in self.assigned.iter().filter(|(p, last)| !kept(p, last)) {
-            gone.add_partition(topic, *partition);
-        }
-        if gone.count() > 0 {
-            self.consumer.incremental_unassign(&gone).map_err(|e| format!("cannot drop tail partitions: {e}"))?;
-            self.assigned.retain(|p, last| kept(p, last));
-        }
-        let mut new = TopicPartitionList::new();
-        for ((topic, partition), end) in wanted.iter().filter(|(p, _)| !self.assigned.contains_key(*p)) {
-            // `add_partition_offset` searches the list again for each partition it adds.
-            new.add_partition(topic, *partition).set_offset(Offset::Offset(*end)).map_err(|e| e.to_string())?;
-        }
-        if new.count() > 0 {
-            self.consumer.incremental_assign(&new).map_err(|e| format!("cannot add tail partitions: {e}"))?;
-            for p in wanted.keys() {
-                self.assigned.entry(p.clone()).or_insert(now);
+            let kept = now.saturating_duration_since(*last) < linger;
+            if !kept && let Some(broker) = self.brokers.get(leader) {
+                broker.stop_fetching(p);
             }
+            kept
+        });
+        for (p, end) in wanted {
+            let Some(leader) = leader_of(p) else { continue };
+            let before = self.followed.get(p).map(|(l, _)| l.clone());
+            if before.as_ref() == Some(&leader) && self.brokers.get(&leader).is_some_and(|b| b.fetches(p)) {
+                continue;
+            }
+            if let Some(moved_from) = before.and_then(|l| self.brokers.get(&l)) {
+                moved_from.stop_fetching(p);
+            }
+            let (security, seen) = (&self.security, &self.seen);
+            self.brokers
+                .entry(leader.clone())
+                .or_insert_with(|| {
+                    BrokerTail::start(leader.clone(), security.clone(), self.wait, self.timeout, seen.clone())
+                })
+                .fetch_from(p, *end);
+            self.followed.insert(p.clone(), (leader, now));
         }
-        Ok(())
+        self.brokers.retain(|_, broker| !broker.is_idle());
     }
 
     /// How many partitions it tails.
     pub fn partitions(&self) -> usize {
-        self.assigned.len()
-    }
-}
-
-/// The tail consumer's thread.
-struct Watcher {
-    consumer: Arc<BaseConsumer>,
-    wait: Duration,
-    seen: Arc<TailSeen>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Watcher {
-    fn run(&self) {
-        while !self.stop.load(Ordering::Relaxed) {
-            match self.consumer.poll(self.wait) {
-                Some(Ok(message)) => {
-                    // A busy partition keeps one entry, its highest offset, until the next
-                    // offsets cycle drops it from the assignment (its sources have lag by then).
-                    self.seen.record((message.topic().into(), message.partition()), message.offset());
-                }
-                Some(Err(e)) => debug!(error = %e, "tail watch fetch failed"),
-                None => {}
-            }
-        }
-    }
-}
-
-impl Drop for TailWatch {
-    fn drop(&mut self) {
-        // The thread sees this within one fetch wait and drops its consumer.
-        self.stop.store(true, Ordering::Relaxed);
+        self.followed.len()
     }
 }
 
@@ -282,15 +244,17 @@ mod tests {
         };
         send("a");
         let seen = Arc::new(TailSeen::default());
-        let mut tail = TailWatch::start(&bootstrap, None, Duration::from_millis(20), seen.clone()).unwrap();
+        let mut tail = TailWatch::new(None, Duration::from_millis(20), Duration::from_secs(5), seen.clone());
+        let leader: Arc<str> = Arc::from(bootstrap.as_str());
+        let leader_of = |_: &Partition| Some(leader.clone());
         let next = || async {
             tokio::time::timeout(Duration::from_secs(10), seen.notify.notified()).await.unwrap();
             seen.take()
         };
         let (a, b): (Partition, Partition) = (("a".into(), 0), ("b".into(), 0));
-        tail.follow(&BTreeMap::from([(a.clone(), 1), (b.clone(), 0)]), Duration::ZERO).unwrap();
+        tail.follow(&BTreeMap::from([(a.clone(), 1), (b.clone(), 0)]), leader_of, Duration::ZERO);
         assert_eq!(tail.partitions(), 2);
-        tail.follow(&BTreeMap::from([(a.clone(), 1)]), Duration::ZERO).unwrap();
+        tail.follow(&BTreeMap::from([(a.clone(), 1)]), leader_of, Duration::ZERO);
         assert_eq!(tail.partitions(), 1, "b's source woke: b is dropped, a keeps its position");
         // Time for the fetcher to settle on its new assignment.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -298,7 +262,7 @@ mod tests {
         send("a");
         let first = next().await;
         assert_eq!(first, [TailRecord { topic: "a".into(), partition: 0, offset: 1 }], "only a is tailed");
-        tail.follow(&BTreeMap::from([(a, 2), (b, 1)]), Duration::ZERO).unwrap();
+        tail.follow(&BTreeMap::from([(a, 2), (b, 1)]), leader_of, Duration::ZERO);
         send("b");
         let second = next().await;
         assert_eq!(second, [TailRecord { topic: "b".into(), partition: 0, offset: 1 }], "b again, from its new end");

@@ -1,0 +1,263 @@
+//! One broker's share of a cluster's tail: a loop of Fetch requests for every partition the tail
+//! follows that this broker leads, each from its position (at first the log end a source caught
+//! up to). A partition whose high watermark passes its position has a new record: it goes to
+//! [`TailSeen`] at once, and the position moves to the new end.
+//!
+//! Only high watermarks are read, never records: each partition asks for one byte, which still
+//! wakes a fetch the broker holds until a record arrives. Every request is a full fetch (no
+//! KIP-227 session), so its size grows with the partitions the broker leads, not with apps.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use spinscale_core::spec::kafka_connection::KafkaConnection;
+use tokio::sync::Notify;
+use tracing::debug;
+
+use super::kafka::Partition;
+use super::kafka_wire::{BrokerConnection, error_name};
+use super::tail::TailSeen;
+
+/// How the tail calls itself to brokers.
+const CLIENT_ID: &str = "spinscale-tail";
+/// Fetch versions it speaks: from 4 (a high watermark per partition) to 12, the last that names
+/// topics (13 on name them by id).
+const VERSIONS: RangeInclusive<i16> = 4..=12;
+/// How long a fetch loop waits after a failed fetch (the broker down, or refusing).
+const RETRY: Duration = Duration::from_millis(250);
+/// The most bytes one answer may hold: records are never read, but a broker may send the first
+/// batch of a partition whatever the limit.
+const ANSWER_BYTES: i32 = 1 << 20;
+
+/// Each followed topic's partitions and their positions.
+type Positions = HashMap<Arc<str>, HashMap<i32, i64>>;
+
+#[derive(Default)]
+struct Shared {
+    positions: Mutex<Positions>,
+    /// Woken when a partition is added.
+    added: Notify,
+}
+
+/// The fetch loop of one broker. Dropping it stops the loop.
+pub struct BrokerTail {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BrokerTail {
+    /// Starts the loop for the broker at `address`, with nothing to fetch yet: each fetch waits up
+    /// to `wait` at the broker, each request (and connecting) is bounded by `timeout` more.
+    pub fn start(
+        address: Arc<str>,
+        security: Option<KafkaConnection>,
+        wait: Duration,
+        timeout: Duration,
+        seen: Arc<TailSeen>,
+    ) -> Self {
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(run(address, security, wait, timeout, shared.clone(), seen));
+        Self { shared, task }
+    }
+
+    /// Fetches `partition` from `position` on, whatever position it had.
+    pub fn fetch_from(&self, (topic, partition): &Partition, position: i64) {
+        if let Ok(mut positions) = self.shared.positions.lock() {
+            positions.entry(topic.clone()).or_default().insert(*partition, position);
+        }
+        self.shared.added.notify_one();
+    }
+
+    /// Stops fetching `partition`.
+    pub fn stop_fetching(&self, (topic, partition): &Partition) {
+        if let Ok(mut positions) = self.shared.positions.lock()
+            && let Some(partitions) = positions.get_mut(&**topic)
+        {
+            partitions.remove(partition);
+            if partitions.is_empty() {
+                positions.remove(&**topic);
+            }
+        }
+    }
+
+    /// Whether it still fetches `partition`: one the broker answered with an error (it no longer
+    /// leads it, the topic is gone) is dropped until it is given again.
+    pub fn fetches(&self, (topic, partition): &Partition) -> bool {
+        self.shared.positions.lock().is_ok_and(|p| p.get(&**topic).is_some_and(|p| p.contains_key(partition)))
+    }
+
+    /// Whether it fetches nothing.
+    pub fn is_idle(&self) -> bool {
+        self.shared.positions.lock().is_ok_and(|p| p.is_empty())
+    }
+}
+
+impl Drop for BrokerTail {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(
+    address: Arc<str>,
+    security: Option<KafkaConnection>,
+    wait: Duration,
+    timeout: Duration,
+    shared: Arc<Shared>,
+    seen: Arc<TailSeen>,
+) {
+    let mut connection: Option<BrokerConnection> = None;
+    loop {
+        let Ok(request) = shared.positions.lock().map(|positions| request_of(&positions, wait)) else { return };
+        let Some(request) = request else {
+            shared.added.notified().await;
+            continue;
+        };
+        let answer = match fetch(&mut connection, &address, security.as_ref(), timeout + wait, request).await {
+            Ok(answer) => answer,
+            Err(cause) => {
+                debug!(broker = %address, %cause, "tail fetch failed");
+                connection = None;
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let Ok(moved) = shared.positions.lock().map(|mut positions| apply(&mut positions, &answer)) else { return };
+        for (partition, end) in moved {
+            seen.record(partition, end - 1);
+        }
+    }
+}
+
+async fn fetch(
+    connection: &mut Option<BrokerConnection>,
+    address: &str,
+    security: Option<&KafkaConnection>,
+    timeout: Duration,
+    request: FetchRequest,
+) -> Result<FetchResponse, String> {
+    let connection = match connection {
+        Some(open) => open,
+        None => connection.insert(BrokerConnection::open(address, CLIENT_ID, security, timeout).await?),
+    };
+    let version = connection
+        .version::<FetchRequest>(VERSIONS)
+        .ok_or_else(|| format!("{address} offers no Fetch version from 4 to 12"))?;
+    let answer = connection.call(request, version).await?;
+    if answer.error_code != 0 {
+        return Err(format!("Fetch refused: {}", error_name(answer.error_code)));
+    }
+    Ok(answer)
+}
+
+/// One fetch of every partition from its position, or `None` when there is none.
+fn request_of(positions: &Positions, wait: Duration) -> Option<FetchRequest> {
+    if positions.is_empty() {
+        return None;
+    }
+    let topics = positions
+        .iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .iter()
+                .map(|(&partition, &position)| {
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(position)
+                        .with_partition_max_bytes(1)
+                })
+                .collect();
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(partitions)
+        })
+        .collect();
+    Some(
+        FetchRequest::default()
+            .with_max_wait_ms(i32::try_from(wait.as_millis()).unwrap_or(i32::MAX))
+            .with_min_bytes(1)
+            .with_max_bytes(ANSWER_BYTES)
+            .with_topics(topics),
+    )
+}
+
+/// Moves each partition's position to the high watermark the broker answered, if that is past
+/// it; drops the partitions the broker answered with an error. Returns the partitions that moved,
+/// with their new ends.
+fn apply(positions: &mut Positions, answer: &FetchResponse) -> Vec<(Partition, i64)> {
+    let mut moved = Vec::new();
+    for topic in &answer.responses {
+        let name: &str = &topic.topic;
+        let Some(key) = positions.get_key_value(name).map(|(key, _)| key.clone()) else { continue };
+        let Some(partitions) = positions.get_mut(&key) else { continue };
+        for answered in &topic.partitions {
+            let index = answered.partition_index;
+            let Some(position) = partitions.get_mut(&index) else { continue };
+            if answered.error_code != 0 {
+                debug!(topic = name, partition = index, error = %error_name(answered.error_code), "dropped from the tail");
+                partitions.remove(&index);
+            } else if answered.high_watermark > *position {
+                *position = answered.high_watermark;
+                moved.push(((key.clone(), index), answered.high_watermark));
+            }
+        }
+        if partitions.is_empty() {
+            positions.remove(&key);
+        }
+    }
+    moved
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+
+    use super::*;
+
+    fn answer(partitions: &[(&str, i32, i16, i64)]) -> FetchResponse {
+        let responses = partitions
+            .iter()
+            .map(|&(topic, partition, error_code, high_watermark)| {
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.into())))
+                    .with_partitions(vec![
+                        PartitionData::default()
+                            .with_partition_index(partition)
+                            .with_error_code(error_code)
+                            .with_high_watermark(high_watermark),
+                    ])
+            })
+            .collect();
+        FetchResponse::default().with_responses(responses)
+    }
+
+    #[test]
+    fn a_high_watermark_past_the_position_is_a_record_and_an_error_drops_the_partition() {
+        let mut positions: Positions = HashMap::from([
+            (Arc::from("a"), HashMap::from([(0, 5), (1, 3)])),
+            (Arc::from("gone"), HashMap::from([(0, 9)])),
+        ]);
+        // UNKNOWN_TOPIC_OR_PARTITION for "gone"; a partition nobody asked for is ignored.
+        let moved =
+            apply(&mut positions, &answer(&[("a", 0, 0, 5), ("a", 1, 0, 4), ("gone", 0, 3, -1), ("b", 0, 0, 7)]));
+        assert_eq!(moved, [((Arc::from("a"), 1), 4)]);
+        assert_eq!(positions, HashMap::from([(Arc::from("a"), HashMap::from([(0, 5), (1, 4)]))]));
+        assert!(apply(&mut positions, &answer(&[("a", 1, 0, 4)])).is_empty(), "the same end again is no record");
+    }
+
+    #[test]
+    fn a_request_asks_each_partition_from_its_position_for_one_byte() {
+        assert!(request_of(&Positions::new(), Duration::from_millis(50)).is_none());
+        let positions: Positions = HashMap::from([(Arc::from("a"), HashMap::from([(2, 7)]))]);
+        let request = request_of(&positions, Duration::from_millis(50)).unwrap();
+        assert_eq!((request.max_wait_ms, request.min_bytes), (50, 1));
+        let partition = &request.topics[0].partitions[0];
+        assert_eq!((&**request.topics[0].topic, partition.partition, partition.fetch_offset), ("a", 2, 7));
+        assert_eq!(partition.partition_max_bytes, 1);
+    }
+}
