@@ -25,9 +25,10 @@ use super::tail::TailSeen;
 
 /// How the tail calls itself to brokers.
 const CLIENT_ID: &str = "spinscale-tail";
-/// Fetch versions it speaks: from 4 (a high watermark per partition) to 12, the last that names
-/// topics (13 on name them by id).
-const VERSIONS: RangeInclusive<i16> = 4..=12;
+/// Fetch versions it speaks: from 4 (a high watermark per partition) to 11. 12 is the last that
+/// names topics (13 on name them by id), but its answers carry tagged fields, and tansu 0.6 sends
+/// one there that only 16 defines, which the codec refuses.
+const VERSIONS: RangeInclusive<i16> = 4..=11;
 /// How long a fetch loop waits after a failed fetch (the broker down, or refusing).
 const RETRY: Duration = Duration::from_millis(250);
 /// The most bytes one answer may hold: records are never read, but a broker may send the first
@@ -147,7 +148,7 @@ async fn fetch(
     };
     let version = connection
         .version::<FetchRequest>(VERSIONS)
-        .ok_or_else(|| format!("{address} offers no Fetch version from 4 to 12"))?;
+        .ok_or_else(|| format!("{address} offers no Fetch version from 4 to 11"))?;
     let answer = connection.call(request, version).await?;
     if answer.error_code != 0 {
         return Err(format!("Fetch refused: {}", error_name(answer.error_code)));
