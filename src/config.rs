@@ -185,8 +185,8 @@ pub struct CollectorSettings {
     pub kafka_interval: Dur,
     /// Kafka tail watch: how long one fetch waits at the broker. Some brokers answer as soon as a
     /// record arrives; others (tansu, librdkafka's mock) hold every fetch for the whole wait, so
-    /// it bounds the push delay. One tail consumer serves a whole cluster: a short wait costs a
-    /// fetch per broker, not per app. Default 50 ms (measured on tansu: docs/operations.md).
+    /// it bounds the push delay. One fetch loop serves each broker: a short wait costs a fetch
+    /// per broker, not per app. Default 20 ms (measured on tansu: docs/operations.md).
     pub tail_fetch_wait: Dur,
     /// Direct exposition scrape interval (`scrapeUrl`), down to 100 ms. Default 1 s.
     pub scrape_interval: Dur,
@@ -206,7 +206,7 @@ impl Default for CollectorSettings {
         Self {
             prometheus_interval: Dur(Duration::from_secs(2)),
             kafka_interval: Dur(Duration::from_secs(1)),
-            tail_fetch_wait: Dur(Duration::from_millis(50)),
+            tail_fetch_wait: Dur(Duration::from_millis(20)),
             scrape_interval: Dur(Duration::from_secs(1)),
             scrape_window: Dur(Duration::from_secs(10)),
             // KEDA's own HTTP default (KEDA_HTTP_DEFAULT_TIMEOUT).

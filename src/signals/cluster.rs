@@ -196,9 +196,9 @@ fn merged(seen: Vec<TailRecord>, more: Vec<TailRecord>) -> Vec<TailRecord> {
     latest.into_iter().map(|((topic, partition), offset)| TailRecord { topic, partition, offset }).collect()
 }
 
-/// One offsets cycle: the metadata, then the groups' committed offsets, then the log ends and
-/// every source's outcome, in order, with the reader to keep. librdkafka's steps run on a blocking
-/// thread (its calls block).
+/// One offsets cycle: the metadata, then the groups' committed offsets and the log ends side by
+/// side, then every source's outcome, in order, with the reader to keep. The metadata request
+/// runs on a blocking thread (librdkafka's calls block).
 pub async fn offsets_cycle(
     committed: &mut CommittedReader,
     reader: Option<ClusterReader>,
@@ -225,15 +225,12 @@ pub async fn offsets_cycle(
         Ok(plan) => plan,
         Err(e) => return (Some(reader), fail_all(count, e.to_string())),
     };
-    let commits = committed.fetch(&plan.groups(&sources)).await;
-    let finished = tokio::task::spawn_blocking(move || {
-        let results = reader
-            .finish(&sources, plan, &commits)
-            .into_iter()
-            .map(|r| r.map(Into::into).map_err(|e| e.to_string()))
-            .collect();
-        (Some(reader), results)
-    })
-    .await;
-    finished.unwrap_or_else(|e| (None, fail_all(count, format!("offsets cycle ended abnormally: {e}"))))
+    let groups = plan.groups(&sources);
+    let (commits, latest) = tokio::join!(committed.fetch(&groups), reader.latest(&plan));
+    let results = reader
+        .finish(&sources, plan, &commits, latest)
+        .into_iter()
+        .map(|r| r.map(Into::into).map_err(|e| e.to_string()))
+        .collect();
+    (Some(reader), results)
 }

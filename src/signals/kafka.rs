@@ -1,10 +1,8 @@
-//! Kafka log ends for every watched source of one cluster in one cycle: one Metadata request and
-//! one ListOffsets per partition leader (the leaders asked in parallel, so a broker that is down
-//! fails only the partitions it leads), put together with the groups' committed offsets
-//! ([`committed`](super::committed)) into each source's partitions.
-//!
-//! Runs on a blocking thread: librdkafka's calls block, each with a timeout. spinscale never joins
-//! the users' groups and never commits; it only reads offsets.
+//! One cluster's offsets cycle for every watched source: one Metadata request (librdkafka, whose
+//! call blocks: it runs on a blocking thread), then the log ends ([`log_ends`](super::log_ends))
+//! and the groups' committed offsets ([`committed`](super::committed)), put together into each
+//! source's partitions. spinscale never joins the users' groups and never commits; it only reads
+//! offsets.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -15,12 +13,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::metadata::{Metadata, MetadataTopic};
-use rdkafka::{Offset, TopicPartitionList};
 use spinscale_core::spec::kafka_connection::KafkaConnection;
 
 use spinscale_core::engine::PartitionOffsets;
 
 use super::committed::GroupCommits;
+use super::log_ends::{Ends, LogEndReader};
 use spinscale_core::spec::KafkaSource;
 
 /// The longest wait between reconnects to a broker that is down, so a broker that is back is read
@@ -135,6 +133,7 @@ pub struct ClusterReader {
     ends_seen: HashMap<Partition, i64>,
     /// The leaders of the last cycle's metadata.
     leaders: Leaders,
+    log_ends: LogEndReader,
 }
 
 impl ClusterReader {
@@ -148,6 +147,7 @@ impl ClusterReader {
         Ok(Self {
             timeout,
             cluster,
+            log_ends: LogEndReader::new(security, timeout),
             commits_seen: HashMap::new(),
             ends_seen: HashMap::new(),
             leaders: Leaders::default(),
@@ -166,6 +166,13 @@ impl ClusterReader {
         Ok(Plan { wanted, leaders: Leaders::read(&metadata) })
     }
 
+    /// A cycle's second step, beside the committed offsets: the log end of every partition the
+    /// plan's sources count, one ListOffsets per leader.
+    pub async fn latest(&mut self, plan: &Plan) -> Ends {
+        let all: BTreeSet<&Partition> = plan.wanted.iter().flatten().flatten().collect();
+        self.log_ends.fetch(&plan.leaders, all).await
+    }
+
     /// A cycle's last step: each source's partitions with their committed (read by
     /// [`CommittedReader`](super::committed::CommittedReader) for the plan's groups) and latest
     /// offsets, in order.
@@ -174,11 +181,10 @@ impl ClusterReader {
         sources: &[KafkaSource],
         plan: Plan,
         committed: &HashMap<String, GroupCommits>,
+        mut latest: Ends,
     ) -> Vec<Result<Vec<PartitionOffsets>, OffsetsError>> {
         let now = Instant::now();
         let Plan { wanted, leaders } = plan;
-        let all: BTreeSet<&Partition> = wanted.iter().flatten().flatten().collect();
-        let mut latest = self.fetch_latest(&leaders.of, &all);
         refuse_ends_gone_back(&mut self.ends_seen, &mut latest);
         let results = sources
             .iter()
@@ -218,62 +224,6 @@ impl ClusterReader {
     /// The leaders of the last finished cycle.
     pub fn leaders(&self) -> &Leaders {
         &self.leaders
-    }
-
-    /// The log end of every partition, or why it is unknown; partitions missing from the answers
-    /// are left out. One ListOffsets per leader (from the metadata), the leaders asked in parallel:
-    /// librdkafka fails a whole lookup when one leader times out, and answers a partition whose
-    /// leader is down with an error of its own, so a broker that is down fails only what it leads.
-    fn fetch_latest(
-        &self,
-        leaders: &HashMap<Partition, i32>,
-        partitions: &BTreeSet<&Partition>,
-    ) -> HashMap<Partition, Result<i64, String>> {
-        let mut per_leader: BTreeMap<i32, Vec<&Partition>> = BTreeMap::new();
-        for p in partitions {
-            per_leader.entry(leaders.get(*p).copied().unwrap_or(-1)).or_default().push(p);
-        }
-        if per_leader.len() <= 1 {
-            return per_leader.values().flat_map(|group| self.latest_of(group)).collect();
-        }
-        std::thread::scope(|scope| {
-            let workers: Vec<_> =
-                per_leader.values().map(|group| (group, scope.spawn(move || self.latest_of(group)))).collect();
-            workers
-                .into_iter()
-                .flat_map(|(group, worker)| {
-                    worker.join().unwrap_or_else(|_| failed(group, "the ListOffsets worker panicked"))
-                })
-                .collect()
-        })
-    }
-
-    /// One ListOffsets lookup for "latest": each partition's offset, or the cause of its error.
-    fn latest_of(&self, partitions: &[&Partition]) -> Vec<(Partition, Result<i64, String>)> {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition) in partitions {
-            // `add_partition_offset` searches the list again for each partition it adds.
-            if let Err(e) = tpl.add_partition(topic, *partition).set_offset(Offset::End) {
-                return failed(partitions, &kafka_cause(&e));
-            }
-        }
-        match self.cluster.offsets_for_times(tpl, self.timeout) {
-            Err(e) => failed(partitions, &kafka_cause(&e)),
-            Ok(answer) => answer
-                .elements()
-                .iter()
-                .map(|e| {
-                    let key = (Arc::from(e.topic()), e.partition());
-                    match (e.error(), e.offset()) {
-                        (Err(cause), _) => (key, Err(kafka_cause(&cause))),
-                        (Ok(()), Offset::Offset(o)) => (key, Ok(o)),
-                        // No offset and no error: dropped, it would read as a missing partition,
-                        // KEDA's lag 0, a silent "inactive".
-                        (Ok(()), other) => (key, Err(format!("the broker returned no offset ({other:?})"))),
-                    }
-                })
-                .collect(),
-        }
     }
 
     fn assemble(
@@ -342,11 +292,6 @@ fn partitions_of(
     Ok(partitions)
 }
 
-/// Every partition of `partitions` failed with `cause`.
-fn failed(partitions: &[&Partition], cause: &str) -> Vec<(Partition, Result<i64, String>)> {
-    partitions.iter().map(|p| ((*p).clone(), Err(cause.to_string()))).collect()
-}
-
 fn client(
     bootstrap_servers: &str,
     security: Option<&KafkaConnection>,
@@ -413,6 +358,7 @@ mod tests {
     use rdkafka::consumer::CommitMode;
     use rdkafka::mocking::{MockCluster, MockCoordinator};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{Offset, TopicPartitionList};
 
     use super::super::cluster::{Outcome, offsets_cycle};
     use super::super::committed::CommittedReader;
@@ -479,18 +425,6 @@ mod tests {
             let b = b.expect("a topic led by a healthy broker still counts");
             assert_eq!((b[0].committed, b[0].latest), (Some(2), Some(5)));
         }
-        // In one lookup with a healthy partition, librdkafka answers the other with an error of its
-        // own: that is kept as an error, not dropped as "missing".
-        let (a0, b0): (Partition, Partition) = (("a".into(), 0), ("b".into(), 0));
-        let started = Instant::now();
-        let answer = loop {
-            let answer: HashMap<Partition, Result<i64, String>> = reader.latest_of(&[&a0, &b0]).into_iter().collect();
-            if answer.get(&b0) == Some(&Ok(5)) || started.elapsed() > Duration::from_secs(5) {
-                break answer;
-            }
-        };
-        assert_eq!(answer.get(&b0), Some(&Ok(5)), "{answer:?}");
-        assert!(matches!(answer.get(&a0), Some(Err(_))), "{answer:?}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod kafka_sasl;
 pub mod kafka_security;
 pub mod kafka_wire;
+pub mod log_ends;
 pub mod pool;
 pub mod prometheus;
 pub mod prometheus_auth;
