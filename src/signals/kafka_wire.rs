@@ -3,9 +3,10 @@
 //! offers, and many requests written before their answers are read (a broker answers one
 //! connection's requests in order).
 //!
-//! librdkafka does the rest of spinscale's Kafka work. This exists for what it cannot do cheaply:
-//! committed offsets of many groups, which it reads only through a client per group, and the tail
-//! of thousands of partitions, whose fetch answers it matches to topics one linear search each.
+//! librdkafka reads the cluster's metadata. This exists for what it cannot do cheaply: committed
+//! offsets of many groups, which it reads only through a client per group, and the log ends and
+//! the tail of thousands of partitions, whose answers it matches to the asked partitions one
+//! linear search each.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,13 +22,13 @@ use spinscale_core::spec::kafka_connection::{KafkaConnection, Mechanism, Protoco
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use rustls_platform_verifier::BuilderVerifierExt;
 
 use super::kafka_sasl::Scram;
+use super::tls_files;
 
 /// The largest answer read: a broker's frame that claims more is refused, not allocated.
 const MAX_FRAME: usize = 64 << 20;
@@ -244,39 +245,22 @@ pub fn error_name(code: i16) -> String {
 }
 
 fn tls_config(security: &KafkaConnection) -> Result<ClientConfig, String> {
-    let mut roots = RootCertStore::empty();
-    match &security.ca_file {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("caFile {}: {e}", path.display()))? {
-                let cert = cert.map_err(|e| format!("caFile {}: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| format!("caFile {}: {e}", path.display()))?;
+    let builder = match &security.ca_file {
+        Some(path) => ClientConfig::builder().with_root_certificates(tls_files::ca_roots(path)?),
+        // The system's roots, as librdkafka and the HTTP client use; the bundled ones where the
+        // system has none (a minimal image).
+        None => match ClientConfig::builder().with_platform_verifier() {
+            Ok(system) => system,
+            Err(_) => {
+                let mut bundled = RootCertStore::empty();
+                bundled.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+                ClientConfig::builder().with_root_certificates(bundled)
             }
-        }
-        None => {
-            // The system's roots, as librdkafka and the HTTP client use; the bundled ones where
-            // the system has none (a minimal image).
-            if let Ok(builder) = ClientConfig::builder().with_platform_verifier() {
-                return with_client_cert(builder, security);
-            }
-            let (added, _) = roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
-            if added == 0 {
-                return Err("no root certificates".into());
-            }
-        }
-    }
-    with_client_cert(ClientConfig::builder().with_root_certificates(roots), security)
-}
-
-fn with_client_cert(
-    builder: tokio_rustls::rustls::ConfigBuilder<ClientConfig, tokio_rustls::rustls::client::WantsClientCert>,
-    security: &KafkaConnection,
-) -> Result<ClientConfig, String> {
+        },
+    };
     match (&security.cert_file, &security.key_file) {
         (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| format!("certFile {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("keyFile {}: {e}", key.display()))?;
+            let (chain, key) = tls_files::identity(cert, key)?;
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("certFile and keyFile: {e}"))
         }
         _ => Ok(builder.with_no_client_auth()),

@@ -24,6 +24,7 @@ pub mod prometheus_auth;
 pub mod scrape;
 pub mod tail;
 pub mod tail_fetch;
+pub mod tls_files;
 
 use std::fmt;
 use std::sync::Arc;

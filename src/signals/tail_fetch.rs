@@ -261,4 +261,40 @@ mod tests {
         assert_eq!((&**request.topics[0].topic, partition.partition, partition.fetch_offset), ("a", 2, 7));
         assert_eq!(partition.partition_max_bytes, 1);
     }
+
+    /// The loop outlives a broker that goes down: it connects again once the broker is back and
+    /// still sees the record from its position. A topic the broker does not know is dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_that_was_down_is_fetched_again_and_an_unknown_topic_is_dropped() {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+        use super::super::tail::TailRecord;
+
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let bootstrap = mock.bootstrap_servers();
+        let seen = Arc::new(TailSeen::default());
+        let wait = Duration::from_millis(20);
+        let tail = BrokerTail::start(Arc::from(bootstrap.as_str()), None, wait, Duration::from_secs(2), seen.clone());
+        let (t, unknown): (Partition, Partition) = ((Arc::from("t"), 0), (Arc::from("unknown"), 0));
+        tail.fetch_from(&t, 0);
+        tail.fetch_from(&unknown, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tail.fetches(&unknown) {
+            assert!(std::time::Instant::now() < deadline, "an unknown topic is dropped");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        mock.broker_down(1).unwrap();
+        // Some fetches fail while it is down.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        mock.broker_up(1).unwrap();
+        let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+        producer.send(BaseRecord::<(), _>::to("t").partition(0).payload("x")).map_err(|(e, _)| e).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), seen.notify.notified()).await.expect("the record is seen");
+        assert_eq!(seen.take(), [TailRecord { topic: "t".into(), partition: 0, offset: 0 }]);
+        assert!(tail.fetches(&t) && !tail.is_idle());
+    }
 }

@@ -9,28 +9,22 @@ use std::time::Duration;
 use spinscale_core::spec::prometheus_connection::TlsFiles;
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::super::tls_files;
 
 /// A client for `files`, the files read now. Errors name the field (`caFile`) and the file.
 pub(super) fn client(files: &TlsFiles) -> Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = RootCertStore::empty();
-    match &files.ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| format!("caFile {}: {e}", path.display()))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(format!("caFile {}: no usable CA certificate", path.display()));
-            }
-        }
+    let roots = match &files.ca_file {
+        Some(path) => tls_files::ca_roots(path)?,
         None => {
-            roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+            let mut bundled = RootCertStore::empty();
+            bundled.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+            bundled
         }
-    }
+    };
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| format!("caFile: {e}"))?;
@@ -48,10 +42,7 @@ pub(super) fn client(files: &TlsFiles) -> Result<reqwest::Client, String> {
         .with_custom_certificate_verifier(verifier);
     let config = match (&files.cert_file, &files.key_file) {
         (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| format!("certFile {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("keyFile {}: {e}", key.display()))?;
+            let (chain, key) = tls_files::identity(cert, key)?;
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("certFile and keyFile: {e}"))?
         }
         _ => builder.with_no_client_auth(),
