@@ -1,5 +1,5 @@
 //! Many Kafka apps on one cluster, each its own topic and consumer group, on librdkafka's mock
-//! cluster: they share one offsets reader and one tail consumer, so the server's threads do not
+//! cluster: they share one offsets reader and one tail, so the server's threads do not
 //! grow with them, and every app still reads its own group's lag, as apps join and leave.
 
 mod support;
@@ -68,11 +68,12 @@ async fn a_hundred_apps_share_one_reader_and_one_tail_and_each_reads_its_own_lag
     }
     let grown = threads().saturating_sub(before);
     eprintln!("{APPS} Kafka apps on one cluster: {grown} more threads");
-    // One offsets client, one tail consumer (librdkafka: a few threads each, plus one per broker)
-    // and tokio's blocking pool; a client per group would be ~9 threads per app.
+    // One metadata client (librdkafka: a few threads, plus one per broker), the offsets and tail
+    // readers on the runtime, and tokio's blocking pool; a client per group would be ~9 threads
+    // per app.
     assert!(grown <= 48, "{grown} threads for {APPS} apps: clients are not shared");
 
-    // An idle app (no lag) wakes on a record through the shared tail consumer.
+    // An idle app (no lag) wakes on a record through the shared tail.
     let idle = (0..APPS).find(|i| lag_of(*i) == 0.0).unwrap();
     let mut stream = client.stream_is_active(refs[idle].clone()).await.unwrap().into_inner();
     kafka.send(&topic(idle), 0);

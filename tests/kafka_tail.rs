@@ -34,7 +34,7 @@ async fn idle_stream(
 ) -> tonic::Streaming<spinscale::proto::IsActiveResponse> {
     poll_until(client, r, Duration::from_secs(30), |p| p.as_ref().is_ok_and(|p| !p.active)).await.unwrap();
     let stream = client.stream_is_active(r.clone()).await.unwrap().into_inner();
-    // The tail consumer's assignment takes a moment after the poll that started it.
+    // The tail's partitions are followed a moment after the poll that started it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stream
 }

@@ -262,7 +262,7 @@ fn commit(bootstrap: &str, group: &str, topic: &str, offset: i64) {
 
 /// Many groups on one real broker: their committed offsets come from one reader (OffsetFetch of
 /// many groups to their coordinator where the broker offers v8), each app reading its own lag;
-/// idle apps wake through the one tail consumer, and the push delays are printed.
+/// idle apps wake through the one tail, and the push delays are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_groups_on_a_real_broker_each_read_their_own_lag_and_idle_ones_wake_through_one_tail() {
     const APPS: usize = 30;
@@ -304,7 +304,7 @@ async fn many_groups_on_a_real_broker_each_read_their_own_lag_and_idle_ones_wake
     let mut delays = Vec::new();
     for i in (0..APPS).filter(|i| i % 3 == 0) {
         let mut stream = keda.stream_is_active(refs[i].clone()).await.expect("stream").into_inner();
-        // The tail consumer follows the idle partitions after each offsets cycle.
+        // The tail follows the idle partitions after each offsets cycle.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let produced = Instant::now();
         let t = topic(i);

@@ -30,7 +30,7 @@ pub struct TailRecord {
     pub offset: i64,
 }
 
-/// What the tail consumer has seen since the cluster task last looked: each partition's highest
+/// What the tail has seen since the cluster task last looked: each partition's highest
 /// record offset. Nothing is lost however many records arrive, and it holds one entry per
 /// partition, not one per record.
 #[derive(Default)]

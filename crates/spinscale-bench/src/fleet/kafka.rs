@@ -2,10 +2,10 @@
 //! every Kafka request by client and API, or librdkafka's mock cluster where tansu is missing or
 //! the count is too large for it.
 //!
-//! tansu advertises the relay's address, so every connection (spinscale's offsets reader, its
-//! tail consumer, the bench's producer) goes through it after the first Metadata. The relay reads
-//! each request's header as it passes (a 4-byte size, then API key, version, correlation id and
-//! client id) and forwards the bytes unchanged.
+//! tansu advertises the relay's address, so every connection (spinscale's metadata, offsets,
+//! log-end and tail readers, the bench's producer) goes through it after the first Metadata. The
+//! relay reads each request's header as it passes (a 4-byte size, then API key, version,
+//! correlation id and client id) and forwards the bytes unchanged.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -36,7 +36,7 @@ pub async fn run(plan: &FleetPlan, report: &mut Report) -> anyhow::Result<()> {
     super::keda::register(&client, &refs, REGISTER_LIMIT).await?;
     let streams = Streams::open(&client, &refs).await?;
     let pollers = Pollers::start(&client, &refs, plan.poll, 0x3a4e);
-    // Every source reads its group idle again, so the tail consumer follows its partition.
+    // Every source reads its group idle again, so the tail follows its partition.
     tokio::time::sleep(SETTLE).await;
     let http = reqwest::Client::new();
     let probes = Probes::kafka_only(server.pid(), &http, &kafka);
