@@ -49,6 +49,8 @@ impl LogEndReader {
                 }
             }
         }
+        // Connections to brokers that lead nothing asked any more are closed.
+        self.connections.retain(|address, _| per_leader.contains_key(address));
         let work = per_leader.into_iter().map(|(leader, partitions)| {
             let kept = self.connections.remove(&leader);
             let (security, timeout) = (self.security.clone(), self.timeout);

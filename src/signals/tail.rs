@@ -95,8 +95,8 @@ impl TailWatch {
     /// Tails `wanted` (each partition from the log end it maps to) at its leader, `leader_of`:
     /// new partitions are added at their end, the others keep their position, and those no
     /// source has waited on for `linger` are dropped. A partition whose app woke is kept a while,
-    /// since it is usually waited on again once the app has caught up. One without a known leader
-    /// is left to the offsets poll.
+    /// since it is usually waited on again once the app has caught up. One without a known leader,
+    /// or that its leader refused for good a moment ago, is left to the offsets poll.
     pub fn follow(
         &mut self,
         wanted: &BTreeMap<Partition, i64>,
@@ -105,10 +105,11 @@ impl TailWatch {
     ) {
         let now = Instant::now();
         self.followed.retain(|p, (leader, last)| {
-            if wanted.contains_key(p) {
+            let waited_on = wanted.contains_key(p);
+            if waited_on {
                 *last = now;
             }
-            let kept = now.saturating_duration_since(*last) < linger;
+            let kept = waited_on || now.saturating_duration_since(*last) < linger;
             if !kept && let Some(broker) = self.brokers.get(leader) {
                 broker.stop_fetching(p);
             }
@@ -117,7 +118,10 @@ impl TailWatch {
         for (p, end) in wanted {
             let Some(leader) = leader_of(p) else { continue };
             let before = self.followed.get(p).map(|(l, _)| l.clone());
-            if before.as_ref() == Some(&leader) && self.brokers.get(&leader).is_some_and(|b| b.fetches(p)) {
+            let at_leader = self.brokers.get(&leader);
+            if at_leader.is_some_and(|b| b.refused(p))
+                || (before.as_ref() == Some(&leader) && at_leader.is_some_and(|b| b.fetches(p)))
+            {
                 continue;
             }
             if let Some(moved_from) = before.and_then(|l| self.brokers.get(&l)) {
@@ -151,7 +155,7 @@ pub fn idle_ends(partitions: &[spinscale_core::engine::PartitionOffsets]) -> Opt
     partitions
         .iter()
         .map(|p| match (p.committed, p.latest) {
-            // A commit past the log end (read_committed consumers, transactions): records below it
+            // A commit past the log end (made ahead of it, or a log cut back): records below it
             // were already processed, so the tail starts at the commit.
             (Some(committed), Some(end)) if committed >= end => Some((p.topic.clone(), p.partition, committed)),
             (None, Some(0)) => Some((p.topic.clone(), p.partition, 0)),

@@ -10,14 +10,14 @@
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use spinscale_core::spec::kafka_connection::KafkaConnection;
 use tokio::sync::Notify;
-use tracing::debug;
+use tracing::{Instrument, debug, warn};
 
 use super::kafka::Partition;
 use super::kafka_wire::{BrokerConnection, error_name};
@@ -29,8 +29,11 @@ const CLIENT_ID: &str = "spinscale-tail";
 /// names topics (13 on name them by id), but its answers carry tagged fields, and tansu 0.6 sends
 /// one there that only 16 defines, which the codec refuses.
 const VERSIONS: RangeInclusive<i16> = 4..=11;
-/// How long a fetch loop waits after a failed fetch (the broker down, or refusing).
+/// How long a fetch loop waits after a failed fetch (the broker down, or busy).
 const RETRY: Duration = Duration::from_millis(250);
+/// How long a partition the broker refused for good (no READ permission, say) is left to the
+/// offsets poll, and how long a broker without a Fetch version spinscale speaks waits.
+pub const REFUSED_FOR: Duration = Duration::from_secs(60);
 /// The most bytes one answer may hold: records are never read, but a broker may send the first
 /// batch of a partition whatever the limit.
 const ANSWER_BYTES: i32 = 1 << 20;
@@ -41,6 +44,8 @@ type Positions = HashMap<Arc<str>, HashMap<i32, i64>>;
 #[derive(Default)]
 struct Shared {
     positions: Mutex<Positions>,
+    /// Partitions the broker refused with an error that asking again does not mend, and when.
+    refused: Mutex<HashMap<Partition, Instant>>,
     /// Woken when a partition is added.
     added: Notify,
 }
@@ -62,12 +67,16 @@ impl BrokerTail {
         seen: Arc<TailSeen>,
     ) -> Self {
         let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(run(address, security, wait, timeout, shared.clone(), seen));
+        let loop_span = tracing::info_span!("tail_fetch", broker = %address);
+        let task = tokio::spawn(run(address, security, wait, timeout, shared.clone(), seen).instrument(loop_span));
         Self { shared, task }
     }
 
     /// Fetches `partition` from `position` on, whatever position it had.
-    pub fn fetch_from(&self, (topic, partition): &Partition, position: i64) {
+    pub fn fetch_from(&self, p @ (topic, partition): &Partition, position: i64) {
+        if let Ok(mut refused) = self.shared.refused.lock() {
+            refused.remove(p);
+        }
         if let Ok(mut positions) = self.shared.positions.lock() {
             positions.entry(topic.clone()).or_default().insert(*partition, position);
         }
@@ -92,9 +101,27 @@ impl BrokerTail {
         self.shared.positions.lock().is_ok_and(|p| p.get(&**topic).is_some_and(|p| p.contains_key(partition)))
     }
 
-    /// Whether it fetches nothing.
+    /// Whether the broker refused `partition` for good within [`REFUSED_FOR`]: it is not
+    /// worth giving again before then.
+    pub fn refused(&self, partition: &Partition) -> bool {
+        let Ok(mut refused) = self.shared.refused.lock() else { return false };
+        match refused.get(partition) {
+            Some(at) if at.elapsed() < REFUSED_FOR => true,
+            Some(_) => {
+                refused.remove(partition);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Whether it fetches nothing and remembers no refusal: it may be dropped.
     pub fn is_idle(&self) -> bool {
-        self.shared.positions.lock().is_ok_and(|p| p.is_empty())
+        let remembers = self.shared.refused.lock().is_ok_and(|mut refused| {
+            refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+            !refused.is_empty()
+        });
+        !remembers && self.shared.positions.lock().is_ok_and(|p| p.is_empty())
     }
 }
 
@@ -121,17 +148,52 @@ async fn run(
         };
         let answer = match fetch(&mut connection, &address, security.as_ref(), timeout + wait, request).await {
             Ok(answer) => answer,
-            Err(cause) => {
-                debug!(broker = %address, %cause, "tail fetch failed");
+            Err(Failure::Refused(cause)) => {
+                warn!(%cause, "the broker cannot serve the tail; its idle apps wait for the offsets poll");
+                connection = None;
+                tokio::time::sleep(REFUSED_FOR).await;
+                continue;
+            }
+            Err(Failure::Failed(cause)) => {
+                debug!(%cause, "tail fetch failed");
                 connection = None;
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
         };
-        let Ok(moved) = shared.positions.lock().map(|mut positions| apply(&mut positions, &answer)) else { return };
+        let Ok((moved, dropped)) = shared.positions.lock().map(|mut positions| apply(&mut positions, &answer)) else {
+            return;
+        };
         for (partition, end) in moved {
             seen.record(partition, end - 1);
         }
+        refuse(&shared, dropped);
+    }
+}
+
+/// Why a fetch failed: the broker cannot serve it at all, or this time.
+enum Failure {
+    Refused(String),
+    Failed(String),
+}
+
+/// Keeps the partitions dropped for an error that asking again does not mend out for
+/// [`REFUSED_FOR`], with one warning for them all.
+fn refuse(shared: &Shared, dropped: Vec<(Partition, i16)>) {
+    let lasting: Vec<(Partition, i16)> = dropped
+        .into_iter()
+        .filter(|(_, code)| kafka_protocol::ResponseError::try_from_code(*code).is_some_and(|e| !e.is_retriable()))
+        .collect();
+    let Some(((topic, partition), code)) = lasting.first() else { return };
+    warn!(
+        partitions = lasting.len(),
+        example = %format!("{topic}/{partition}"),
+        error = %error_name(*code),
+        "the broker refused tail fetches; their idle apps wait for the offsets poll, asked again in {REFUSED_FOR:?}"
+    );
+    if let Ok(mut refused) = shared.refused.lock() {
+        let now = Instant::now();
+        refused.extend(lasting.into_iter().map(|(p, _)| (p, now)));
     }
 }
 
@@ -141,17 +203,18 @@ async fn fetch(
     security: Option<&KafkaConnection>,
     timeout: Duration,
     request: FetchRequest,
-) -> Result<FetchResponse, String> {
+) -> Result<FetchResponse, Failure> {
     let connection = match connection {
         Some(open) => open,
-        None => connection.insert(BrokerConnection::open(address, CLIENT_ID, security, timeout).await?),
+        None => connection
+            .insert(BrokerConnection::open(address, CLIENT_ID, security, timeout).await.map_err(Failure::Failed)?),
     };
     let version = connection
         .version::<FetchRequest>(VERSIONS)
-        .ok_or_else(|| format!("{address} offers no Fetch version from 4 to 11"))?;
-    let answer = connection.call(request, version).await?;
+        .ok_or_else(|| Failure::Refused(format!("{address} offers no Fetch version from 4 to 11")))?;
+    let answer = connection.call(request, version).await.map_err(Failure::Failed)?;
     if answer.error_code != 0 {
-        return Err(format!("Fetch refused: {}", error_name(answer.error_code)));
+        return Err(Failure::Failed(format!("Fetch refused: {}", error_name(answer.error_code))));
     }
     Ok(answer)
 }
@@ -189,9 +252,9 @@ fn request_of(positions: &Positions, wait: Duration) -> Option<FetchRequest> {
 
 /// Moves each partition's position to the high watermark the broker answered, if that is past
 /// it; drops the partitions the broker answered with an error. Returns the partitions that moved,
-/// with their new ends.
-fn apply(positions: &mut Positions, answer: &FetchResponse) -> Vec<(Partition, i64)> {
-    let mut moved = Vec::new();
+/// with their new ends, and those dropped, with their errors.
+fn apply(positions: &mut Positions, answer: &FetchResponse) -> (Vec<(Partition, i64)>, Vec<(Partition, i16)>) {
+    let (mut moved, mut dropped) = (Vec::new(), Vec::new());
     for topic in &answer.responses {
         let name: &str = &topic.topic;
         let Some(key) = positions.get_key_value(name).map(|(key, _)| key.clone()) else { continue };
@@ -202,6 +265,7 @@ fn apply(positions: &mut Positions, answer: &FetchResponse) -> Vec<(Partition, i
             if answered.error_code != 0 {
                 debug!(topic = name, partition = index, error = %error_name(answered.error_code), "dropped from the tail");
                 partitions.remove(&index);
+                dropped.push(((key.clone(), index), answered.error_code));
             } else if answered.high_watermark > *position {
                 *position = answered.high_watermark;
                 moved.push(((key.clone(), index), answered.high_watermark));
@@ -211,7 +275,7 @@ fn apply(positions: &mut Positions, answer: &FetchResponse) -> Vec<(Partition, i
             positions.remove(&key);
         }
     }
-    moved
+    (moved, dropped)
 }
 
 #[cfg(test)]
@@ -244,11 +308,32 @@ mod tests {
             (Arc::from("gone"), HashMap::from([(0, 9)])),
         ]);
         // UNKNOWN_TOPIC_OR_PARTITION for "gone"; a partition nobody asked for is ignored.
-        let moved =
+        let (moved, dropped) =
             apply(&mut positions, &answer(&[("a", 0, 0, 5), ("a", 1, 0, 4), ("gone", 0, 3, -1), ("b", 0, 0, 7)]));
         assert_eq!(moved, [((Arc::from("a"), 1), 4)]);
+        assert_eq!(dropped, [((Arc::from("gone"), 0), 3)]);
         assert_eq!(positions, HashMap::from([(Arc::from("a"), HashMap::from([(0, 5), (1, 4)]))]));
-        assert!(apply(&mut positions, &answer(&[("a", 1, 0, 4)])).is_empty(), "the same end again is no record");
+        assert_eq!(
+            apply(&mut positions, &answer(&[("a", 1, 0, 4)])),
+            (vec![], vec![]),
+            "the same end again is no record"
+        );
+    }
+
+    /// A partition refused for good (TOPIC_AUTHORIZATION_FAILED) is not worth giving again for a
+    /// while, and its loop is kept to remember it; one that moved (NOT_LEADER_OR_FOLLOWER) is
+    /// followed again at the next cycle.
+    #[tokio::test]
+    async fn a_partition_refused_for_good_waits_and_one_that_moved_does_not() {
+        let (denied, moved): (Partition, Partition) = ((Arc::from("secret"), 0), (Arc::from("a"), 0));
+        let shared = Shared::default();
+        refuse(&shared, vec![(denied.clone(), 29), (moved.clone(), 6)]);
+        let tail = BrokerTail { shared: Arc::new(shared), task: tokio::spawn(async {}) };
+        assert!(tail.refused(&denied));
+        assert!(!tail.refused(&moved));
+        assert!(!tail.is_idle(), "it remembers the refusal");
+        tail.fetch_from(&denied, 0);
+        assert!(!tail.refused(&denied), "given again on purpose");
     }
 
     #[test]
