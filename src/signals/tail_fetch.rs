@@ -40,6 +40,10 @@ const ANSWER_BYTES: i32 = 1 << 20;
 
 /// Each followed topic's partitions and their positions.
 type Positions = HashMap<Arc<str>, HashMap<i32, i64>>;
+/// Partitions whose high watermark passed their position, with the new end.
+type Moved = Vec<(Partition, i64)>;
+/// Partitions the broker answered with an error, with its code.
+type Dropped = Vec<(Partition, i16)>;
 
 #[derive(Default)]
 struct Shared {
@@ -179,8 +183,8 @@ enum Failure {
 
 /// Keeps the partitions dropped for an error that asking again does not mend out for
 /// [`REFUSED_FOR`], with one warning for them all.
-fn refuse(shared: &Shared, dropped: Vec<(Partition, i16)>) {
-    let lasting: Vec<(Partition, i16)> = dropped
+fn refuse(shared: &Shared, dropped: Dropped) {
+    let lasting: Dropped = dropped
         .into_iter()
         .filter(|(_, code)| kafka_protocol::ResponseError::try_from_code(*code).is_some_and(|e| !e.is_retriable()))
         .collect();
@@ -253,7 +257,7 @@ fn request_of(positions: &Positions, wait: Duration) -> Option<FetchRequest> {
 /// Moves each partition's position to the high watermark the broker answered, if that is past
 /// it; drops the partitions the broker answered with an error. Returns the partitions that moved,
 /// with their new ends, and those dropped, with their errors.
-fn apply(positions: &mut Positions, answer: &FetchResponse) -> (Vec<(Partition, i64)>, Vec<(Partition, i16)>) {
+fn apply(positions: &mut Positions, answer: &FetchResponse) -> (Moved, Dropped) {
     let (mut moved, mut dropped) = (Vec::new(), Vec::new());
     for topic in &answer.responses {
         let name: &str = &topic.topic;
