@@ -10,6 +10,7 @@
 //! | `hosts` not given to the namespace by `activator.allowedHosts` | `INVALID_ARGUMENT` naming `hosts` |
 //! | a scrape endpoint answering credentials JSON | `UNAVAILABLE` with status, type and length, not the content |
 //! | a Prometheus answering an endless body | `UNAVAILABLE` naming `limits.maxResponseBytes` |
+//! | a Kafka "broker" whose 14-byte answer claims 2^31 - 1 API versions | a decode error; nothing of that size is allocated |
 
 mod support;
 
@@ -199,4 +200,41 @@ async fn an_endless_body_fails_the_source_at_the_limit() {
     let grown = rss_bytes().saturating_sub(before);
     eprintln!("an endless Prometheus body, maxResponseBytes 1Mi: RSS +{} KiB", grown / 1024);
     assert!(grown < 64 * 1024 * 1024, "an endless body grew the server by {grown} bytes");
+}
+
+/// A tenant may name a broker of its own in `bootstrapServers`. Its answers are decoded by
+/// spinscale's own Kafka requests (offsets, log ends, tail), and a count that the frame cannot
+/// hold would size an allocation of hundreds of GiB, whose failure aborts the whole server
+/// (vendor/kafka-protocol/PATCHED.md). The count is refused instead.
+#[tokio::test]
+async fn a_broker_answer_claiming_billions_of_elements_is_a_decode_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request: its size, then its header (API key, version, correlation id).
+                let Ok(size) = tcp.read_i32().await else { return };
+                let mut request = vec![0; usize::try_from(size).unwrap_or(0)];
+                if tcp.read_exact(&mut request).await.is_err() || request.len() < 8 {
+                    return;
+                }
+                // ApiVersions v0: the correlation id, error 0, then an array of i32::MAX versions.
+                let mut answer = Vec::new();
+                answer.extend_from_slice(&10_i32.to_be_bytes());
+                answer.extend_from_slice(&request[4..8]);
+                answer.extend_from_slice(&0_i16.to_be_bytes());
+                answer.extend_from_slice(&i32::MAX.to_be_bytes());
+                let _ = tcp.write_all(&answer).await;
+                let _ = tcp.read_i32().await;
+            });
+        }
+    });
+    let opened =
+        spinscale::signals::kafka_wire::BrokerConnection::open(&address, "hostile-test", None, Duration::from_secs(10))
+            .await;
+    let error = opened.err().expect("a malformed answer is an error");
+    assert!(error.contains("Array length 2147483647 is more than the 0 bytes left"), "{error}");
 }
