@@ -18,7 +18,7 @@ use tracing::{Instrument, info_span};
 use super::committed::CommittedReader;
 use super::kafka::{ClusterReader, OffsetsError, Partition};
 use super::pool::{Membership, PoolShared, Pools, poll_ticker};
-use super::tail::{self, TailRecord, TailSeen, TailWatch};
+use super::tail::{self, Latest, TailRecord, TailSeen, TailWatch};
 use super::{Reading, SourceState, publish};
 use crate::config::CollectorSettings;
 
@@ -143,8 +143,9 @@ async fn run_cluster(
             offsets_cycle(&mut committed, reader.take(), &bootstrap_servers, security.as_ref(), timeout, sources);
         // Records that arrive during the cycle wake their sources now, and move the cycle's
         // (older) log ends past them, so a reading never goes back.
-        let mut seen: Vec<TailRecord> = Vec::new();
-        let (kept, results) = serving_tail(offsets, &seen_at_tail, &mut waiting, &mut seen).await;
+        let mut latest = Latest::default();
+        let (kept, results) = serving_tail(offsets, &seen_at_tail, &mut waiting, &mut latest).await;
+        let seen = latest.into_records();
         cycle.observe(started.elapsed().as_secs_f64());
         reader = kept;
         waiting.members.clear();
@@ -171,7 +172,7 @@ async fn serving_tail<T>(
     work: impl Future<Output = T>,
     seen_at_tail: &TailSeen,
     waiting: &mut Waiting,
-    seen: &mut Vec<TailRecord>,
+    seen: &mut Latest,
 ) -> T {
     tokio::pin!(work);
     loop {
@@ -180,20 +181,10 @@ async fn serving_tail<T>(
             () = seen_at_tail.notify.notified() => {
                 let batch = seen_at_tail.take();
                 waiting.wake(&batch);
-                *seen = merged(std::mem::take(seen), batch);
+                seen.extend(batch);
             }
         }
     }
-}
-
-/// `seen` and `more`, one record per partition: the highest offset.
-fn merged(seen: Vec<TailRecord>, more: Vec<TailRecord>) -> Vec<TailRecord> {
-    let mut latest: BTreeMap<Partition, i64> = BTreeMap::new();
-    for r in seen.into_iter().chain(more) {
-        let at = latest.entry((r.topic, r.partition)).or_insert(r.offset);
-        *at = (*at).max(r.offset);
-    }
-    latest.into_iter().map(|((topic, partition), offset)| TailRecord { topic, partition, offset }).collect()
 }
 
 /// One offsets cycle: the metadata, then the groups' committed offsets and the log ends side by

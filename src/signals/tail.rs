@@ -30,12 +30,35 @@ pub struct TailRecord {
     pub offset: i64,
 }
 
-/// What the tail has seen since the cluster task last looked: each partition's highest
-/// record offset. Nothing is lost however many records arrive, and it holds one entry per
-/// partition, not one per record.
+/// Records kept as each partition's highest offset: one entry per partition however many arrive.
+#[derive(Default)]
+pub struct Latest(BTreeMap<Partition, i64>);
+
+impl Latest {
+    /// Keeps `offset` as `partition`'s record if it is the highest so far.
+    pub fn keep(&mut self, partition: Partition, offset: i64) {
+        let at = self.0.entry(partition).or_insert(offset);
+        *at = (*at).max(offset);
+    }
+
+    /// Keeps each of `records`.
+    pub fn extend(&mut self, records: impl IntoIterator<Item = TailRecord>) {
+        for r in records {
+            self.keep((r.topic, r.partition), r.offset);
+        }
+    }
+
+    /// The records kept, one per partition.
+    pub fn into_records(self) -> Vec<TailRecord> {
+        self.0.into_iter().map(|((topic, partition), offset)| TailRecord { topic, partition, offset }).collect()
+    }
+}
+
+/// What the tail has seen since the cluster task last looked. Nothing is lost however many
+/// records arrive, and it holds one entry per partition, not one per record.
 #[derive(Default)]
 pub struct TailSeen {
-    latest: Mutex<BTreeMap<Partition, i64>>,
+    latest: Mutex<Latest>,
     /// Woken when a partition gets its first record since the last look.
     pub notify: Notify,
 }
@@ -44,16 +67,14 @@ impl TailSeen {
     /// Keeps `offset` as `partition`'s record if it is the highest seen since the last look.
     pub(super) fn record(&self, partition: Partition, offset: i64) {
         if let Ok(mut latest) = self.latest.lock() {
-            let at = latest.entry(partition).or_insert(offset);
-            *at = (*at).max(offset);
+            latest.keep(partition, offset);
         }
         self.notify.notify_one();
     }
 
     /// The records seen since the last call, one per partition (its highest offset).
     pub fn take(&self) -> Vec<TailRecord> {
-        let taken = self.latest.lock().map(|mut latest| std::mem::take(&mut *latest)).unwrap_or_default();
-        taken.into_iter().map(|((topic, partition), offset)| TailRecord { topic, partition, offset }).collect()
+        self.latest.lock().map(|mut latest| std::mem::take(&mut *latest)).unwrap_or_default().into_records()
     }
 }
 
