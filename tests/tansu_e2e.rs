@@ -29,15 +29,6 @@ struct Tansu {
 }
 
 impl Tansu {
-    fn binary() -> Option<PathBuf> {
-        if let Some(path) = std::env::var_os("SPINSCALE_TANSU_BIN") {
-            return Some(PathBuf::from(path)).filter(|p| p.is_file());
-        }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
-        std::env::split_paths(&path).chain(home).map(|dir| dir.join("tansu")).find(|p| p.is_file())
-    }
-
     async fn start(binary: &PathBuf) -> Self {
         let port = free_port().expect("port");
         let url = format!("tcp://127.0.0.1:{port}");
@@ -71,7 +62,7 @@ impl Drop for Tansu {
 
 /// The tansu binary, or `None` (with the reason printed) where it is not installed.
 fn tansu() -> Option<PathBuf> {
-    let binary = Tansu::binary();
+    let binary = spinscale_testkit::tansu_binary();
     if binary.is_none() {
         assert!(
             std::env::var_os("SPINSCALE_REQUIRE_TANSU").is_none(),

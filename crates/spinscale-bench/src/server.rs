@@ -115,14 +115,7 @@ impl ServerProcess {
 
     /// Resident memory of the server process, in MiB.
     pub fn rss_mib(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("no VmRSS in /proc/PID/status")?;
-        Ok(kib / 1024.0)
+        rss_mib_of(self.pid())
     }
 }
 
@@ -134,6 +127,18 @@ impl Drop for ServerProcess {
 }
 
 /// The `spinscale` binary built next to this one (`cargo build --release` builds both).
+/// Resident memory of process `pid` (`VmRSS` of `/proc/PID/status`), in MiB.
+pub fn rss_mib_of(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc/PID/status")?;
+    Ok(kib / 1024.0)
+}
+
 fn spinscale_binary() -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     let sibling = exe.with_file_name("spinscale");

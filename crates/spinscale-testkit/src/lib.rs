@@ -256,6 +256,17 @@ fn gzipped(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap_or_default()
 }
 
+/// The `tansu` broker binary: `$SPINSCALE_TANSU_BIN`, else the first on `PATH` or in
+/// `~/.cargo/bin` (where `cargo install tansu` puts it).
+pub fn tansu_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SPINSCALE_TANSU_BIN") {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
+    std::env::split_paths(&path).chain(home).map(|dir| dir.join("tansu")).find(|p| p.is_file())
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use spinscale_testkit::free_port;
+use spinscale_testkit::{free_port, tansu_binary};
 
 /// The bench's own Kafka clients call themselves this; the count leaves them out.
 pub const BENCH_CLIENT_ID: &str = "fleet-bench";
@@ -188,16 +187,6 @@ fn api_name(key: i16) -> &'static str {
         72 => "PushTelemetry",
         _ => "other",
     }
-}
-
-/// The tansu binary: `$SPINSCALE_TANSU_BIN`, else the first on `PATH` or in `~/.cargo/bin`.
-fn tansu_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("SPINSCALE_TANSU_BIN") {
-        return Some(PathBuf::from(path)).filter(|p| p.is_file());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
-    std::env::split_paths(&path).chain(home).map(|dir| dir.join("tansu")).find(|p| p.is_file())
 }
 
 /// Relays every connection to `upstream`, counting the requests clients send.

@@ -18,16 +18,10 @@ pub struct Usage {
 /// Reads `pid`'s threads, memory and CPU time now.
 pub fn usage(pid: u32) -> anyhow::Result<Usage> {
     let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS in /proc/PID/status")?;
+    let rss_mib = crate::server::rss_mib_of(pid)?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let ticks = crate::activator::cpu_ticks(&stat).context("no CPU times in /proc/PID/stat")?;
-    Ok(Usage { threads, rss_mib: rss_kib / 1024.0, cpu_s: ticks as f64 / clock_ticks() })
+    Ok(Usage { threads, rss_mib, cpu_s: ticks as f64 / clock_ticks() })
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux unless told otherwise).
