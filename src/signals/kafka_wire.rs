@@ -22,8 +22,8 @@ use spinscale_core::spec::kafka_connection::{KafkaConnection, Mechanism, Protoco
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use rustls_platform_verifier::BuilderVerifierExt;
 
@@ -251,11 +251,7 @@ fn tls_config(security: &KafkaConnection) -> Result<ClientConfig, String> {
         // system has none (a minimal image).
         None => match ClientConfig::builder().with_platform_verifier() {
             Ok(system) => system,
-            Err(_) => {
-                let mut bundled = RootCertStore::empty();
-                bundled.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
-                ClientConfig::builder().with_root_certificates(bundled)
-            }
+            Err(_) => ClientConfig::builder().with_root_certificates(tls_files::bundled_roots()?),
         },
     };
     match (&security.cert_file, &security.key_file) {

@@ -1,6 +1,7 @@
 //! The PEM files a TLS client of an upstream reads: the CA it trusts (`caFile`) and its own
 //! certificate chain and key (`certFile`, `keyFile`, for mTLS). Errors name the field and the
-//! file. Which roots to trust without a `caFile` is each client's own choice.
+//! file. Which roots to trust without a `caFile` is each client's own choice; the bundled ones
+//! are here.
 
 use std::path::Path;
 
@@ -17,6 +18,16 @@ pub fn ca_roots(path: &Path) -> Result<RootCertStore, String> {
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
         return Err(format!("caFile {}: no usable CA certificate", path.display()));
+    }
+    Ok(roots)
+}
+
+/// The bundled Mozilla roots, for a client without a `caFile` where no others are at hand.
+pub fn bundled_roots() -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+    if added == 0 {
+        return Err("no root certificates".into());
     }
     Ok(roots)
 }

@@ -10,7 +10,7 @@ use spinscale_core::spec::prometheus_connection::TlsFiles;
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureScheme};
 
 use super::super::tls_files;
 
@@ -19,11 +19,7 @@ pub(super) fn client(files: &TlsFiles) -> Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let roots = match &files.ca_file {
         Some(path) => tls_files::ca_roots(path)?,
-        None => {
-            let mut bundled = RootCertStore::empty();
-            bundled.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
-            bundled
-        }
+        None => tls_files::bundled_roots()?,
     };
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
